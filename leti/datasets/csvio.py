@@ -1,0 +1,281 @@
+"""The measurement CSV exchange format: ``space,arch,target,latency_ms,source``, one row per measured arch.
+
+Reading is strict so that a bad file fails with the line and the column that are wrong, before anything
+reaches the store. The leti space's arch is JSON (it has commas), so it travels quoted; the csv module
+handles that both ways.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from leti.errors import LetiError
+from leti.targets import validate_name
+
+if TYPE_CHECKING:
+    from leti.datasets.store import ArchRecord, Store
+
+CSV_COLUMNS = ("space", "arch", "target", "latency_ms", "source")
+REQUIRED_COLUMNS = ("space", "arch", "target", "latency_ms")  # a missing 'source' column means "the file"
+SPACES = ("nasbench201", "nasbench101", "fbnet", "leti")
+# Every accepted spelling -> the canonical name stored everywhere.
+SPACE_ALIASES: dict[str, str] = {
+    **{name: name for name in SPACES},
+    "nb201": "nasbench201",
+    "nb101": "nasbench101",
+}
+IMPORT_SETTINGS_KEY = "import"
+_PROGRESS_EVERY = 1000
+
+
+def canonical_space(name: str, field: str = "space") -> str:
+    """``nb201`` -> ``nasbench201`` and so on; an unknown space raises a LetiError naming ``field``."""
+    key = name.strip().lower() if isinstance(name, str) else None
+    if key not in SPACE_ALIASES:
+        known = ", ".join(SPACES) + "; aliases " + ", ".join(k for k in SPACE_ALIASES if k not in SPACES)
+        raise LetiError(f"{name!r} is not a known space ({known})", field)
+    return SPACE_ALIASES[key]
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    """One validated row. ``line`` is the 1-based line the row starts on (0 for rows built in code)."""
+
+    space: str
+    arch: str
+    target: str
+    latency_ms: float
+    source: str = ""
+    line: int = 0
+
+
+def _check(space, arch, target, latency, source, where: str, line: int = 0) -> CsvRow:
+    """Validate one row's values; errors name ``<where>, column <col>``."""
+
+    def col(name: str) -> str:
+        return f"{where}, column {name}"
+
+    space = canonical_space(space if isinstance(space, str) else str(space), col("space"))
+    if not isinstance(arch, str) or not arch.strip():
+        raise LetiError("is empty", col("arch"))
+    target = target.strip() if isinstance(target, str) else target
+    try:
+        validate_name(target)
+    except LetiError as e:
+        raise LetiError(e.reason, col("target")) from None
+    value = _positive_number(latency)
+    if value is None:
+        raise LetiError(f"{latency!r} is not a positive number", col("latency_ms"))
+    source = "" if source is None else str(source).strip()
+    return CsvRow(space, arch.strip(), target, value, source, line)
+
+
+def _positive_number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
+def _header_index(header: list[str], path: Path, line: int) -> dict[str, int]:
+    names = [h.strip() for h in header]
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in CSV_COLUMNS:
+            if name in index:
+                raise LetiError("appears twice in the header", f"line {line}, column {name}")
+            index[name] = i
+    for name in REQUIRED_COLUMNS:
+        if name not in index:
+            raise LetiError(
+                f"missing from the header of {path} (expected {','.join(CSV_COLUMNS)})",
+                f"line {line}, column {name}",
+            )
+    return index
+
+
+def read_measurement_csv(path: str | os.PathLike) -> Iterator[CsvRow]:
+    """Yield validated rows of a measurement CSV; the first bad row raises a LetiError naming line and column.
+
+    The header must hold the columns space, arch, target, latency_ms (and usually source), in any order;
+    other columns are ignored. Blank lines are skipped.
+    """
+    path = Path(path)
+    try:
+        # utf-8-sig: tolerate a BOM from spreadsheet tools. Opened outside `with` to report OSError alone.
+        f = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115
+    except OSError as e:
+        raise LetiError(f"cannot read {path}: {e.strerror or e}", "path") from None
+    with f:
+        reader = csv.reader(f)
+        line_end = 0  # physical line the previous record ended on; quoted fields may span lines
+        index: dict[str, int] | None = None
+        n_cols = 0
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise LetiError(str(e), f"line {line_end + 1}") from None
+            except UnicodeDecodeError as e:
+                raise LetiError(f"not UTF-8 text ({e.reason})", f"line {line_end + 1}") from None
+            line, line_end = line_end + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if index is None:
+                index, n_cols = _header_index(record, path, line), len(record)
+                continue
+            if len(record) > n_cols:
+                raise LetiError(
+                    f"{len(record)} fields but the header has {n_cols} (quote fields that contain commas)",
+                    f"line {line}, column {n_cols + 1}",
+                )
+            values = {}
+            for name, i in index.items():
+                if i >= len(record):
+                    raise LetiError(
+                        f"missing ({len(record)} fields, header has {n_cols})", f"line {line}, column {name}"
+                    )
+                values[name] = record[i]
+            yield _check(
+                values["space"],
+                values["arch"],
+                values["target"],
+                values["latency_ms"],
+                values.get("source", ""),
+                f"line {line}",
+                line,
+            )
+        if index is None:
+            raise LetiError(f"{path} is empty (expected the header {','.join(CSV_COLUMNS)})", "path")
+
+
+def _as_values(row) -> tuple:
+    if isinstance(row, CsvRow):
+        return row.space, row.arch, row.target, row.latency_ms, row.source
+    if isinstance(row, Mapping):
+        return tuple(row.get(c, "" if c == "source" else None) for c in CSV_COLUMNS)
+    values = tuple(row)
+    if len(values) == 4:
+        values += ("",)
+    if len(values) != 5:
+        raise LetiError(
+            f"expected {len(CSV_COLUMNS)} values ({','.join(CSV_COLUMNS)}), got {len(values)}", "rows"
+        )
+    return values
+
+
+def write_measurement_csv(path: str | os.PathLike, rows: Iterable[CsvRow | Mapping | tuple]) -> int:
+    """Write rows (CsvRow, dicts or tuples in column order) as a measurement CSV; returns the row count.
+
+    Rows are validated like the reader does, so whatever is written can be read back.
+    """
+    path = Path(path)
+    checked = [_check(*_as_values(r), where=f"row {i}") for i, r in enumerate(rows)]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")  # QUOTE_MINIMAL quotes JSON archs with commas and quotes
+            w.writerow(CSV_COLUMNS)
+            for r in checked:
+                w.writerow((r.space, r.arch, r.target, repr(r.latency_ms), r.source))
+    except OSError as e:
+        raise LetiError(f"cannot write {path}: {e.strerror or e}", "path") from None
+    return len(checked)
+
+
+@dataclass
+class ImportReport:
+    """What one CSV import did. ``duplicates`` = rows that added no measurement (seen before or in the file)."""
+
+    path: str
+    rows: int = 0
+    archs: int = 0  # distinct arch_ids in the file
+    archs_new: int = 0
+    targets_new: int = 0
+    measurements_new: int = 0
+    duplicates: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.path}: {self.rows} rows, {self.archs} archs ({self.archs_new} new), "
+            f"{self.measurements_new} measurements new, {self.duplicates} duplicates skipped"
+        )
+
+
+def import_csv(
+    store: Store,
+    path: str | os.PathLike,
+    parse_arch: Callable[[str, str], ArchRecord],
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import a measurement CSV into ``store`` (settings_key ``"import"``); importing twice adds nothing.
+
+    ``parse_arch(space, arch_text)`` turns a row's arch into an ArchRecord (the space module's importer);
+    each distinct (space, arch_text) is parsed once. Everything is validated before anything is written,
+    and the writes happen in one transaction, so a bad file leaves the store untouched.
+    ``progress(done, total)`` is called while parsing, every 1000 rows and at the end.
+    """
+    from leti.datasets.store import ArchRecord  # late import: store imports this module
+
+    path = Path(path)
+    rows = list(read_measurement_csv(path))
+    total = len(rows)
+    default_source = path.name
+    parsed: dict[tuple[str, str], ArchRecord] = {}
+    archs: dict[str, ArchRecord] = {}  # by arch_id; first record wins
+    bulk = []
+    for i, row in enumerate(rows, 1):
+        key = (row.space, row.arch)
+        rec = parsed.get(key)
+        if rec is None:
+            try:
+                rec = parse_arch(row.space, row.arch)
+            except LetiError as e:
+                raise _with_line(e, row.line) from None
+            if not isinstance(rec, ArchRecord):
+                raise LetiError(
+                    f"parse_arch returned {type(rec).__name__}, expected ArchRecord", "parse_arch"
+                )
+            parsed[key] = rec
+            archs.setdefault(rec.arch_id, rec)
+        bulk.append(
+            {
+                "arch_id": rec.arch_id,
+                "target": row.target,
+                "settings_key": IMPORT_SETTINGS_KEY,
+                "latency_ms": row.latency_ms,
+                "source": row.source or default_source,
+            }
+        )
+        if progress is not None and (i % _PROGRESS_EVERY == 0 or i == total):
+            progress(i, total)
+    report = ImportReport(str(path), rows=total, archs=len(archs))
+    with store.transaction():
+        report.archs_new = store.upsert_archs(archs.values())
+        report.targets_new = store.ensure_targets(sorted({r.target for r in rows}))
+        report.measurements_new = store.add_measurements_bulk(bulk)
+    report.duplicates = total - report.measurements_new
+    return report
+
+
+def _with_line(e: LetiError, line: int) -> LetiError:
+    """The same error type, its message prefixed with the CSV position."""
+    where = f"line {line}, column arch"
+    try:
+        return type(e)(str(e), where)
+    except TypeError:  # a subclass with another constructor
+        return LetiError(str(e), where)

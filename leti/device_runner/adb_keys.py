@@ -1,0 +1,79 @@
+"""ADB RSA keys: the host's key pair (``$LETI_HOME/adbkey`` + ``.pub``) and the device-side check.
+
+The public key file uses Android's own format: base64 of a little-endian ``RSAPublicKey`` struct
+(modulus size in words, n0inv, modulus, R^2, exponent) followed by `` user@host``. A device answers a
+random 20-byte token with AUTH; the host signs it as if it were a SHA-1 digest (PKCS#1 v1.5).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
+from leti.errors import DeviceError, LetiError
+from leti.paths import leti_home
+
+_MODULUS_BYTES = 256  # Android only accepts 2048-bit keys
+_STRUCT = struct.Struct(f"<II{_MODULUS_BYTES}s{_MODULUS_BYTES}sI")
+
+
+def default_key_path() -> Path:
+    return leti_home() / "adbkey"
+
+
+def ensure_key(path: Path | str | None = None) -> Path:
+    """Return the private key path, creating the pair with adb-shell's keygen if it is absent."""
+    from adb_shell.auth.keygen import keygen
+
+    key = Path(path) if path is not None else default_key_path()
+    pub = key.with_name(key.name + ".pub")
+    if key.is_file() and pub.is_file():
+        return key
+    if key.exists() != pub.exists():
+        missing = pub if key.exists() else key
+        raise LetiError(f"{missing} is missing but its pair exists; remove both to regenerate", "adb_key")
+    key.parent.mkdir(parents=True, exist_ok=True)
+    keygen(str(key))
+    os.chmod(key, 0o600)  # a private key readable by others would let them drive the phones
+    return key
+
+
+def load_signer(path: Path | str | None = None):
+    """An adb-shell signer for the key at ``path`` (created if absent)."""
+    from adb_shell.auth.sign_cryptography import CryptographySigner
+
+    key = ensure_key(path)
+    try:
+        return CryptographySigner(str(key))
+    except (ValueError, TypeError) as exc:
+        raise LetiError(f"cannot load ADB key {key}: {exc}", "adb_key") from exc
+
+
+def public_key_from_android(blob: bytes | str) -> rsa.RSAPublicKey:
+    """Decode an Android-format public key (the ``adbkey.pub`` text, with or without its comment)."""
+    text = blob.decode("ascii", "replace") if isinstance(blob, bytes) else blob
+    token = text.strip("\0").split()[0] if text.strip("\0").split() else ""
+    try:
+        raw = base64.b64decode(token, validate=True)
+        words, _n0inv, modulus, _rr, exponent = _STRUCT.unpack(raw)
+    except (ValueError, struct.error) as exc:
+        raise DeviceError(f"malformed ADB public key: {exc}", "adb_key") from exc
+    if words != _MODULUS_BYTES // 4:
+        raise DeviceError(f"unsupported ADB key size: {words * 32} bits", "adb_key")
+    n = int.from_bytes(modulus, "little")
+    return rsa.RSAPublicNumbers(exponent, n).public_key()
+
+
+def verify_token(public_key: rsa.RSAPublicKey, token: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is the holder's signature of the AUTH ``token``."""
+    try:
+        public_key.verify(signature, token, padding.PKCS1v15(), utils.Prehashed(hashes.SHA1()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -1,0 +1,45 @@
+"""leti's error type: every bad input raises a LetiError whose message names the field."""
+
+from __future__ import annotations
+
+
+class LetiError(Exception):
+    """Bad input or an operation that cannot proceed.
+
+    ``field`` names what was wrong (``"adjacency[2][1]"``, ``"layers[3].k"``, ``"line 7, column latency_ms"``);
+    the message is a single line so the CLI can print it as is and HTTP can return it as a 4xx detail.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        self.reason = message
+        text = f"{field}: {message}" if field else message
+        super().__init__(" ".join(text.split()))
+
+
+class ArchError(LetiError):
+    """An invalid architecture spec."""
+
+
+class GraphError(LetiError):
+    """A spec that is valid on its own but cannot be expanded (shape mismatch, unsupported combination)."""
+
+
+class ModelFileError(LetiError):
+    """A corrupt, empty or unsupported model file."""
+
+
+class TargetError(LetiError):
+    """An unknown or malformed target name."""
+
+
+class StoreError(LetiError):
+    """The measurement store cannot be opened or written."""
+
+
+class PredictorError(LetiError):
+    """A missing, corrupt or incompatible predictor."""
+
+
+class DeviceError(LetiError):
+    """A device that cannot be reached or that failed a command."""
