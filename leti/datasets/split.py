@@ -1,0 +1,36 @@
+"""Train/test splits by canonical arch hash: isomorphic archs never sit on both sides."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from leti.errors import LetiError
+
+
+def split_by_hash(hashes, train_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test): hash groups in a seeded random order fill the training set up to ``train_size`` rows.
+
+    When the last group taken would overshoot, only part of it goes to training and the rest of that group is left
+    out of both sides, so the test set never shares a hash with the training set.
+    """
+    hashes = np.asarray(hashes, dtype=object)
+    n = hashes.size
+    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
+        raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
+    if train_size >= n:
+        raise LetiError(
+            f"{train_size} is not smaller than the {n} measured archs; leave some for testing", "train_size"
+        )
+    uniq, inverse = np.unique(hashes, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(uniq.size)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    # rows sorted by (their group's random rank, row index): a stable, seed-determined walk over groups
+    rows = np.lexsort((np.arange(n), rank[inverse]))
+    train = np.sort(rows[:train_size])
+    taken = np.zeros(uniq.size, dtype=bool)
+    taken[inverse[train]] = True
+    test = np.flatnonzero(~taken[inverse])
+    if test.size == 0:
+        raise LetiError("no archs are left for testing after the split", "train_size")
+    return train, test
