@@ -56,12 +56,22 @@ def test_tf2_8_full_output_with_op_profile():
     assert ops is not None and len(ops) == 31
     assert all(op.node_type != "AllocateTensors" for op in ops)
     first, last = ops[0], ops[-1]
-    assert (first.node_type, first.name, first.node_index) == ("CONV_2D", "MobilenetV1/MobilenetV1/Conv2d_0/Relu6", 0)
+    assert (first.node_type, first.name, first.node_index) == (
+        "CONV_2D",
+        "MobilenetV1/MobilenetV1/Conv2d_0/Relu6",
+        0,
+    )
     assert first.avg_ms == pytest.approx(60.957) and first.percent == pytest.approx(2.066)
     assert first.first_ms == pytest.approx(87.754) and first.times_called == 1
     assert (last.node_type, last.node_index, last.avg_ms) == ("SOFTMAX", 30, pytest.approx(0.233))
     assert sum(op.percent for op in ops) == pytest.approx(100.0, abs=0.05)
-    assert {op.node_type for op in ops} == {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "SQUEEZE", "SOFTMAX"}
+    assert {op.node_type for op in ops} == {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "AVERAGE_POOL_2D",
+        "SQUEEZE",
+        "SOFTMAX",
+    }
 
 
 def test_tf2_8_to_measurement_is_in_ms_and_keeps_raw():
@@ -92,14 +102,23 @@ def test_tf2_20_info_prefixed_output_with_percentiles():
     m = to_measurement(out, raw)
     assert m.median_ms == pytest.approx(1239.807) and m.p90_ms == pytest.approx(1247.415)
     assert m.mean_ms == pytest.approx(1240.27) and m.versions["percentiles"] == "reported"
-    assert m.memory == {"init_rss_delta_mb": 6.36328, "overall_rss_delta_mb": 109.832, "model_file_mb": 67.3128}
+    assert m.memory == {
+        "init_rss_delta_mb": 6.36328,
+        "overall_rss_delta_mb": 109.832,
+        "model_file_mb": 67.3128,
+    }
 
 
 def test_2021_nightly_summary_and_memory_delta():
     raw = sample("tf_nightly_2021_mi11_cpu.txt")
     out = parse(raw)
     assert out.runs.count == 50 and out.runs.avg == 220000 and out.warmup is None
-    assert (out.init_us, out.first_us, out.warmup_avg_us, out.inference_avg_us) == (1430, 247583, 222136, 220000)
+    assert (out.init_us, out.first_us, out.warmup_avg_us, out.inference_avg_us) == (
+        1430,
+        247583,
+        222136,
+        220000,
+    )
     m = to_measurement(out, raw)
     assert (m.mean_ms, m.min_ms, m.max_ms, m.std_ms) == pytest.approx((220.0, 206.675, 231.957, 6.795))
 
@@ -136,7 +155,13 @@ def test_truncated_output_names_the_missing_summary():
 
 @pytest.mark.parametrize(
     "garbage",
-    ["", "   \n", "Segmentation fault\n", "\x00\x01\x02binary junk", "/system/bin/sh: x: inaccessible or not found\n"],
+    [
+        "",
+        "   \n",
+        "Segmentation fault\n",
+        "\x00\x01\x02binary junk",
+        "/system/bin/sh: x: inaccessible or not found\n",
+    ],
 )
 def test_garbage_raises_leti_error(garbage):
     with pytest.raises(LetiError) as err:
@@ -165,3 +190,9 @@ def test_bad_op_profile_row_is_an_error_naming_the_table():
     with pytest.raises(LetiError) as err:
         parse(broken)
     assert err.value.field == "benchmark_model.op_profile"
+
+
+def test_a_delegate_warning_in_a_successful_run_is_not_a_failure():
+    raw = sample("tf_nightly_2021_mi11_cpu.txt")
+    warned = "WARNING: Failed to apply the default TensorFlow Lite delegate indexed at 0.\n" + raw
+    assert parse(warned).inference_avg_us == 220000

@@ -38,9 +38,12 @@ def ensure_key(path: Path | str | None = None) -> Path:
     if key.exists() != pub.exists():
         missing = pub if key.exists() else key
         raise LetiError(f"{missing} is missing but its pair exists; remove both to regenerate", "adb_key")
-    key.parent.mkdir(parents=True, exist_ok=True)
-    keygen(str(key))
-    os.chmod(key, 0o600)  # a private key readable by others would let them drive the phones
+    try:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        keygen(str(key))
+        os.chmod(key, 0o600)  # a private key readable by others would let them drive the phones
+    except OSError as exc:
+        raise LetiError(f"cannot create an ADB key at {key}: {exc.strerror or exc}", "adb_key") from exc
     return key
 
 
@@ -51,7 +54,7 @@ def load_signer(path: Path | str | None = None):
     key = ensure_key(path)
     try:
         return CryptographySigner(str(key))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         raise LetiError(f"cannot load ADB key {key}: {exc}", "adb_key") from exc
 
 

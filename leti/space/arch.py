@@ -22,7 +22,7 @@ from leti.space.config import normalize_config
 from leti.space.hashing import canonical_form, digest
 from leti.space.layers import compact_layer, layer_key, normalize_layer
 
-MAX_NODES = 64
+MAX_NODES = 256  # a whole compressed model (ResNet-, MobileNetV2-like) can be one cell
 
 
 def _matrix(adjacency) -> tuple[tuple[int, ...], ...]:

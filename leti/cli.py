@@ -1,0 +1,392 @@
+"""The ``leti`` command. Bad input prints one line, ``leti: error: <field>: <reason>``, and exits with status 2.
+
+Heavy libraries (TensorFlow, torch, boosting) are imported inside the subcommands that need them, so that
+``leti --help`` and light commands start instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from leti.errors import LetiError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (via LetiError) instead of usage text + message."""
+
+    def error(self, message):
+        raise LetiError(message, self.prog.replace("leti ", "", 1) if self.prog != "leti" else None)
+
+
+def _store(args):
+    from leti.datasets.store import Store
+
+    return Store.open(args.store)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=None, sort_keys=True, default=str))
+
+
+# ---- space ---------------------------------------------------------------------------------------------------------
+def cmd_space_sample(args) -> int:
+    from leti.space import sample
+
+    constraints = json.loads(args.constraints) if args.constraints else None
+    if constraints is not None and not isinstance(constraints, dict):
+        raise LetiError("must be a JSON object", "--constraints")
+    for arch, text in sample(args.space, args.n, args.seed, constraints):
+        print(json.dumps({"hash": arch.hash, "full_hash": arch.full_hash, "space": arch.space,
+                          "native": text, "arch": arch.to_dict()}, separators=(",", ":")))  # fmt: skip
+    return 0
+
+
+def read_arch_arg(text: str, space: str | None = None):
+    """An arch from the command line: a native string, Arch JSON, a JSON/JSONL file or a .tflite file."""
+    from leti.space import to_arch
+
+    p = Path(text)
+    if len(text) < 4096 and p.is_file():
+        if p.suffix == ".tflite":
+            from leti.build.reader import read_tflite
+
+            return None, read_tflite(p.read_bytes())
+        content = p.read_text().strip()
+        first = content.splitlines()[0] if content else ""
+        if not first:
+            raise LetiError("file is empty", str(p))
+        try:
+            obj = json.loads(first) if p.suffix == ".jsonl" else json.loads(content)
+        except ValueError:
+            obj = first
+        if isinstance(obj, dict) and "arch" in obj and "adjacency" not in obj:
+            space = space or obj.get("space")
+            obj = obj["arch"]
+        arch = to_arch(obj, space if not isinstance(obj, dict) else None)
+        return arch, arch.to_graph()
+    arch = to_arch(text, space)
+    return arch, arch.to_graph()
+
+
+def cmd_space_show(args) -> int:
+    from rich.table import Table
+
+    arch, g = read_arch_arg(args.arch, args.space)
+    if arch is not None and args.prune:
+        arch = arch.prune()
+        g = arch.to_graph()
+    if args.json:
+        _print_json({"hash": arch.hash if arch else None, "totals": g.totals(), "nodes": g.table()})
+        return 0
+    con = _console()
+    title = f"{arch.space} arch {arch.hash[:12]}" if arch else "tflite model"
+    t = Table(title=title, show_lines=False)
+    for col in ("id", "op", "block", "attrs", "in", "out", "MACs", "params"):
+        t.add_column(col, justify="right" if col in ("id", "MACs", "params") else "left")
+    for nd in g.nodes():
+        attrs = " ".join(f"{k}={v}" for k, v in nd.attrs.items())
+        t.add_row(str(nd.id), nd.op + ("" if nd.live else " (dead)"), nd.block, attrs,
+                  "x".join(map(str, nd.in_shape)), "x".join(map(str, nd.out_shape)), f"{nd.macs:,}", f"{nd.params:,}")  # fmt: skip
+    con.print(t)
+    tot = g.totals()
+    con.print(
+        f"nodes {tot['nodes']}, MACs {tot['macs']:,}, params {tot['params']:,}, "
+        f"activations {tot['activation_bytes'] / 2**20:.2f} MiB, peak {tot['peak_bytes'] / 2**20:.2f} MiB, "
+        f"depth {tot['depth']}  (MACs count multiply-accumulates; fp32 bytes)"
+    )
+    return 0
+
+
+# ---- targets, dataset, import --------------------------------------------------------------------------------------
+def cmd_targets(args) -> int:
+    from leti.targets import host_targets
+
+    store = _store(args)
+    stats = store.stats()["per_target"]
+    known = {t.name: t for t in store.list_targets()}
+    rows = []
+    for name in sorted(set(host_targets()) | set(known)):
+        rec = known.get(name)
+        rows.append({"target": name, "measured_archs": stats.get(name, 0),
+                     "noise_floor": rec.noise_floor if rec else None, "runnable_here": name in host_targets()})  # fmt: skip
+    if args.json:
+        _print_json({"targets": rows})
+        return 0
+    from rich.table import Table
+
+    t = Table(title="targets")
+    for col in ("target", "measured archs", "noise floor", "runnable here"):
+        t.add_column(col)
+    for r in rows:
+        nf = f"{r['noise_floor'] * 100:.1f}%" if r["noise_floor"] is not None else "-"
+        t.add_row(r["target"], str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
+    _console().print(t)
+    return 0
+
+
+def cmd_dataset_stats(args) -> int:
+    st = _store(args).stats()
+    if args.json:
+        _print_json({"targets": st["per_target"], "targets_by_space": st["per_target_space"],
+                     "archs": st["archs"], "measurements": st["measurements"]})  # fmt: skip
+        return 0
+    from rich.table import Table
+
+    t = Table(
+        title=f"store {args.store or '$LETI_HOME/leti.db'}: {st['archs']} archs, {st['measurements']} measurements"
+    )
+    t.add_column("target")
+    t.add_column("space")
+    t.add_column("measured archs", justify="right")
+    for target, by_space in sorted(st["per_target_space"].items()):
+        for space, n in sorted(by_space.items()):
+            t.add_row(target, space, str(n))
+    _console().print(t)
+    return 0
+
+
+def cmd_dataset_export(args) -> int:
+    n = _store(args).export(args.output, target=args.target)
+    print(f"wrote {n} measurements to {args.output}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from rich.progress import Progress
+
+    from leti.datasets.archs import record_from_text
+    from leti.datasets.csvio import import_csv
+
+    store = _store(args)
+    for f in args.files:
+        if not Path(f).is_file():
+            raise LetiError("no such file", f)
+        with Progress(transient=True) as prog:
+            task = prog.add_task(f"import {Path(f).name}", total=None)
+            report = import_csv(
+                store,
+                f,
+                record_from_text,
+                progress=lambda done, total: prog.update(task, completed=done, total=total),
+            )  # noqa: E501
+        print(report.summary())
+    return 0
+
+
+# ---- generate, bench, devices --------------------------------------------------------------------------------------
+def cmd_generate(args) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from leti.device_runner.farm import parse_binding
+    from leti.generate import generate
+
+    bindings = [parse_binding(t) for t in args.target]
+    constraints = json.loads(args.constraints) if args.constraints else None
+    store = _store(args)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, disable=args.quiet) as prog:
+        tasks = {}
+
+        def on_start(run_id, jobs):
+            prog.console.print(f"run {run_id}: {sum(jobs.values())} jobs to measure")
+            for worker, n in jobs.items():
+                tasks[worker] = prog.add_task(worker, total=n)
+
+        def progress(worker, done):
+            prog.update(tasks[worker], completed=done)
+
+        report = generate(store, args.space, args.n, args.seed, bindings, runs=args.runs, warmup=args.warmup,
+                          min_time_s=args.min_time, constraints=constraints, repeat_check=args.repeat_check,
+                          benchmark_binary=args.benchmark_binary, progress=progress, on_start=on_start)  # fmt: skip
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    p = report.progress
+    print(f"run {report.run_id}{' (resumed)' if report.resumed else ''}: {p['done']} done, {p['failed']} failed, "
+          f"{p['pending']} pending of {p['total']} jobs in {report.wall_s:.1f}s")  # fmt: skip
+    for w in report.workers:
+        state = "QUARANTINED" if w.quarantined else "ok"
+        faults = {k: v for k, v in w.faults.items() if v and k != "attempts"}
+        print(f"  {w.worker}: {w.measured} measured, {w.failed_jobs} failed, {state}"
+              f"{', faults ' + json.dumps(faults) if faults else ''}")  # fmt: skip
+        for e in w.errors[-3:]:
+            print(f"    {e}")
+    for target, floor in report.noise_floor.items():
+        print(f"  noise floor {target}: median |Δ|/latency = {floor * 100:.2f}%")
+    return 0 if p["pending"] == 0 and p["running"] == 0 else 1
+
+
+def cmd_bench(args) -> int:
+    from leti.device_runner.farm import parse_binding, settings_for
+    from leti.errors import ModelFileError
+    from leti.generate import make_runner
+
+    p = Path(args.model)
+    if not p.is_file():
+        raise ModelFileError("no such file", str(p))
+    data = p.read_bytes()
+    binding = parse_binding(args.target)
+    runner = make_runner(binding, args.benchmark_binary)
+    try:
+        m = runner.measure(data, settings_for(binding.target, args.runs, args.warmup, args.min_time))
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+    d = {k: v for k, v in m.to_dict().items() if k not in ("raw",)}
+    if args.json:
+        _print_json(d)
+        return 0
+    print(f"{p.name} on {args.target}: median {m.median_ms:.3f} ms, mean {m.mean_ms:.3f} ± {m.std_ms:.3f} ms, "
+          f"min {m.min_ms:.3f}, max {m.max_ms:.3f}, p90 {m.p90_ms:.3f} ms over {m.n_runs} runs")  # fmt: skip
+    if m.init_ms is not None:
+        print(f"init {m.init_ms:.1f} ms, model {m.model_bytes:,} bytes, memory {json.dumps(m.memory)}")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from leti.device_runner.adb import list_devices
+
+    if not args.address:
+        raise LetiError("list the devices to query: leti devices 192.168.1.20:5555 usb:SERIAL …", "address")
+    infos = list_devices(args.address)
+    if args.json:
+        _print_json({"devices": [i.to_dict() for i in infos]})
+        return 0
+    from rich.table import Table
+
+    t = Table(title="devices")
+    for col in ("serial", "state", "model", "SoC", "ABI", "Android", "battery", "temp °C"):
+        t.add_column(col)
+    for i in infos:
+        temp = f"{i.max_thermal_c:.1f}" if i.max_thermal_c is not None else "-"
+        batt = f"{i.battery_level}%" if i.battery_level is not None else "-"
+        t.add_row(
+            i.serial,
+            i.state,
+            i.model or "-",
+            i.soc or "-",
+            i.abi or "-",
+            i.android_version or "-",
+            batt,
+            temp,
+        )
+    _console().print(t)
+    return 0 if all(i.state != "unreachable" for i in infos) else 1
+
+
+# ---- parser --------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
+    p.add_argument("--store", help="measurement store (default $LETI_HOME/leti.db, LETI_HOME=~/.leti)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sp = sub.add_parser("space", help="sample and inspect architectures").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = sp.add_parser("sample", help="print N archs as JSON lines with keys hash and arch")
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
+    s.add_argument("-n", type=int, default=10)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--constraints", help='JSON, e.g. {"max_macs": 3e8, "input_size": 96}')
+    s.set_defaults(func=cmd_space_sample)
+    s = sp.add_parser("show", help="layer table with shapes, MACs and params")
+    s.add_argument("arch", help="NB201 string, FBNet blocks, Arch JSON, or a .json/.jsonl/.tflite file")
+    s.add_argument("--space", help="how to read a native string (nb101, nb201, fbnet, leti)")
+    s.add_argument("--prune", action="store_true", help="show the pruned arch")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_space_show)
+
+    s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_targets)
+
+    ds = sub.add_parser("dataset", help="the measurement store").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = ds.add_parser("stats", help="measured archs per target and space")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_dataset_stats)
+    s = ds.add_parser("export", help="write measurements to .csv or .parquet")
+    s.add_argument("--target")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_dataset_export)
+
+    s = sub.add_parser("import", help="import measurement CSV files (space,arch,target,latency_ms,source)")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
+    s.add_argument("--space", required=True)
+    s.add_argument("-n", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--target", action="append", required=True,
+                   help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
+    s.add_argument("--runs", type=int, default=30)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument(
+        "--min-time", type=float, default=0.0, help="keep running each model at least this many seconds"
+    )
+    s.add_argument("--repeat-check", type=int, default=0, metavar="K",
+                   help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
+    s.add_argument("--constraints", help='JSON sampler constraints, e.g. {"max_macs": 2e8}')
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("bench", help="measure one .tflite file on a target")
+    s.add_argument("model")
+    s.add_argument("--target", required=True)
+    s.add_argument("--runs", type=int, default=50)
+    s.add_argument("--warmup", type=int, default=5)
+    s.add_argument("--min-time", type=float, default=0.0)
+    s.add_argument("--benchmark-binary")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
+    s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_devices)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except LetiError as e:
+        print(f"leti: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("leti: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
