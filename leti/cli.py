@@ -175,12 +175,11 @@ def cmd_import(args) -> int:
             raise LetiError("no such file", f)
         with Progress(transient=True) as prog:
             task = prog.add_task(f"import {Path(f).name}", total=None)
-            report = import_csv(
-                store,
-                f,
-                record_from_text,
-                progress=lambda done, total: prog.update(task, completed=done, total=total),
-            )  # noqa: E501
+
+            def progress(done, total, task=task, prog=prog):
+                prog.update(task, completed=done, total=total)
+
+            report = import_csv(store, f, record_from_text, progress=progress)
         print(report.summary())
     return 0
 
