@@ -203,20 +203,35 @@ def cmd_generate(args) -> int:
     store = _store(args)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, disable=args.quiet) as prog:
+    from rich.console import Console
+
+    quiet = args.quiet or args.json
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as prog:
         tasks = {}
 
         def on_start(run_id, jobs):
-            prog.console.print(f"run {run_id}: {sum(jobs.values())} jobs to measure")
+            if not quiet:
+                prog.console.print(f"run {run_id}: {jobs['_total']} jobs to measure")
             for worker, n in jobs.items():
-                tasks[worker] = prog.add_task(worker, total=n)
+                if worker != "_total":
+                    tasks[worker] = prog.add_task(worker, total=n)
 
         def progress(worker, done):
             prog.update(tasks[worker], completed=done)
 
+        adb_options = {
+            "max_temp_c": args.max_temp,
+            "cooldown_max_wait_s": args.cooldown_wait,
+            "cooldown_poll_s": args.cooldown_poll,
+            "backoff_s": args.backoff,
+            "min_battery": args.min_battery,
+            "command_timeout_s": args.command_timeout,
+            "attempts": args.attempts,
+        }
         report = generate(store, args.space, args.n, args.seed, bindings, runs=args.runs, warmup=args.warmup,
                           min_time_s=args.min_time, constraints=constraints, repeat_check=args.repeat_check,
-                          benchmark_binary=args.benchmark_binary, progress=progress, on_start=on_start)  # fmt: skip
+                          benchmark_binary=args.benchmark_binary, adb_options=adb_options,
+                          max_failures=args.max_failures, progress=progress, on_start=on_start)  # fmt: skip
     if args.json:
         _print_json(report.to_dict())
         return 0
@@ -350,6 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
     s.add_argument("--constraints", help='JSON sampler constraints, e.g. {"max_macs": 2e8}')
     s.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
+    g = s.add_argument_group("phone hygiene (Android targets)")
+    g.add_argument(
+        "--max-temp", type=float, default=45.0, help="wait for every thermal zone to cool below this (°C)"
+    )
+    g.add_argument(
+        "--cooldown-wait", type=float, default=300.0, help="give up waiting for cool-down after S seconds"
+    )
+    g.add_argument(
+        "--cooldown-poll", type=float, default=5.0, help="re-read temperatures every S seconds while waiting"
+    )
+    g.add_argument(
+        "--backoff", type=float, default=1.0, help="first retry delay (s), doubling on each failure"
+    )
+    g.add_argument("--min-battery", type=int, default=20, help="do not measure below this battery level (%%)")
+    g.add_argument("--command-timeout", type=float, default=30.0, help="per-command timeout (s)")
+    g.add_argument("--attempts", type=int, default=3, help="tries per command on transport errors (backoff)")
+    g.add_argument("--max-failures", type=int, default=3,
+                   help="quarantine a device after this many failed jobs in a row")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_generate)

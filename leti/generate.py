@@ -112,6 +112,7 @@ def generate(
     model_dir: Path | None = None,
     benchmark_binary: str | None = None,
     adb_options: dict | None = None,
+    max_failures: int = 3,
     progress=None,
     on_start=None,
 ) -> GenerateReport:
@@ -140,7 +141,8 @@ def generate(
     store.requeue_running(run_id)  # jobs in flight when a previous run of this command died
     if on_start:
         pending = {t: sum(1 for j in store.jobs(run_id, "pending") if j.target == t) for t in settings}
-        on_start(run_id, {b.worker: pending[b.target] for b in bindings})
+        # a worker's bar counts its target's whole queue: devices of one target share it
+        on_start(run_id, {**{b.worker: pending[b.target] for b in bindings}, "_total": sum(pending.values())})
 
     cache = ModelCache(by_id, Path(model_dir) if model_dir else leti_home() / "models")
     farm = Farm(
@@ -150,6 +152,7 @@ def generate(
         lambda b: make_runner(b, benchmark_binary, **(adb_options or {})),
         cache,
         settings,
+        max_failures=max_failures,
         progress=progress,
     )
     reports = farm.run()
