@@ -11,13 +11,13 @@ import pytest
 
 from leti.datasets.csvio import (
     CsvRow,
-    canonical_space,
     import_csv,
     read_measurement_csv,
     write_measurement_csv,
 )
 from leti.datasets.store import ArchRecord, Store
 from leti.errors import ArchError, LetiError
+from leti.space import canonical_space
 
 DATA = Path("/work/shared/data")
 HEADER = "space,arch,target,latency_ms,source\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from leti.errors import LetiError
+from leti.space import canonical_space
 from leti.targets import validate_name
 
 if TYPE_CHECKING:
@@ -23,24 +24,8 @@ if TYPE_CHECKING:
 
 CSV_COLUMNS = ("space", "arch", "target", "latency_ms", "source")
 REQUIRED_COLUMNS = ("space", "arch", "target", "latency_ms")  # a missing 'source' column means "the file"
-SPACES = ("nasbench201", "nasbench101", "fbnet", "leti")
-# Every accepted spelling -> the canonical name stored everywhere.
-SPACE_ALIASES: dict[str, str] = {
-    **{name: name for name in SPACES},
-    "nb201": "nasbench201",
-    "nb101": "nasbench101",
-}
 IMPORT_SETTINGS_KEY = "import"
 _PROGRESS_EVERY = 1000
-
-
-def canonical_space(name: str, field: str = "space") -> str:
-    """``nb201`` -> ``nasbench201`` and so on; an unknown space raises a LetiError naming ``field``."""
-    key = name.strip().lower() if isinstance(name, str) else None
-    if key not in SPACE_ALIASES:
-        known = ", ".join(SPACES) + "; aliases " + ", ".join(k for k in SPACE_ALIASES if k not in SPACES)
-        raise LetiError(f"{name!r} is not a known space ({known})", field)
-    return SPACE_ALIASES[key]
 
 
 @dataclass(frozen=True)
