@@ -309,6 +309,27 @@ def cmd_devices(args) -> int:
     return 0 if all(i.state != "unreachable" for i in infos) else 1
 
 
+def cmd_lut_build(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from leti.device_runner.farm import parse_binding
+    from leti.lut_build import build_lut
+
+    binding = parse_binding(args.target)
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(f"measure layers on {binding.worker}", total=None)
+
+        def progress(done, total):
+            prog.update(task, completed=done, total=total)
+
+        r = build_lut(binding, args.space, args.n, args.seed, args.runs, args.warmup, args.benchmark_binary,
+                      progress=progress)  # fmt: skip
+    print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
+          f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
@@ -396,6 +417,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmark-binary")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)
+
+    lut = sub.add_parser("lut", help="lookup tables of per-layer latency").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = lut.add_parser(
+        "build", help="measure every distinct layer of a space alone on a target; save a lut predictor"
+    )
+    s.add_argument("--target", required=True, help="TARGET or TARGET@device, as for generate")
+    s.add_argument("--space", required=True)
+    s.add_argument("-n", type=int, default=50, help="archs sampled to collect the layers")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--runs", type=int, default=30)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--benchmark-binary")
+    s.set_defaults(func=cmd_lut_build)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")

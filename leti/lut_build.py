@@ -1,0 +1,98 @@
+"""``leti lut build``: measure every distinct layer of a space alone on a target and save the table as a ``lut``
+predictor.
+
+Each layer signature becomes a one-layer model (input -> layer). Its time still includes the runtime's fixed cost of
+one invocation, so that cost is measured once on the smallest model we can build and subtracted from every layer; the
+LUT adds it back once per network (``overhead_ms``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from leti.device_runner.farm import Binding, settings_for
+from leti.errors import LetiError
+from leti.graph.builder import GraphBuilder
+from leti.space import sample
+from leti.targets import parse_target
+
+
+@dataclass
+class LutBuildReport:
+    target: str
+    space: str
+    n_archs: int
+    n_layers: int
+    overhead_ms: float
+    seconds: float
+    path: str
+
+
+def _overhead_graph():
+    b = GraphBuilder()
+    b.act(b.input((1, 1, 1)), "relu")  # one trivial op: what remains is the cost of an invocation
+    return b.finish()
+
+
+def collect_signatures(space: str, n: int, seed: int) -> tuple[list[str], int]:
+    from leti.predictors.lut import layer_signatures
+
+    sigs: set[str] = set()
+    archs = sample(space, n, seed)
+    for arch, _ in archs:
+        sigs.update(layer_signatures(arch.to_graph(), states="skip"))
+    return sorted(sigs), len(archs)
+
+
+def build_lut(
+    binding: Binding,
+    space: str,
+    n_archs: int = 50,
+    seed: int = 0,
+    runs: int = 30,
+    warmup: int = 3,
+    benchmark_binary: str | None = None,
+    root=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LutBuildReport:
+    from leti.build.tflite import build_tflite
+    from leti.generate import make_runner
+    from leti.predictors.lut import LUTPredictor, signature_graph
+    from leti.predictors.registry import save_trained
+
+    t0 = time.perf_counter()
+    precision = parse_target(binding.target).precision
+    settings = settings_for(binding.target, runs, warmup)
+    sigs, n = collect_signatures(space, n_archs, seed)
+    if not sigs:
+        raise LetiError(f"no layers found in {n_archs} archs of {space}", "space")
+    runner = make_runner(binding, benchmark_binary)
+    try:
+        overhead = runner.measure(build_tflite(_overhead_graph(), precision), settings).median_ms
+        table = {}
+        for i, sig in enumerate(sigs):
+            ms = runner.measure(build_tflite(signature_graph(sig), precision), settings).median_ms
+            table[sig] = max(0.0, ms - overhead)
+            if progress:
+                progress(i + 1, len(sigs))
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+    pred = LUTPredictor.from_table(table, states="skip", overhead_ms=overhead)
+    meta = {
+        "target": binding.target,
+        "source": "single-layer runs",
+        "space": space,
+        "n_archs": n,
+        "seed": seed,
+        "n_layers": len(table),
+        "overhead_ms": overhead,
+        "median_layer_ms": float(np.median(list(table.values()))),
+    }
+    path = save_trained(pred, binding.target, meta, root=root)
+    return LutBuildReport(binding.target, space, n, len(table), overhead, time.perf_counter() - t0, str(path))
