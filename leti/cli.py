@@ -251,7 +251,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from leti.device_runner.farm import parse_binding, settings_for
+    from leti.device_runner.base import target_settings
+    from leti.device_runner.farm import parse_binding
     from leti.errors import ModelFileError
     from leti.generate import make_runner
 
@@ -262,7 +263,10 @@ def cmd_bench(args) -> int:
     binding = parse_binding(args.target)
     runner = make_runner(binding, args.benchmark_binary)
     try:
-        m = runner.measure(data, settings_for(binding.target, args.runs, args.warmup, args.min_time))
+        settings = target_settings(
+            binding.target, runs=args.runs, warmup=args.warmup, min_time_s=args.min_time
+        )
+        m = runner.measure(data, settings)
     finally:
         close = getattr(runner, "close", None)
         if close:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from leti.datasets.archs import arch_record
 from leti.datasets.store import Store, TargetRecord
-from leti.device_runner.base import Settings
-from leti.device_runner.farm import Binding, Farm, WorkerReport, noise_floor, pick_repeat, settings_for
+from leti.device_runner.base import Settings, target_settings
+from leti.device_runner.farm import Binding, Farm, WorkerReport, noise_floor, pick_repeat
 from leti.errors import LetiError
 from leti.paths import leti_home
 from leti.space import Arch, canonical_space, sample
@@ -63,9 +63,9 @@ class ModelCache:
         with self._lock:
             if path.is_file():
                 return path.read_bytes()
-            from leti.build.tflite import to_tflite
+            from leti.build.tflite import build_tflite
 
-            data = to_tflite(arch.to_graph(), precision=precision)
+            data = build_tflite(arch.to_graph(), precision=precision)
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(data)
@@ -122,7 +122,9 @@ def generate(
     space = canonical_space(space)
     if not bindings:
         raise LetiError("give at least one --target", "target")
-    settings = {b.target: settings_for(b.target, runs, warmup, min_time_s) for b in bindings}
+    settings = {
+        b.target: target_settings(b.target, runs=runs, warmup=warmup, min_time_s=min_time_s) for b in bindings
+    }
     archs = sample(space, n, seed, constraints)
     by_id = {a.full_hash: a for a, _ in archs}
     store.upsert_archs(arch_record(a, text) for a, text in archs)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leti.device_runner.farm import Binding, settings_for
+from leti.device_runner.base import target_settings
+from leti.device_runner.farm import Binding
 from leti.errors import LetiError
 from leti.graph.builder import GraphBuilder
 from leti.space import sample
@@ -66,7 +67,7 @@ def build_lut(
 
     t0 = time.perf_counter()
     precision = parse_target(binding.target).precision
-    settings = settings_for(binding.target, runs, warmup)
+    settings = target_settings(binding.target, runs=runs, warmup=warmup)
     sigs, n = collect_signatures(space, n_archs, seed)
     if not sigs:
         raise LetiError(f"no layers found in {n_archs} archs of {space}", "space")

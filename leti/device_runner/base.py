@@ -103,6 +103,25 @@ class Measurement:
         return asdict(self)
 
 
+def target_settings(target: str, **overrides) -> Settings:
+    """The Settings a target name implies (threads, XNNPACK, delegate, core affinity), with ``overrides`` applied
+    (warmup, runs, min_time_s, ...)."""
+    from leti.targets import parse_target
+
+    spec = parse_target(target)
+    fields = {
+        "threads": spec.threads,
+        "xnnpack": spec.xnnpack,
+        "delegate": spec.unit if spec.unit in ("gpu", "nnapi") else "cpu",
+        "affinity": spec.affinity,
+    }
+    fields.update(overrides)
+    try:
+        return Settings(**fields)
+    except TypeError as e:
+        raise LetiError(f"unknown setting ({e})", "settings") from None
+
+
 @runtime_checkable
 class Runner(Protocol):
     """Something that can measure a .tflite model on one or more targets."""

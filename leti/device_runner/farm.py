@@ -65,21 +65,6 @@ def parse_binding(text: str) -> Binding:
     return Binding(target, address)
 
 
-def settings_for(target: str, runs: int = 30, warmup: int = 3, min_time_s: float = 0.0) -> Settings:
-    """Measurement settings a target name implies, with the run counts the user asked for."""
-    spec = parse_target(target)
-    delegate = spec.unit if spec.unit in ("gpu", "nnapi") else "cpu"
-    return Settings(
-        threads=spec.threads,
-        warmup=warmup,
-        runs=runs,
-        min_time_s=min_time_s,
-        xnnpack=spec.xnnpack,
-        delegate=delegate,
-        affinity=spec.affinity,
-    )
-
-
 @dataclass
 class WorkerReport:
     worker: str
