@@ -30,4 +30,4 @@ def test_params_equal_keras_count_params(space, chunk):
         model = build_keras(g)
         assert model.count_params() == g.total_params, f"{space}: {text[:120]}"
         assert tuple(model.output.shape[1:]) == (g.output_shape[2],)
-        keras.backend.clear_session()  # keep memory and variable-creation time flat over hundreds of models
+    keras.backend.clear_session()  # once per chunk: it runs a full gc.collect, too slow to call per model
