@@ -437,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmark-binary")
     s.set_defaults(func=cmd_lut_build)
 
+    from leti.service.cli import add_predict_parser, add_serve_parser
+
+    add_predict_parser(sub)
+    add_serve_parser(sub)
+
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
     s.add_argument("--json", action="store_true")

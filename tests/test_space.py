@@ -295,3 +295,24 @@ def test_leti_space_is_wide():
     ops = {x["op"] for a in archs for x in a.layers}
     assert min(sizes) < 100 < max(sizes)
     assert {"conv", "mbconv", "dwconv", "sepconv", "tucker2", "cp"} <= ops
+
+
+# ---- robustness: whatever comes in, the only exception is a LetiError ---------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.sampled_from(
+        ["adjacency", "layers", "config", "space", "op", "k", "matrix", "ops", "arch", "stem"]), inner, max_size=5),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@given(_json, st.sampled_from([None, "nb101", "nb201", "fbnet", "leti"]))
+@settings(max_examples=400, deadline=None)
+def test_to_arch_raises_only_leti_errors(obj, space):
+    try:
+        to_arch(obj, space).to_graph()
+    except LetiError:
+        pass

@@ -21,7 +21,9 @@ CONSTRAINT_KEYS = ("max_macs", "min_macs", "max_params", "min_params", "input_si
 
 def canonical_space(name: str, field: str = "space") -> str:
     if not isinstance(name, str) or name.strip().lower() not in ALIASES:
-        raise LetiError(f"{name!r} is not a known space (known: {', '.join(SPACES)}; aliases nb101, nb201)", field)
+        raise LetiError(
+            f"{name!r} is not a known space (known: {', '.join(SPACES)}; aliases nb101, nb201)", field
+        )
     return ALIASES[name.strip().lower()]
 
 

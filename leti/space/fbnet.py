@@ -79,6 +79,10 @@ def from_blocks(blocks, input_size: int | None = None, config: dict | None = Non
 
 
 def from_text(text: str) -> Arch:
+    if not isinstance(text, str | list | tuple):
+        raise ArchError(
+            f"must be comma-joined block names or a list of them, got {type(text).__name__}", "arch"
+        )
     if isinstance(text, str) and text.strip().startswith("["):
         try:
             return from_blocks(json.loads(text))

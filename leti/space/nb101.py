@@ -40,6 +40,8 @@ def from_spec(matrix, ops, config: dict | None = None, strict: bool = True) -> A
     if not isinstance(ops, list | tuple):
         raise ArchError("must be a list of op names", "ops")
     n = len(matrix)
+    if n < 2:
+        raise ArchError(f"needs at least 2 vertices (input and output), got {n}", "matrix")
     if len(ops) != n:
         raise ArchError(f"has {len(ops)} entries but the matrix has {n} rows", "ops")
     if strict:

@@ -102,6 +102,8 @@ def _from_string(text: str) -> Arch:
 
 def from_string(text: str, config: dict | None = None) -> Arch:
     """Arch of a NAS-Bench-201 cell string (memoised for the default macro config)."""
+    if not isinstance(text, str):
+        raise ArchError(f"must be a NAS-Bench-201 cell string, got {type(text).__name__}", "arch")
     if config:
         return from_ops(parse_ops(text), config)
     return _from_string(text)

@@ -1,0 +1,475 @@
+"""Predictions from Python: in-process ``predict(archs, target)`` and ``Client(url).predict(archs, target)``.
+
+Both take one arch or a list of them in every form ``leti.space.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
+strings, FBNet block lists or comma strings, ``Arch`` objects, Arch JSON) and return an ``np.ndarray`` of
+milliseconds, one per arch, in input order. Bad input raises ``LetiError`` naming the field (``archs[3]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leti.errors import ArchError, LetiError, PredictorError
+from leti.graph.layergraph import LayerGraph
+from leti.paths import default_predictor_dir
+from leti.space import Arch, canonical_space, fbnet, to_arch
+
+
+class NotFoundError(LetiError):
+    """An unknown target or predictor (HTTP 404)."""
+
+
+class TooLargeError(LetiError):
+    """A request beyond the server's limits (HTTP 413)."""
+
+
+class AuthError(LetiError):
+    """A missing or wrong bearer token (HTTP 401)."""
+
+
+# ---- one arch or many ----------------------------------------------------------------------------------------------
+def _is_matrix(m) -> bool:
+    if isinstance(m, np.ndarray):
+        return m.ndim == 2
+    return (
+        isinstance(m, list | tuple) and bool(m) and all(isinstance(r, list | tuple | np.ndarray) for r in m)
+    )
+
+
+def is_single(obj) -> bool:
+    """Whether ``obj`` is one arch rather than a list of them.
+
+    Lists are ambiguous: an FBNet block list and an NB101 ``(matrix, ops)`` pair are single archs, while a list of
+    NB201 strings is a batch. Block names and matrices never appear as whole archs, so they decide.
+    """
+    if isinstance(obj, list | tuple):
+        if not obj:
+            return False
+        if len(obj) == 2 and _is_matrix(obj[0]) and isinstance(obj[1], list | tuple):
+            return all(isinstance(o, str) for o in obj[1])
+        return all(isinstance(o, str) and o.strip() in fbnet.BLOCKS for o in obj)
+    if isinstance(obj, np.ndarray):
+        return obj.ndim == 0
+    if isinstance(obj, Arch | LayerGraph | str | bytes | dict):
+        return True
+    return not isinstance(obj, Iterable)  # generators and other iterables are batches
+
+
+def as_list(archs) -> list:
+    return [archs] if is_single(archs) else list(archs)
+
+
+# ---- archs to graphs -----------------------------------------------------------------------------------------------
+class LRU:
+    """A small thread-safe least-recently-used map."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any], keep: Callable[[Any], bool] | None = None):
+        """The cached value for ``key``, else ``make()``, cached when ``keep(value)`` allows."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        value = make()  # outside the lock: building a graph takes ~1 ms and must not serialise other threads
+        if keep is not None and not keep(value):
+            return value
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# NAS loops re-query the same archs (mutations of a population); parsing + expanding costs ~1 ms an arch, so the
+# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too). Only graphs of
+# ordinary size: a 256-node cell stacked 8 x 12 expands to ~10^6 nodes, which must not pin memory.
+_GRAPHS = LRU(2048)
+CACHED_GRAPH_MAX_NODES = 2000
+
+
+def _small(g: LayerGraph) -> bool:
+    return g.n_nodes <= CACHED_GRAPH_MAX_NODES
+
+
+def _rebase(e: LetiError, prefix: str) -> LetiError:
+    """The same error with its field placed under ``prefix``: ``arch node 2`` -> ``archs[3].arch node 2`` for the
+    prefix ``archs[3].arch``, ``layers[1]`` -> ``archs[3].arch.layers[1]``."""
+    f = e.field
+    if f is None or f == "arch":
+        name = prefix
+    elif f.startswith(("arch ", "arch.", "arch[")):
+        name = prefix + f[4:]
+    elif f.startswith("["):
+        name = prefix + f
+    else:
+        name = f"{prefix}.{f}"
+    try:
+        return type(e)(e.reason, name)
+    except TypeError:  # a subclass with another signature
+        return LetiError(e.reason, name)
+
+
+def _parse(obj, space: str | None) -> Arch:
+    if isinstance(obj, dict) and "adjacency" in obj:
+        # Arch JSON carries its own space; a request's ``space`` cannot contradict it
+        return Arch.from_dict(obj)
+    return to_arch(obj, space)
+
+
+def _cache_key(obj, space: str | None):
+    if isinstance(obj, str):
+        return (space, obj)
+    if isinstance(obj, dict | list):  # JSON from the wire
+        try:
+            return (space, json.dumps(obj, sort_keys=True, separators=(",", ":")))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space") -> LayerGraph:
+    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``)."""
+    if isinstance(obj, LayerGraph):
+        return obj
+    if space is not None:
+        space = canonical_space(space, space_field)
+    try:
+        if isinstance(obj, Arch):
+            return obj.to_graph()
+        key = _cache_key(obj, space)
+        if key is None:
+            return _parse(obj, space).to_graph()
+        return _GRAPHS.get_or_make(key, lambda: _parse(obj, space).to_graph(), _small)
+    except LetiError as e:
+        raise _rebase(e, field) from None
+    except (RecursionError, MemoryError) as e:
+        raise ArchError(f"too large or too deeply nested ({type(e).__name__})", field) from None
+    except Exception as e:  # parsing user input: any failure is the input's fault, reported on its field
+        raise ArchError(f"cannot read this arch ({type(e).__name__}: {e})", field) from None
+
+
+def graphs_of(archs: list, space: str | None = None, field: str = "archs") -> list[LayerGraph]:
+    if space is not None:
+        space = canonical_space(space, "space")
+    return [graph_of(obj, space, f"{field}[{i}]") for i, obj in enumerate(archs)]
+
+
+# ---- trained predictors --------------------------------------------------------------------------------------------
+def _registry():
+    from leti.predictors import registry
+
+    return registry
+
+
+def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
+    """target -> family -> meta (all of meta.json, plus the registry's summary) of every trained predictor under
+    ``root`` (default ``$LETI_HOME/predictors``)."""
+    from leti.predictors.base import read_meta
+
+    out: dict[str, dict[str, dict]] = {}
+    for entry in _registry().list_trained(root):
+        try:
+            meta = {**read_meta(Path(entry["path"])), **entry}  # the summary leaves out e.g. the split seed
+        except (LetiError, KeyError, TypeError):
+            meta = dict(entry)
+        out.setdefault(entry["target"], {})[entry["family"]] = meta
+    return out
+
+
+def _acc10(meta: dict) -> float:
+    m = meta.get("metrics")
+    v = m.get("acc10") if isinstance(m, dict) else None
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else -1.0
+
+
+def best_family(families: dict[str, dict]) -> str:
+    """The family ``registry.load(target)`` picks: best test acc@10 in its meta, ties by name."""
+    return min(families, key=lambda f: (-_acc10(families[f]), f))
+
+
+# Predictors and the feature memo they share are not documented as thread-safe, so one prediction runs at a time
+# (the work is CPU-bound under the GIL anyway). Big batches take the lock chunk by chunk, so that single-arch
+# requests arriving meanwhile wait for one chunk, not for the whole batch.
+_PREDICT_LOCK = threading.Lock()
+PREDICT_CHUNK = 512
+
+
+@dataclass
+class Loaded:
+    """A loaded predictor with the target and family it was loaded for."""
+
+    target: str
+    family: str
+    predictor: Any
+
+    def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
+        out = []
+        for start in range(0, len(graphs), PREDICT_CHUNK):
+            chunk = graphs[start : start + PREDICT_CHUNK]
+            with _PREDICT_LOCK:
+                ms = np.asarray(self.predictor.predict(chunk), dtype=float).ravel()
+            if ms.size != len(chunk):
+                raise PredictorError(f"returned {ms.size} values for {len(chunk)} archs", self.family)
+            out.append(ms)
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+class PredictorCache:
+    """Predictors keyed by (root, target, family), each loaded from disk once; thread-safe.
+
+    A predictor retrained on disk while the process runs is picked up after ``clear()``.
+    """
+
+    def __init__(self):
+        self._items: dict[tuple, Loaded] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target, family=None, root: str | os.PathLike | None = None) -> Loaded:
+        if not isinstance(target, str) or not target.strip():
+            raise LetiError("must be a non-empty string naming a target", "target")
+        if family is not None and (not isinstance(family, str) or not family.strip()):
+            raise LetiError("must be a predictor family name such as 'xgboost', or omitted", "predictor")
+        base = str(Path(root).expanduser() if root is not None else default_predictor_dir())
+        key = (base, target, family)
+        hit = self._items.get(key)  # the fast path takes no lock: dict reads are atomic
+        if hit is not None:
+            return hit
+        with self._lock:  # one load per key even when the first requests arrive together
+            hit = self._items.get(key)
+            if hit is None:
+                hit = self._load(base, target, family)
+                self._items[key] = hit
+                self._items.setdefault((base, target, hit.family), hit)
+            return hit
+
+    def loaded(self, root: str | os.PathLike | None = None) -> list[Loaded]:
+        """The predictors in memory that were loaded from ``root``."""
+        base = str(Path(root).expanduser() if root is not None else default_predictor_dir())
+        return list({id(v): v for k, v in list(self._items.items()) if k[0] == base}.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    @staticmethod
+    def _load(base: str, target: str, family: str | None) -> Loaded:
+        # Check names against what is on disk first: this gives a 404 listing the choices, and stops a crafted
+        # name such as '../x' from reaching the file system.
+        index = trained_index(base)
+        if target not in index:
+            known = ", ".join(sorted(index)) or f"none; train one with leti train (looked in {base})"
+            raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
+        families = index[target]
+        if family is None:
+            family = best_family(families)
+        elif family not in families:
+            raise NotFoundError(
+                f"no {family!r} predictor for {target} (trained: {', '.join(sorted(families))})", "predictor"
+            )
+        try:
+            pred = _load_from_registry(base, target, family)
+        except LetiError as e:
+            raise NotFoundError(f"{target}/{family} cannot be loaded: {e}", "predictor") from None
+        return Loaded(target, family, pred)
+
+
+def _load_from_registry(base: str, target: str, family: str):
+    return _registry().load(target, family, root=base)
+
+
+_PREDICTORS = PredictorCache()  # process-wide: the in-process API and the server share loaded predictors
+
+
+def predictor_cache() -> PredictorCache:
+    return _PREDICTORS
+
+
+def clear_cache() -> None:
+    """Forget loaded predictors and parsed archs (after retraining a predictor in this process)."""
+    _PREDICTORS.clear()
+    _GRAPHS.clear()
+
+
+def predict(
+    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None
+) -> np.ndarray:
+    """Predicted latency in ms of one arch or a list of archs on ``target``.
+
+    ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best by test acc@10.
+    ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``, ``fbnet``, ``leti``).
+    ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a 1-D array.
+    """
+    loaded = _PREDICTORS.get(target, predictor, root)
+    return loaded.predict(graphs_of(as_list(archs), space))
+
+
+# ---- the HTTP client -----------------------------------------------------------------------------------------------
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, list | tuple):
+        return [_jsonable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def wire_item(obj, space: str | None = None, field: str = "archs") -> dict:
+    """One arch as a request item: ``{"space": …, "arch": …}``, or ``{"arch": <Arch JSON>}`` for Arch objects."""
+    if isinstance(obj, Arch):
+        return {"arch": obj.to_dict()}
+    if isinstance(obj, LayerGraph):
+        raise LetiError("a LayerGraph cannot be sent over HTTP; send the arch, or use leti.predict", field)
+    item = {"arch": _jsonable(obj)}
+    if space is not None:
+        item["space"] = space
+    return item
+
+
+class Client:
+    """A client of ``leti serve`` that keeps one HTTP connection open.
+
+    ``token`` defaults to ``$LETI_TOKEN``. Batches longer than ``max_batch`` are split into several requests.
+    Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0,
+                 max_batch: int = 10000):  # fmt: skip
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("LETI_TOKEN")
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self._http = None  # opened on first use
+
+    # ---- the connection ---------------------------------------------------------------------------------------
+    def _client(self):
+        if self._http is None:
+            import socket
+
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            # no Nagle delay: a request is written as headers then body, and single-arch calls are latency-bound
+            transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+            self._http = httpx.Client(
+                base_url=self.url, headers=headers, timeout=self.timeout, transport=transport
+            )
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import httpx
+
+        try:
+            if body is None:
+                r = self._client().request(method, path)
+            else:
+                data = json.dumps(body, separators=(",", ":"), allow_nan=False)
+                r = self._client().request(
+                    method, path, content=data, headers={"Content-Type": "application/json"}
+                )
+        except httpx.HTTPError as e:
+            raise LetiError(
+                f"cannot reach the leti server at {self.url} ({type(e).__name__}: {e})", "url"
+            ) from None
+        except ValueError as e:  # NaN or infinity in an arch
+            raise LetiError(f"cannot be sent as JSON ({e})", "archs") from None
+        if r.status_code >= 400:
+            raise _server_error(r)
+        try:
+            return r.json()
+        except ValueError:
+            raise LetiError(f"the server at {self.url} answered {path} with invalid JSON", "url") from None
+
+    # ---- the endpoints ----------------------------------------------------------------------------------------
+    def predict(
+        self, archs, target: str, predictor: str | None = None, space: str | None = None
+    ) -> np.ndarray:
+        """Predicted latency in ms, one per arch, exactly as ``leti.predict`` on the server's machine gives."""
+        items = [wire_item(a, space, f"archs[{i}]") for i, a in enumerate(as_list(archs))]
+        return self.predict_items(items, target, predictor)["latency_ms"]
+
+    def predict_items(self, items: list[dict], target: str, predictor: str | None = None) -> dict:
+        """Send request items (``{"space", "arch"}`` dicts) as is; returns ``{"target", "predictor",
+        "latency_ms": ndarray}``."""
+        out, res = [], {"target": target, "predictor": predictor}
+        for start in range(0, max(len(items), 1), self.max_batch):
+            body: dict = {"target": target, "archs": items[start : start + self.max_batch]}
+            if predictor is not None:
+                body["predictor"] = predictor
+            try:
+                res = self._request("POST", "/v1/predict", body)
+            except LetiError as e:
+                raise _shift(e, start) from None
+            out.append(np.asarray(res["latency_ms"], dtype=float))
+        return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out)}
+
+    def targets(self) -> list[dict]:
+        return self._request("GET", "/v1/targets")["targets"]
+
+    def predictors(self) -> list[dict]:
+        return self._request("GET", "/v1/predictors")["predictors"]
+
+    def health(self) -> dict:
+        return self._request("GET", "/v1/health")
+
+
+def _server_error(r) -> LetiError:
+    cls = {401: AuthError, 404: NotFoundError, 413: TooLargeError}.get(r.status_code, LetiError)
+    try:
+        body = r.json()
+        detail, fld = body.get("detail"), body.get("field")
+    except (ValueError, AttributeError):
+        detail, fld = None, None
+    if not isinstance(detail, str):
+        return cls(f"the server answered HTTP {r.status_code} {r.reason_phrase}", "url")
+    if isinstance(fld, str) and detail.startswith(f"{fld}: "):
+        return cls(detail[len(fld) + 2 :], fld)
+    return cls(detail, fld if isinstance(fld, str) else None)
+
+
+def _shift(e: LetiError, start: int) -> LetiError:
+    """Renumber ``archs[i]`` in an error from a chunk that began at ``start``."""
+    if start == 0 or not (e.field or "").startswith("archs["):
+        return e
+    i, rest = e.field[6:].split("]", 1)
+    return type(e)(e.reason, f"archs[{int(i) + start}]{rest}")
+
+
+__all__ = ["AuthError", "Client", "NotFoundError", "TooLargeError", "clear_cache", "predict"]

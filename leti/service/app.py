@@ -1,0 +1,423 @@
+"""The HTTP service: ``create_app()`` builds a FastAPI app serving latency predictions.
+
+Endpoints: ``POST /v1/predict`` (batched), ``GET /v1/targets``, ``GET /v1/predictors``, ``GET /v1/health``; the
+OpenAPI docs are at ``/docs``. Every error is a 4xx JSON body ``{"detail": "<field>: <reason>", "field": …}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, WithJsonSchema, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from leti import __version__
+from leti.errors import LetiError
+from leti.paths import default_predictor_dir, default_store_path
+from leti.service.api import (
+    AuthError,
+    NotFoundError,
+    TooLargeError,
+    best_family,
+    graph_of,
+    predictor_cache,
+    trained_index,
+)
+
+log = logging.getLogger("leti.service")
+
+BODY_BYTES_PER_ARCH = 64 * 1024  # a generous bound on one arch's JSON; caps the body before it is parsed
+STATUS = {NotFoundError: 404, TooLargeError: 413, AuthError: 401}
+# Layers a request may expand to: 400 a batch slot (NB201 cells give 140-220, FBNet ~90), at least enough for one
+# very large arch (a 256-node cell stacked 8 x 12 gives ~670k).
+NODES_PER_ARCH = 400
+MIN_REQUEST_NODES = 1_000_000
+
+
+# ---- request and response bodies -----------------------------------------------------------------------------------
+ArchValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "object"}, {"type": "array"}],
+            "description": "NB201 string, FBNet comma string or block list, NB101 {matrix, ops} or [matrix, ops], "
+            "or an Arch JSON object",
+        }
+    ),
+]
+
+
+class ArchItem(BaseModel):
+    space: str | None = Field(
+        None, max_length=64, description="nasbench101, nasbench201, fbnet, leti (or nb101, nb201)"
+    )
+    arch: ArchValue
+
+    @field_validator("arch")
+    @classmethod
+    def _json_kind(cls, v):
+        # A single union type here would make pydantic report one error per member; one clear line is kinder.
+        if not isinstance(v, str | dict | list):
+            raise ValueError("must be a string, an object or a list")
+        return v
+
+
+class PredictRequest(BaseModel):
+    target: str = Field(..., min_length=1, max_length=200, examples=["pixel4-tflite2.1-cpu-a76"])
+    predictor: str | None = Field(
+        None, max_length=64, description="family (xgboost, lut, …); omit for the best"
+    )
+    archs: list[ArchItem] = Field(..., examples=[[{"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|"
+                                                   "none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"}]])  # fmt: skip
+
+
+class PredictResponse(BaseModel):
+    target: str
+    predictor: str
+    n: int
+    latency_ms: list[float | None]
+
+
+class PredictorInfo(BaseModel):
+    target: str
+    family: str
+    best: bool
+    metrics: dict[str, Any] = {}
+    n_train: int | None = None
+    seed: int | None = None
+    trained_at: str | None = None
+
+
+class TargetInfo(BaseModel):
+    target: str
+    best: str
+    noise_floor: float | None
+    predictors: list[PredictorInfo]
+
+
+class TargetsResponse(BaseModel):
+    targets: list[TargetInfo]
+
+
+class PredictorsResponse(BaseModel):
+    predictors: list[PredictorInfo]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    max_batch: int
+    auth: bool
+    loaded: list[str]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    field: str | None
+
+
+# ---- errors --------------------------------------------------------------------------------------------------------
+def error_response(
+    status: int, reason: str, field: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    reason = " ".join(str(reason).split())
+    detail = f"{field}: {reason}" if field else reason
+    return JSONResponse({"detail": detail, "field": field}, status_code=status, headers=headers)
+
+
+def _loc(parts) -> str:
+    """('body', 'archs', 0, 'space') -> 'archs[0].space'."""
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def _validation_error(errors: list[dict]) -> tuple[str, str]:
+    e = errors[0]
+    loc = list(e.get("loc") or ())
+    kind = e.get("type", "")
+    if kind == "json_invalid":
+        ctx = (e.get("ctx") or {}).get("error", "")
+        pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        where = f" at character {pos}" if pos is not None else ""
+        return "body", f"invalid JSON{where}{f' ({ctx})' if ctx else ''}"
+    if loc and loc[0] == "body":
+        loc = loc[1:]
+    field = _loc(loc) or "body"
+    if field == "body" and kind == "missing":
+        return field, 'missing: send a JSON object {"target": …, "archs": [{"space": …, "arch": …}]}'
+    msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more {'error' if len(errors) == 2 else 'errors'})"
+    return field, msg
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LetiError)
+    async def _leti(request: Request, exc: LetiError):
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 422)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, exc.reason, exc.field, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = list(exc.errors())
+        field, msg = _validation_error(errors)
+        return error_response(400 if errors[0].get("type") == "json_invalid" else 422, msg, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        field = {400: "body", 404: "path", 405: "method"}.get(
+            exc.status_code
+        )  # FastAPI's 400: an unparsable body
+        reason = str(exc.detail)
+        if exc.status_code == 404:
+            reason = f"no endpoint {request.url.path} (see /docs)"
+        elif exc.status_code == 405:
+            reason = f"{request.method} is not allowed on {request.url.path}"
+        status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        return error_response(status, reason, field, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+# ---- a cap on body size, checked before the body is read -----------------------------------------------------------
+class BodyLimit:
+    """Pure ASGI middleware: answer 413 when Content-Length exceeds ``max_bytes``."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    try:
+                        size = int(value)
+                    except ValueError:
+                        size = -1
+                    if size < 0 or size > self.max_bytes:
+                        reason = f"body of {value.decode('latin-1')} bytes; the limit is {self.max_bytes}"
+                        await error_response(413 if size > 0 else 400, reason, "body")(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+# ---- the app -------------------------------------------------------------------------------------------------------
+def _auth_dependency(token: str | None):
+    """A dependency that checks ``Authorization: Bearer <token>``, or none when the server has no token."""
+    if not token:
+        return []
+    import hmac
+
+    bearer = HTTPBearer(auto_error=False, description="the server's --token / LETI_TOKEN")
+    expected = token.encode()
+
+    # (a default, not Annotated: with postponed annotations FastAPI cannot see the local ``bearer``)
+    def check(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if cred is None or not cred.credentials:
+            raise AuthError("missing bearer token (send 'Authorization: Bearer <token>')", "authorization")
+        # constant-time comparison: the time taken must not reveal how much of the token matched
+        if not hmac.compare_digest(cred.credentials.encode("utf-8", "surrogateescape"), expected):
+            raise AuthError("wrong token", "authorization")
+
+    return [Depends(check)]
+
+
+def _noise_floors(store_path: Path, targets) -> dict[str, float | None]:
+    if not store_path.is_file():  # opening a Store creates it; a read-only endpoint must not
+        return {}
+    from leti.datasets.store import Store
+
+    try:
+        with Store.open(store_path) as st:
+            out = {}
+            for t in targets:
+                rec = st.get_target(t)
+                out[t] = rec.noise_floor if rec else None
+            return out
+    except LetiError as e:
+        log.warning("cannot read noise floors from %s: %s", store_path, e)
+        return {}
+
+
+def _info(target: str, family: str, meta: dict, best: bool) -> dict:
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    n_train, seed = meta.get("n_train"), meta.get("seed")
+    return {
+        "target": target,
+        "family": family,
+        "best": best,
+        "metrics": {k: v for k, v in metrics.items() if not (isinstance(v, float) and not math.isfinite(v))},
+        "n_train": n_train if isinstance(n_train, int) else None,
+        "seed": seed if isinstance(seed, int) else None,
+        "trained_at": meta["trained_at"] if isinstance(meta.get("trained_at"), str) else None,
+    }
+
+
+def create_app(
+    predictor_root=None, store_path=None, token: str | None = None, max_batch: int = 10000
+) -> FastAPI:
+    """The FastAPI app. ``predictor_root`` defaults to ``$LETI_HOME/predictors`` and ``store_path`` (read for
+    noise floors) to ``$LETI_HOME/leti.db``, both resolved when a request needs them; ``token`` enables bearer
+    authentication on every endpoint but ``/v1/health``; batches above ``max_batch`` archs get a 413."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise LetiError(f"must be a positive integer, got {max_batch!r}", "max_batch")
+    max_nodes = max(MIN_REQUEST_NODES, max_batch * NODES_PER_ARCH)
+    cache = predictor_cache()
+
+    def root() -> Path:
+        return Path(predictor_root).expanduser() if predictor_root else default_predictor_dir()
+
+    def store() -> Path:
+        return Path(store_path).expanduser() if store_path else default_store_path()
+
+    app = FastAPI(
+        title="leti",
+        version=__version__,
+        description="Predicted inference latency (ms) of neural-network architectures on phones and boards. "
+        "Errors are 4xx bodies {detail, field} naming the offending field.",
+        responses={422: {"model": ErrorBody, "description": "invalid input"}},
+    )
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_batch * BODY_BYTES_PER_ARCH + (1 << 20))
+    auth = _auth_dependency(token)
+    errors = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 413: {"model": ErrorBody}}
+
+    # Handlers are plain ``def``: FastAPI runs them in its thread pool, keeping graph building, prediction and disk
+    # reads off the event loop.
+    @app.post(
+        "/v1/predict", response_model=PredictResponse, dependencies=auth, responses=errors, tags=["predict"]
+    )
+    def predict(req: PredictRequest):
+        """Latency in ms of each arch on ``target`` with ``predictor`` (default: the target's best)."""
+        if len(req.archs) > max_batch:
+            raise TooLargeError(f"{len(req.archs)} archs exceed this server's limit of {max_batch}; split the batch",
+                                "archs")  # fmt: skip
+        loaded = cache.get(req.target, req.predictor, root())
+        graphs, nodes = [], 0
+        for i, it in enumerate(req.archs):
+            g = graph_of(it.arch, it.space, f"archs[{i}].arch", f"archs[{i}].space")
+            nodes += g.n_nodes
+            if nodes > max_nodes:  # bounds the memory one request can take (~130 bytes a node)
+                raise TooLargeError(f"the archs up to this one expand to {nodes:,} layers, over this server's "
+                                    f"limit of {max_nodes:,} per request; send fewer or smaller archs", f"archs[{i}]")  # fmt: skip
+            graphs.append(g)
+        ms = loaded.predict(graphs)
+        return {
+            "target": loaded.target,
+            "predictor": loaded.family,
+            "n": len(ms),
+            "latency_ms": [float(x) if math.isfinite(x) else None for x in ms],
+        }
+
+    @app.get(
+        "/v1/targets", response_model=TargetsResponse, dependencies=auth, responses=errors, tags=["info"]
+    )
+    def targets():
+        """Targets with trained predictors: their families and metrics, the best family and the noise floor."""
+        index = trained_index(root())
+        floors = _noise_floors(store(), index)
+        out = []
+        for t, fams in sorted(index.items()):
+            best = best_family(fams)
+            preds = [_info(t, f, m, f == best) for f, m in sorted(fams.items())]
+            out.append({"target": t, "best": best, "noise_floor": floors.get(t), "predictors": preds})
+        return {"targets": out}
+
+    @app.get(
+        "/v1/predictors",
+        response_model=PredictorsResponse,
+        dependencies=auth,
+        responses=errors,
+        tags=["info"],
+    )
+    def predictors():
+        """Every trained predictor: target, family, test metrics, train size and split seed."""
+        index = trained_index(root())
+        out = []
+        for t, fams in sorted(index.items()):
+            best = best_family(fams)
+            out += [_info(t, f, m, f == best) for f, m in sorted(fams.items())]
+        return {"predictors": out}
+
+    @app.get("/v1/health", response_model=Health, tags=["info"])
+    async def health():
+        """Liveness; open without a token. ``loaded`` lists the predictors in memory."""
+        loaded = sorted(f"{v.target}/{v.family}" for v in cache.loaded(root()))
+        return {
+            "status": "ok",
+            "version": __version__,
+            "max_batch": max_batch,
+            "auth": bool(token),
+            "loaded": loaded,
+        }
+
+    return app
+
+
+def token_from_env(token: str | None = None) -> str | None:
+    """``--token`` if given, else ``$LETI_TOKEN``; empty means none."""
+    return token or os.environ.get("LETI_TOKEN") or None
+
+
+class BackgroundServer:
+    """Serve ``app`` with uvicorn from a background thread (notebooks, tests): ``with BackgroundServer(app) as s:
+    Client(s.url)…``. Port 0 picks a free port; ``url`` is known once ``start()`` returns."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        self.app, self.host, self.port = app, host, port
+        self.url: str | None = None
+        self._server = None
+        self._thread = None
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        import threading
+        import time
+
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, host=self.host, port=self.port, log_level="warning", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="leti-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise LetiError(f"the server did not start on {self.host}:{self.port}", "port")
+            time.sleep(0.005)
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        self.port = port
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,223 @@
+"""``leti predict`` and ``leti serve``: handlers and parsers, wired into ``leti.cli``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from leti.errors import LetiError
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+# ---- leti predict --------------------------------------------------------------------------------------------------
+def add_predict_parser(sub) -> None:
+    s = sub.add_parser("predict", help="predicted latency (ms) of archs on a target")
+    s.add_argument(
+        "arch", nargs="*", help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, or a .json/.tflite file"
+    )
+    s.add_argument("--target", required=True)
+    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
+    s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
+    s.add_argument("--file", help="JSON lines, one arch each: {space, arch}, Arch JSON or `leti space sample` output "
+                                  "('-' reads stdin)")  # fmt: skip
+    s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
+    s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
+    s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
+    s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...]}')
+    s.set_defaults(func=cmd_predict)
+
+
+def _line_item(obj, space: str | None, where: str):
+    """(arch, space) from one JSON line: {space, arch}, sample output, Arch JSON, or a JSON string."""
+    if isinstance(obj, dict) and "arch" in obj and "adjacency" not in obj:
+        s = obj.get("space", space)
+        if s is not None and not isinstance(s, str):
+            raise LetiError("must be a string", f"{where}: space")
+        arch = obj["arch"]
+        if isinstance(arch, dict) and "adjacency" in arch:
+            return arch, None  # `leti space sample` output: the Arch JSON says its own space
+        return arch, s
+    if isinstance(obj, dict | str | list):
+        return obj, space
+    raise LetiError(f"must be an arch, not {type(obj).__name__}", where)
+
+
+def read_jsonl(path: str, space: str | None = None) -> tuple[list, list[str | None], list[str]]:
+    """Archs, their spaces and where each came from (``archs.jsonl line 7``) from a JSON-lines file; a line that
+    is not JSON is read as a native string such as an NB201 cell."""
+    if path == "-":
+        lines, name = sys.stdin.read().splitlines(), "stdin"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise LetiError("no such file", path)
+        try:
+            lines, name = p.read_text().splitlines(), path
+        except (OSError, UnicodeDecodeError) as e:
+            raise LetiError(f"cannot read ({e})", path) from None
+    archs, spaces, where = [], [], []
+    for n, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            obj = line
+        arch, s = _line_item(obj, space, f"{name} line {n}")
+        archs.append(arch)
+        spaces.append(s)
+        where.append(f"{name} line {n}")
+    if not archs:
+        raise LetiError("holds no archs", name)
+    return archs, spaces, where
+
+
+def _graphs(archs: list, spaces: list, where: list[str]):
+    from leti.service.api import graph_of
+
+    return [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
+
+
+def _from_args(args) -> tuple[list, list, list[str], list[str]]:
+    """(archs, spaces, where each came from for errors, labels to print)."""
+    if args.file and args.arch:
+        raise LetiError("give archs or --file, not both", "arch")
+    if args.file:
+        archs, spaces, where = read_jsonl(args.file, args.space)
+        labels = [a if isinstance(a, str) else w for a, w in zip(archs, where, strict=True)]
+        return archs, spaces, where, labels
+    if not args.arch:
+        raise LetiError("give one or more archs, or --file archs.jsonl", "arch")
+    from leti.cli import read_arch_arg
+    from leti.service.api import _rebase
+
+    archs, where = [], []
+    for i, text in enumerate(args.arch):
+        field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
+        try:
+            arch, graph = read_arch_arg(text, args.space)
+        except LetiError as e:
+            raise e if e.field == "space" else _rebase(e, field) from None
+        archs.append(arch if arch is not None else graph)  # a .tflite file gives a graph only
+        where.append(field)
+    return archs, [None] * len(archs), where, list(args.arch)
+
+
+def cmd_predict(args) -> int:
+    archs, spaces, where, labels = _from_args(args)
+    if args.url:
+        from leti.graph.layergraph import LayerGraph
+        from leti.service.api import Client, wire_item
+
+        if any(isinstance(a, LayerGraph) for a in archs):
+            raise LetiError("a .tflite file cannot be sent to a server; drop --url", "arch")
+        items = [wire_item(a, s) for a, s in zip(archs, spaces, strict=True)]
+        with Client(args.url, token=args.token) as client:
+            res = client.predict_items(items, args.target, args.predictor)
+        target, family = res["target"], res["predictor"]
+        ms = [None if x != x else float(x) for x in res["latency_ms"]]  # NaN (a null from the server) -> None
+    else:
+        from leti.service.api import predictor_cache
+
+        loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
+        ms = loaded.predict(_graphs(archs, spaces, where)).tolist()
+        target, family = loaded.target, loaded.family
+    if args.json:
+        print(json.dumps({"target": target, "predictor": family, "latency_ms": ms}))
+        return 0
+    for value, label in zip(ms, labels, strict=True):
+        shown = label if len(label) <= 72 else label[:69] + "..."
+        print(f"{value:10.4f} ms  {shown}" if value is not None else f"{'nan':>10} ms  {shown}")
+    print(f"({len(ms)} archs, {target}, predictor {family})", file=sys.stderr)
+    return 0
+
+
+# ---- leti serve ----------------------------------------------------------------------------------------------------
+def add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI; docs at /docs)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
+    )
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
+    )
+    s.add_argument("--max-batch", type=int, default=10000, help="most archs in one request")
+    s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
+    s.add_argument(
+        "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
+    )
+    s.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from leti.service.app import create_app, token_from_env
+
+    if not 0 <= args.port <= 65535:
+        raise LetiError(f"must be 0..65535, got {args.port}", "--port")
+    if args.max_batch < 1:
+        raise LetiError(f"must be positive, got {args.max_batch}", "--max-batch")
+    token = token_from_env(args.token)
+    if args.host not in LOOPBACK and not token:
+        print(f"leti: warning: serving on {args.host} without a token: anyone who can reach it may use it; "
+              "set --token or LETI_TOKEN", file=sys.stderr)  # fmt: skip
+    app = create_app(predictor_root=args.predictor_root, store_path=getattr(args, "store", None), token=token,
+                     max_batch=args.max_batch)  # fmt: skip
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"leti: serving on http://{shown}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _bind(host: str, port: int):
+    """A listening socket, bound here so that a busy port is a one-line error rather than uvicorn's exit."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise LetiError(f"cannot resolve {host!r} ({e.strerror})", "--host") from None
+    family, kind, proto, _, addr = infos[0]
+    # proto must be IPPROTO_TCP (as getaddrinfo gives it), not 0: asyncio sets TCP_NODELAY on accepted connections
+    # only then, and without it every response waits ~40 ms for a delayed ACK
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise LetiError(f"cannot bind {host}:{port} ({e.strerror or e})", "--port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m leti.service.cli predict|serve …``: these two commands without the rest of ``leti``."""
+    from leti.cli import EXIT_BAD_INPUT, _Parser
+
+    p = _Parser(prog="leti", description="leti predict and leti serve")
+    p.add_argument("--store", help="measurement store, read for noise floors (default $LETI_HOME/leti.db)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_predict_parser(sub)
+    add_serve_parser(sub)
+    try:
+        args = p.parse_args(argv)
+        return int(args.func(args) or 0)
+    except LetiError as e:
+        print(f"leti: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
