@@ -550,10 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for report.md and one plot per target")
     s.set_defaults(func=cmd_report)
 
+    from leti.compression.cli import add_compress_parser
     from leti.service.cli import add_predict_parser, add_serve_parser
 
     add_predict_parser(sub)
     add_serve_parser(sub)
+    add_compress_parser(sub)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")

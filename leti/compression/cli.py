@@ -1,0 +1,209 @@
+"""``leti compress MODEL.keras --target T --latency-budget 0.6x|12ms``: plan, print, optionally build and verify.
+
+Output: one row per compressed layer (method, rank or prune ratio, weight error, params and MACs before -> after,
+predicted ms saved by that edit alone), then the whole model's predicted latency against the budget. ``--verify``
+builds the compressed model, measures it and the original on this machine (host targets) and prints predicted next
+to measured. ``-o OUT.keras`` saves the compressed model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from leti.errors import LetiError
+
+__all__ = ["add_compress_parser", "cmd_compress", "format_plan", "load_model"]
+
+
+def add_compress_parser(sub) -> None:
+    s = sub.add_parser("compress", help="pick low-rank ranks / prune ratios that meet a latency budget")
+    s.add_argument("model", help="a Keras functional model (.keras)")
+    s.add_argument("--target", required=True, help="e.g. host-litert-cpu-1t")
+    s.add_argument(
+        "--latency-budget", required=True, help="0.6x (of the original's predicted latency) or 12ms"
+    )
+    s.add_argument("--methods", default="tucker2,cp,svd,prune", help="comma-separated: tucker2,cp,svd,prune")
+    s.add_argument("--steps", type=int, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)")
+    s.add_argument("--solver", default="auto", choices=("auto", "knapsack", "greedy"))
+    s.add_argument("--family", help="predictor family to load for the target (default: the registry's best)")
+    s.add_argument("--lut", help="host targets: a layer-LUT JSON file to reuse and extend (measured layers)")
+    s.add_argument(
+        "--verify", action="store_true", help="build and measure the compressed model (host targets)"
+    )
+    s.add_argument(
+        "--runs", type=int, default=20, help="--verify: timed runs per measurement (3 measurements each)"
+    )
+    s.add_argument("--margin", type=float, default=0.0,
+                   help="plan for (1 - M) x the budget to absorb prediction error, e.g. 0.05")  # fmt: skip
+    s.add_argument("-o", "--output", help="save the compressed model here (.keras)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compress)
+
+
+def load_model(path: str):
+    """A Keras model from a .keras file, with leti's custom layers registered; LetiError when it cannot load."""
+    p = Path(path)
+    if not p.is_file():
+        raise LetiError("no such file", "model")
+    if p.suffix not in (".keras", ".h5"):
+        raise LetiError(f"must be a .keras (or .h5) file, got {p.name!r}", "model")
+    from leti.build.tflite import silenced
+
+    with silenced():
+        import keras
+
+        import leti.build.keras_model  # noqa: F401 - registers ChannelShuffle, ChannelSlice, Zero
+
+        try:
+            return keras.models.load_model(p, compile=False)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file; report one line
+            err = " ".join(str(e).split())[:200]
+    raise LetiError(f"cannot load the Keras model ({err})", "model")
+
+
+def _predictor(args, model):
+    """The predictor for the target (a host LUT is calibrated on the original model)."""
+    from leti.compression.plan import LayerLUT, default_predictor
+    from leti.targets import is_host_target, validate_name
+
+    target = validate_name(args.target)
+    if args.lut:
+        if not is_host_target(target):
+            raise LetiError("a layer LUT is measured on this machine: use a host target", "--lut")
+        lut = LayerLUT(target=target, runs=10, warmup=3, stat="min", repeats=3)
+        p = Path(args.lut)
+        if p.is_file():
+            try:
+                lut = LayerLUT.from_dict(json.loads(p.read_text()))
+            except ValueError as e:
+                raise LetiError(f"not a layer-LUT JSON file ({e})", "--lut") from None
+            if lut.target != target:
+                raise LetiError(f"was measured for {lut.target}, not {target}", "--lut")
+        return _calibrated(lut, model)
+    if args.family:
+        from leti.predictors import registry
+
+        return registry.load(target, args.family)
+    pred = default_predictor(target)
+    return _calibrated(pred, model) if isinstance(pred, LayerLUT) else pred
+
+
+def _calibrated(lut, model):
+    """Calibrate a host LUT on the original and 3 random compressed variants, measured with their layers."""
+    from leti.compression.keras_ir import keras_to_arch
+
+    lut.calibrate_for(keras_to_arch(model))
+    return lut
+
+
+def describe(predictor, target: str) -> str:
+    from leti.compression.plan import LayerLUT
+
+    if isinstance(predictor, LayerLUT):
+        return (
+            f"predictor: layer LUT measured on this machine ({len(predictor.entries)} layers, {predictor.stat} of "
+            f"{predictor.repeats} x {predictor.runs} runs), calibrated on the original and 3 variants: "
+            f"x{predictor.scale:.3f}, {predictor.per_layer_ms * 1000:+.1f} us per layer"
+        )
+    return f"predictor: {getattr(predictor, 'family', type(predictor).__name__)} for {target}"
+
+
+def format_plan(p) -> str:
+    """The plan as a text table: one row per edited layer and round, then the totals."""
+    head = ("step", "layer", "method", "rank/ratio", "rel.err", "params", "MACs", "saved ms")
+    rows = []
+    for r in p.table():
+        rows.append((str(r["step"]), r["layer"], r["method"], r["setting"], f"{r['rel_error']:.3f}",
+                     f"{r['params_before']:,} -> {r['params']:,}", f"{r['macs_before']:,} -> {r['macs']:,}",
+                     f"{r['saved_ms']:.3f}"))  # fmt: skip
+    if len(p.steps) == 1:
+        head, rows = head[1:], [r[1:] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if not rows:
+        lines.append("(no layer needs compressing: the model already meets the budget)")
+    status = "meets" if p.meets_budget else "MISSES"
+    lines.append(
+        f"model: predicted {p.original_ms:.3f} ms -> {p.predicted_ms:.3f} ms ({p.predicted_ms / p.original_ms:.3f}x), "
+        f"budget {p.budget.text} = {p.budget_ms:.3f} ms: {status} it; weight error sum {sum(s.weight_error for s in p.steps):.3f}"
+    )
+    return "\n".join(lines)
+
+
+def _verify(p, model, compressed, runs: int) -> dict:
+    """Measure the original and the compressed model on this machine, in the same round-robin passes."""
+    from leti.build.tflite import keras_to_tflite
+    from leti.compression.plan import LayerLUT
+    from leti.device_runner.local import settings_for_target
+    from leti.targets import is_host_target
+
+    if not is_host_target(p.target):
+        raise LetiError(f"--verify measures on this machine; {p.target} is not a host target", "--verify")
+    _, precision = settings_for_target(p.target)
+    meter = LayerLUT(p.target, runs=runs, warmup=3, stat="min", repeats=3)
+    orig, comp = meter.measure_many(
+        [keras_to_tflite(model, precision), keras_to_tflite(compressed, precision)]
+    )
+    budget = p.budget.value * orig if p.budget.kind == "x" else p.budget.value
+    return {"original_measured_ms": orig, "compressed_measured_ms": comp, "budget_measured_ms": budget,
+            "meets_budget_measured": comp <= budget}  # fmt: skip
+
+
+def cmd_compress(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from leti.compression.candidates import check_methods
+    from leti.compression.plan import apply, parse_budget, plan
+
+    budget = parse_budget(args.latency_budget)  # bad input fails before the model is loaded
+    methods = check_methods(args.methods)
+    if isinstance(args.steps, bool) or not 1 <= args.steps <= 10:
+        raise LetiError(f"must be in 1..10, got {args.steps}", "--steps")
+    if args.output and not args.output.endswith(".keras"):
+        raise LetiError("must end in .keras", "--output")
+    if args.verify:
+        from leti.targets import is_host_target, validate_name
+
+        if not is_host_target(validate_name(args.target)):
+            raise LetiError(
+                f"--verify measures on this machine; {args.target} is not a host target", "--verify"
+            )
+    model = load_model(args.model)
+    predictor = _predictor(args, model)
+    p = plan(model, args.target, budget, methods, predictor=predictor, steps=args.steps, solver=args.solver,
+             margin=args.margin)  # fmt: skip
+    about = describe(predictor, args.target)
+    if args.lut:
+        Path(args.lut).write_text(json.dumps(predictor.to_dict()))
+    out: dict = {"predictor": about, "plan": p.table(), "original_ms": p.original_ms,
+                 "predicted_ms": p.predicted_ms, "budget_ms": p.budget_ms, "meets_budget": p.meets_budget}  # fmt: skip
+    compressed = None
+    if args.verify or args.output:
+        from leti.compression.keras_surgery import output_error
+
+        compressed = apply(p)
+        out["output_error"] = output_error(model, compressed)
+    if args.output:
+        compressed.save(args.output)
+        out["saved"] = args.output
+    if args.verify:
+        out.update(_verify(p, model, compressed, args.runs))
+    if args.json:
+        print(json.dumps(out, default=str))
+        return 0
+    print(about)
+    print(format_plan(p))
+    if "output_error" in out:
+        print(f"output error ||y - y_hat|| / ||y|| on 4 random inputs: {out['output_error']:.4f}")
+    if args.verify:
+        status = "meets" if out["meets_budget_measured"] else "MISSES"
+        print(
+            f"measured (LocalRunner, least of 3 x {args.runs} runs): original {out['original_measured_ms']:.3f} ms, "
+            f"compressed {out['compressed_measured_ms']:.3f} ms (predicted {p.predicted_ms:.3f} ms); "
+            f"budget {out['budget_measured_ms']:.3f} ms: {status} it"
+        )
+    if args.output:
+        print(f"saved {args.output}")
+    return 0
