@@ -154,3 +154,12 @@ def test_nb201_network_shape_and_known_size():
     assert g.input_shape == (32, 32, 3) and g.output_shape == (1, 1, 10)
     stages = {tuple(s) for s, o in zip(g.out_shape.tolist(), g.op.tolist(), strict=True) if o == 1}
     assert {(32, 32, 16), (16, 16, 32), (8, 8, 64)} <= stages
+
+
+def test_classes_zero_ends_the_network_after_the_head():
+    a = Arch([[0, 1, 0], [0, 0, 1], [0, 0, 0]], ["input", "conv", "output"],
+             {"classes": 0, "stacks": 1, "cells_per_stack": 1, "head": [{"op": "gap"}, {"op": "dense", "units": 7}]})  # fmt: skip
+    g = a.to_graph()
+    assert g.output_shape == (1, 1, 7) and g.op_counts()["dense"] == 1 and g.op_counts()["gap"] == 1
+    with_classifier = a.with_config(classes=5).to_graph()
+    assert with_classifier.output_shape == (1, 1, 5) and with_classifier.op_counts()["dense"] == 2

@@ -252,6 +252,8 @@ def _head_piece(config_key: str, in_shape: tuple) -> Piece:
     cfg = json.loads(config_key)
     b = GraphBuilder(ext_shape=in_shape)
     x = _sequence(b, cfg["head"], -1, stack_channels(cfg, cfg["stacks"] - 1), "head", "config.head")
+    if cfg["classes"] == 0:  # a feature extractor, or a model whose classifier is written out in the head
+        return b.piece(x)
     b.block = "classifier"
     return b.piece(b.dense(b.gap(x), cfg["classes"]))
 

@@ -6,7 +6,7 @@ input (H, W, input_channels)
   -> for stack s in 0..stacks-1:
        [downsample to channels * multiplier**s, when s > 0]
        cells_per_stack x cell             (cell ops default to the stack's channels)
-  -> head layers -> global average pool -> dense(classes)
+  -> head layers -> global average pool -> dense(classes)     (classes = 0: the network ends after the head)
 ```
 ``merge`` says how a cell vertex combines several inputs: ``nb101`` follows NAS-Bench-101 (1x1 projections of the
 cell input, channel truncation, concatenation at the output); ``sum`` adds them (shapes must agree).
@@ -40,7 +40,7 @@ _SCALARS = {
     "stacks": ("int", (1, 8)),
     "cells_per_stack": ("int", (1, 12)),
     "channel_multiplier": ("number", (1, 4)),
-    "classes": ("int", (1, 100000)),
+    "classes": ("int", (0, 100000)),
 }
 
 
