@@ -247,7 +247,10 @@ class GraphBuilder:
             table[:, C_BLOCK] = self.blocks
         edges = [(t, i) for i, ins in enumerate(self.inputs) for t in ins]
         return Piece(
-            table, np.array(edges, dtype=np.int64).reshape(-1, 2), tuple(self._names), out if n else -1
+            table,
+            np.array(edges, dtype=np.int64).reshape(-1, 2),
+            tuple(self._names),
+            out if n else -1,
         )
 
     def finish(self, meta: dict | None = None) -> LayerGraph:
@@ -363,7 +366,7 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
     e[ext, 0] = bound
     table.setflags(write=False)  # graphs are memoised and shared: keep them immutable
     e.setflags(write=False)
-    return LayerGraph(
+    graph = LayerGraph(
         op=table[:, C_OP],
         attr=table[:, C_ATTR:C_IN],
         in_shape=table[:, C_IN:C_OUT],
@@ -378,6 +381,7 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
         dst=e[:, 1],
         meta=dict(meta or {}),
     )
+    return graph
 
 
 __all__ = ["GraphBuilder", "Piece", "assemble"]

@@ -161,7 +161,11 @@ class LayerGraph:
 
     def activation_bytes(self, bytes_per_elem: int = 4) -> int:
         """Sum of every node's output size: what a runtime without buffer reuse would allocate."""
-        return int(self.out_elems.sum()) * bytes_per_elem
+        return self._act_elems * bytes_per_elem
+
+    @cached_property
+    def _act_elems(self) -> int:
+        return int(self.out_elems.sum())
 
     def peak_bytes(self, bytes_per_elem: int = 4) -> int:
         """Peak live activation memory when nodes run in id order and each output is freed after its last use."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from leti.errors import ArchError
 from leti.space.config import normalize_config
@@ -132,6 +132,19 @@ def live_nodes(adjacency, is_zero: list[bool]) -> list[int]:
     return [v for v in range(n) if v in fwd and v in bwd]
 
 
+# Spaces reuse a handful of cell shapes (NB201: one adjacency, 64 zero patterns): memoise the structure queries
+@lru_cache(maxsize=4096)
+def _preds(adjacency: tuple) -> tuple[tuple[int, ...], ...]:
+    n = len(adjacency)
+    return tuple(tuple(u for u in range(v) if adjacency[u][v]) for v in range(n))
+
+
+@lru_cache(maxsize=4096)
+def _live_mask(adjacency: tuple, is_zero: tuple) -> tuple[bool, ...]:
+    keep = set(live_nodes(adjacency, is_zero))
+    return tuple(i in keep for i in range(len(adjacency)))
+
+
 @dataclass(frozen=True, eq=False)
 class Arch:
     """A cell DAG plus its macro config. Node 0 is the input, the last node the output."""
@@ -208,14 +221,12 @@ class Arch:
     # ---- transformations ---------------------------------------------------------------------------------------
     @cached_property
     def _live(self) -> tuple[bool, ...]:
-        keep = set(live_nodes(self.adjacency, [x["op"] == "zero" for x in self.layers]))
-        return tuple(i in keep for i in range(self.n_nodes))
+        return _live_mask(self.adjacency, tuple(x["op"] == "zero" for x in self.layers))
 
     @cached_property
     def preds(self) -> tuple[tuple[int, ...], ...]:
         """Inputs of each node, in increasing order."""
-        n = self.n_nodes
-        return tuple(tuple(u for u in range(v) if self.adjacency[u][v]) for v in range(n))
+        return _preds(self.adjacency)
 
     def live_mask(self) -> list[bool]:
         """Which nodes survive ``prune()``: the rest only compute zeros or dead values."""
