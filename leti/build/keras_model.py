@@ -68,60 +68,67 @@ def _pad(code: int) -> str:
     return "same" if code == PAD_SAME else "valid"
 
 
+def node_layers(graph: LayerGraph, i: int) -> list:
+    """The Keras layers that compute node ``i``, in order: the first reads the node's inputs, the rest chain
+    (e.g. Conv2D -> BatchNormalization -> ReLU). ``input`` nodes have none."""
+    op = OPS[graph.op[i]]
+    kh, kw, sh, sw, dil, groups, act, bn, bias, pad, extra = (int(v) for v in graph.attr[i])
+    cout = int(graph.out_shape[i][2])
+    nm = f"n{i}_{op}"
+    if op == "input":
+        return []
+    if op == "conv":
+        first = keras.layers.Conv2D(cout, (kh, kw), strides=(sh, sw), padding=_pad(pad), dilation_rate=dil,
+                                    groups=groups, use_bias=bool(bias), name=nm)  # fmt: skip
+    elif op == "dwconv":
+        first = keras.layers.DepthwiseConv2D((kh, kw), strides=(sh, sw), padding=_pad(pad), depth_multiplier=extra,
+                                             dilation_rate=dil, use_bias=bool(bias), name=nm)  # fmt: skip
+    elif op == "dense":
+        first = keras.layers.Dense(cout, use_bias=bool(bias), name=nm)
+    elif op in ("maxpool", "avgpool"):
+        cls = keras.layers.MaxPooling2D if op == "maxpool" else keras.layers.AveragePooling2D
+        first = cls(pool_size=(kh, kw), strides=(sh, sw), padding=_pad(pad), name=nm)
+    elif op == "gap":
+        first = keras.layers.GlobalAveragePooling2D(keepdims=bool(extra), name=nm)
+    elif op == "add":
+        first = keras.layers.Add(name=nm)
+    elif op == "concat":
+        first = keras.layers.Concatenate(axis=-1, name=nm)
+    elif op == "mul":
+        first = keras.layers.Multiply(name=nm)
+    elif op == "act":
+        return [activation_layer(ACTS[act], nm)]
+    elif op == "bn":
+        return [keras.layers.BatchNormalization(name=nm)]
+    elif op == "shuffle":
+        first = ChannelShuffle(groups, name=nm)
+    elif op == "slice":
+        first = ChannelSlice(extra, cout, name=nm)
+    elif op == "zero":
+        first = Zero(name=nm)
+    else:  # pragma: no cover - OPS and this function change together
+        raise GraphError(f"no Keras equivalent for op {op}", f"node {i}")
+    layers = [first]
+    if op in ("conv", "dwconv") and bn:
+        layers.append(keras.layers.BatchNormalization(name=nm + "_bn"))
+    if act:
+        layers.append(activation_layer(ACTS[act], nm + "_act"))
+    return layers
+
+
 def build_keras(graph: LayerGraph, seed: int = 0, name: str = "leti") -> keras.Model:
     """A Keras model computing ``graph`` with seeded random weights (batch size 1)."""
     keras.utils.set_random_seed(seed)
     tensors: list = [None] * graph.n_nodes
     for i in range(graph.n_nodes):
-        op = OPS[graph.op[i]]
-        a = graph.attr[i]
-        kh, kw, sh, sw, dil, groups, act, bn, bias, pad, extra = (int(v) for v in a)
-        ins = [tensors[j] for j in graph.inputs_of(i)]
-        x = ins[0] if ins else None
-        nm = f"n{i}_{op}"
-        if op == "input":
+        if graph.op[i] == 0:  # input
             h, w, c = (int(v) for v in graph.out_shape[i])
-            y = keras.Input(shape=(h, w, c), batch_size=1, name="input")
-        elif op == "conv":
-            y = keras.layers.Conv2D(
-                int(graph.out_shape[i][2]), (kh, kw), strides=(sh, sw), padding=_pad(pad),
-                dilation_rate=dil, groups=groups, use_bias=bool(bias), name=nm,
-            )(x)  # fmt: skip
-        elif op == "dwconv":
-            y = keras.layers.DepthwiseConv2D(
-                (kh, kw), strides=(sh, sw), padding=_pad(pad), depth_multiplier=extra,
-                dilation_rate=dil, use_bias=bool(bias), name=nm,
-            )(x)  # fmt: skip
-        elif op == "dense":
-            y = keras.layers.Dense(int(graph.out_shape[i][2]), use_bias=bool(bias), name=nm)(x)
-        elif op in ("maxpool", "avgpool"):
-            cls = keras.layers.MaxPooling2D if op == "maxpool" else keras.layers.AveragePooling2D
-            y = cls(pool_size=(kh, kw), strides=(sh, sw), padding=_pad(pad), name=nm)(x)
-        elif op == "gap":
-            y = keras.layers.GlobalAveragePooling2D(keepdims=bool(extra), name=nm)(x)
-        elif op == "add":
-            y = keras.layers.Add(name=nm)(ins)
-        elif op == "concat":
-            y = keras.layers.Concatenate(axis=-1, name=nm)(ins)
-        elif op == "mul":
-            y = keras.layers.Multiply(name=nm)(ins)
-        elif op == "act":
-            y = activation_layer(ACTS[act], nm)(x)
-            act = 0  # already applied
-        elif op == "bn":
-            y = keras.layers.BatchNormalization(name=nm)(x)
-            bn = 0
-        elif op == "shuffle":
-            y = ChannelShuffle(groups, name=nm)(x)
-        elif op == "slice":
-            y = ChannelSlice(extra, int(graph.out_shape[i][2]), name=nm)(x)
-        elif op == "zero":
-            y = Zero(name=nm)(x)
-        else:  # pragma: no cover - OPS and this function change together
-            raise GraphError(f"no Keras equivalent for op {op}", f"node {i}")
-        if op in ("conv", "dwconv") and bn:
-            y = keras.layers.BatchNormalization(name=nm + "_bn")(y)
-        if op != "act" and act:
-            y = activation_layer(ACTS[act], nm + "_act")(y)
+            tensors[i] = keras.Input(shape=(h, w, c), batch_size=1, name="input")
+            continue
+        ins = [tensors[j] for j in graph.inputs_of(i)]
+        layers = node_layers(graph, i)
+        y = layers[0](ins if len(ins) > 1 else ins[0])
+        for layer in layers[1:]:
+            y = layer(y)
         tensors[i] = y
     return keras.Model(tensors[0], tensors[-1], name=name)
