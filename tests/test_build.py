@@ -117,7 +117,7 @@ def reference(g: LayerGraph, seed: int):
 def test_arch_end_to_end(space, k):
     g = graphs(space)[k]
     model, ref = reference(g, seed=k)
-    assert model.count_params() == g.total_params  # archs 0..29 of test_params_keras' sample are checked here
+    assert model.count_params() == g.total_params  # whole-model count for archs 0..29 of test_params_keras
     x = seeded_input(g, k)
     (out,) = run_model(ref, [x])
     assert out.shape == (1, g.output_shape[2])
