@@ -8,7 +8,6 @@ built once per input shape as a Piece, repeated with numpy for every cell of a s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -58,7 +57,11 @@ class GraphBuilder:
         self.static.append((OP_CODE[op], *attrs, *in_shape, *out_shape, macs, params))
         self.shapes.append(out_shape)
         self.inputs.append(inputs)
-        self.depths.append(1 + max((self._depth(t) for t in inputs), default=0))
+        depth = 0
+        for t in inputs:
+            if t >= 0 and self.depths[t] > depth:
+                depth = self.depths[t]
+        self.depths.append(depth + 1)
         self.lives.append(self.live)
         self.blocks.append(self._bid)
         return len(self.shapes) - 1
@@ -245,13 +248,52 @@ class GraphBuilder:
             table[:, C_LIVE] = self.lives
             table[:, C_DEPTH] = self.depths
             table[:, C_BLOCK] = self.blocks
-        edges = [(t, i) for i, ins in enumerate(self.inputs) for t in ins]
+        src = [t for ins in self.inputs for t in ins]
+        dst = [i for i, ins in enumerate(self.inputs) for _ in ins]
+        out = out if n else -1
+        peak, act = self._memory(out)
         return Piece(
             table,
-            np.array(edges, dtype=np.int64).reshape(-1, 2),
+            np.array((src, dst), dtype=np.int64).T.reshape(-1, 2),
             tuple(self._names),
-            out if n else -1,
+            out,
+            self.shapes[out] if out >= 0 else None,
+            self.depths[out] if out >= 0 else 0,
+            peak,
+            act,
         )
+
+    def _memory(self, out: int) -> tuple[int, int]:
+        """(peak live elements, external input included; sum of output elements) of these nodes run in order.
+
+        Pieces are chained through one tensor, so a graph's peak is the max over its pieces and ``assemble`` needs
+        no pass over the whole graph. Plain Python: pieces are small and this runs once per new piece.
+        """
+        n = len(self.shapes)
+        elems = [h * w * c for h, w, c in self.shapes]
+        last = list(range(n))
+        ext_last = -1
+        for i, ins in enumerate(self.inputs):
+            for t in ins:
+                if t < 0:
+                    ext_last = i
+                else:
+                    last[t] = i  # ids grow, so the final assignment is the last use
+        if out >= 0:
+            last[out] = n - 1  # the next piece reads it
+        else:
+            ext_last = n - 1
+        ext = self.ext_shapes[0][0] * self.ext_shapes[0][1] * self.ext_shapes[0][2] if self.ext_shapes else 0
+        freed = [0] * (n + 1)
+        for i in range(n):
+            freed[last[i] + 1] += elems[i]
+        live = peak = 0
+        for t in range(n):
+            live += elems[t] - freed[t]
+            cur = live + ext if t <= ext_last else live
+            if cur > peak:
+                peak = cur
+        return peak, sum(elems)
 
     def finish(self, meta: dict | None = None) -> LayerGraph:
         if not self.shapes:
@@ -278,21 +320,17 @@ class Piece:
     edges: np.ndarray  # (m, 2) src, dst; src -1 = the external input
     names: tuple
     out: int  # local id of the output node; -1 when the piece passes its input through
+    out_shape_: tuple | None = None  # the output's shape (None: the external input's)
+    out_depth: int = 0  # the output's depth, counted from the external input
+    peak_elems: int = 0  # peak live elements while it runs, its external input included
+    act_elems: int = 0  # sum of its nodes' output elements
 
     @property
     def n(self) -> int:
         return int(self.table.shape[0])
 
-    @cached_property
-    def out_depth(self) -> int:
-        return int(self.table[self.out, C_DEPTH]) if self.out >= 0 else 0
-
     def out_shape(self, in_shape: tuple) -> tuple:
-        return in_shape if self.out < 0 else self._out_shape
-
-    @cached_property
-    def _out_shape(self) -> tuple:
-        return tuple(int(v) for v in self.table[self.out, C_OUT : C_OUT + 3])
+        return in_shape if self.out < 0 else self.out_shape_
 
 
 class _CopyNames:
@@ -328,6 +366,7 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
     tables, edges, names = [], [], []
     n_nodes, n_edges, depth_off, name_off, edge_base, edge_ext = [], [], [], [], [], []
     base, prev_out, prev_depth, n_names = 0, -1, 0, 0
+    peak, act = 0, 0
     for part in parts:
         piece, prefix = part[0], part[1]
         copies, start = (part[2], part[3]) if len(part) > 2 else (1, 0)
@@ -335,6 +374,8 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
         if n == 0:
             continue
         k_names = len(piece.names)
+        peak = max(peak, piece.peak_elems)
+        act += copies * piece.act_elems
         names.append((prefix, piece.names if copies == 1 else _CopyNames(piece.names, copies, start)))
         tables += [piece.table] * copies
         edges += [piece.edges] * copies
@@ -381,6 +422,8 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
         dst=e[:, 1],
         meta=dict(meta or {}),
     )
+    graph.__dict__["_peak_elems"] = peak  # fill the cached totals: no pass over the whole graph
+    graph.__dict__["_act_elems"] = act
     return graph
 
 

@@ -180,13 +180,13 @@ def _cell_nb101(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
 
 
 def _cell_sum(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
-    layers, preds = arch.layers, arch.preds
+    layers, preds, names = arch.layers, arch.preds, arch.vertex_names
     n = len(layers)
     tensors = [-1] + [0] * (n - 1)
     for v in range(1, n):
         L = layers[v]
         op = L["op"]
-        b.block, b.live = f"n{v}:{op}", live[v]
+        b.block, b.live = names[v], live[v]
         ins = [tensors[u] for u in preds[v]]
         x = ins[0] if len(ins) == 1 else b.concat(ins) if op == "concat" else b.add(ins)
         tensors[v] = x if op in ("add", "concat", "output") else apply_layer_cached(b, L, x, channels)

@@ -228,6 +228,11 @@ class Arch:
         """Inputs of each node, in increasing order."""
         return _preds(self.adjacency)
 
+    @cached_property
+    def vertex_names(self) -> tuple[str, ...]:
+        """Block names of the cell's nodes in a LayerGraph, e.g. ``n3:conv``."""
+        return tuple(f"n{v}:{x['op']}" for v, x in enumerate(self.layers))
+
     def live_mask(self) -> list[bool]:
         """Which nodes survive ``prune()``: the rest only compute zeros or dead values."""
         return list(self._live)
