@@ -16,7 +16,15 @@ from leti.space import nb201
 
 
 def clear_caches() -> None:
-    for fn in (nb201._from_string, E.expand, E._cell_piece, E._layer_nodes, E._stem_piece, E._down_piece, E._head_piece):
+    for fn in (
+        nb201._from_string,
+        E.expand,
+        E._cell_piece,
+        E._layer_nodes,
+        E._stem_piece,
+        E._down_piece,
+        E._head_piece,
+    ):
         fn.cache_clear()
 
 

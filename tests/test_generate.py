@@ -41,7 +41,9 @@ def test_generate_measures_and_stores_with_noise_floor(home, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["progress"]["done"] == 4 and report["progress"]["total"] == 4
     floor = report["noise_floor"][TARGET]
-    assert floor >= 0 and floor == floor  # its size depends on how busy the machine is; it must be a real number
+    assert (
+        floor >= 0 and floor == floor
+    )  # its size depends on how busy the machine is; it must be a real number
     w = report["workers"][0]
     assert w["measured"] == 4 and w["build_s"] > 0 and w["measure_s"] > 0
     store = Store.open(home / "leti.db")

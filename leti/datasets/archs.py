@@ -60,7 +60,12 @@ class TargetData:
     def subset(self, idx) -> TargetData:
         idx = np.asarray(idx, dtype=int)
         return TargetData(
-            self.target, self.arch_ids[idx], self.hashes[idx], self.spaces[idx], self.texts[idx], self.latency_ms[idx]
+            self.target,
+            self.arch_ids[idx],
+            self.hashes[idx],
+            self.spaces[idx],
+            self.texts[idx],
+            self.latency_ms[idx],
         )
 
 

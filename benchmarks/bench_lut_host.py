@@ -1,0 +1,84 @@
+"""The host LUT (single-layer runs) against whole-model measurements of NAS-Bench-101 archs.
+
+1. ``leti generate``: 200 NB101 archs (seed 0) measured whole on the host target.
+2. ``leti lut build``: every distinct layer of the archs sampled with ``--lut-seed`` measured alone on the same
+   target; the table's sum (plus one invocation overhead) predicts each whole model.
+3. acc@10 and the other metrics of that prediction on the 200 models.
+
+With ``--lut-seed 0`` (the default) the table is built from the very archs it is judged on, as nn-Meter-style kernel
+tables are: every layer is in the table and nothing is fitted to whole-model times. Another seed judges the
+nearest-entry fallback on layers the table lacks.
+
+    .venv/bin/python benchmarks/bench_lut_host.py [--n 200] [--target host-litert-cpu-1t] [--runs 10] [--lut-seed 0]
+
+Runs in a throw-away LETI_HOME; about 10 minutes on an idle 2-core machine. Measure with nothing else running: both
+sides are wall-clock times of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="whole NB101 models to measure")
+    ap.add_argument(
+        "--lut-archs", type=int, default=None, help="archs whose layers fill the table (default --n)"
+    )
+    ap.add_argument(
+        "--lut-seed", type=int, default=0, help="sampling seed of those archs (0: the judged archs)"
+    )
+    ap.add_argument("--target", default="host-litert-cpu-1t")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["LETI_HOME"] = home
+        from leti.datasets.archs import target_data
+        from leti.datasets.store import Store
+        from leti.device_runner.farm import parse_binding
+        from leti.generate import generate
+        from leti.lut_build import build_lut
+        from leti.predictors.lut import LUTPredictor
+        from leti.predictors.metrics import metrics
+        from leti.predictors.registry import load
+
+        binding = parse_binding(args.target)
+        store = Store.open(Path(home) / "leti.db")
+        t0 = time.perf_counter()
+        generate(store, "nasbench101", args.n, 0, [binding], runs=args.runs, warmup=args.warmup)
+        whole_s = time.perf_counter() - t0
+        rep = build_lut(binding, "nasbench101", args.lut_archs or args.n, args.lut_seed, runs=args.runs,
+                        warmup=args.warmup, root=Path(home) / "predictors")  # fmt: skip
+        pred = load(args.target, "lut", root=Path(home) / "predictors")
+        assert isinstance(pred, LUTPredictor)
+        data = target_data(store, args.target, "nasbench101")
+        graphs = data.graphs(np.arange(len(data)))
+        details = pred.predict_details(graphs)
+        m = metrics(data.latency_ms, details.latency_ms)
+        ratio = details.latency_ms / data.latency_ms
+
+        print(f"host LUT vs whole models: {args.target}, nasbench101, runs={args.runs} warmup={args.warmup}")
+        print(f"  whole models measured   {len(data)} archs (seed 0) in {whole_s:.0f} s; "
+              f"median {np.median(data.latency_ms):.2f} ms, range {data.latency_ms.min():.2f}-"
+              f"{data.latency_ms.max():.2f} ms")  # fmt: skip
+        print(f"  table                   {rep.n_layers} layers from {rep.n_archs} archs (seed {args.lut_seed}) "
+              f"in {rep.seconds:.0f} s; invocation overhead {rep.overhead_ms:.3f} ms")  # fmt: skip
+        print(
+            f"  layers missing          {int(details.n_missing.sum())} of {int(details.n_layers.sum())} costed"
+        )
+        print(f"  acc@10 {100 * m['acc10']:.1f}%   acc@5 {100 * m['acc5']:.1f}%   acc@20 {100 * m['acc20']:.1f}%   "
+              f"MAPE {100 * m['mape']:.1f}%   Spearman {m['spearman']:.3f}   Kendall {m['kendall']:.3f}")  # fmt: skip
+        print(f"  predicted/measured      median {np.median(ratio):.3f}, "
+              f"5-95% {np.percentile(ratio, 5):.3f}-{np.percentile(ratio, 95):.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""The gradient-boosting families ``xgboost``, ``lightgbm`` and ``catboost`` on the IR features.
+
+The model learns log-latency (errors that matter are relative). With ``base="lut"`` (the default) it learns the
+log-ratio of the latency to a per-layer lookup table fitted by NNLS on the same training archs, and that table's
+estimate is also a feature: the table carries what is additive (each layer's own cost, and it extrapolates to
+unseen combinations of layers) and the trees learn what is not (fusion, caches, runtime quirks). docs/accuracy.md
+compares the parts on the phone data.
+
+``objective``: ``l2``, ``l1``, ``huber`` (``alpha`` = delta in log units) or ``quantile`` (``alpha`` = level).
+Noisy targets whose bad measurements are one-sided (a share of runs much slower or faster than the rest) are
+predicted best by the typical value, not the mean: ``quantile`` or ``l1`` there.
+
+Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed with a checksum.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from leti.errors import PredictorError
+from leti.predictors.base import Predictor
+from leti.predictors.features import FEATURES_ID, N_FEATURES, featurize
+from leti.predictors.lut import LUTPredictor
+from leti.predictors.registry import read_checked, read_json_checked, seal, write_json_checked
+
+OBJECTIVES = ("l2", "l1", "huber", "quantile")
+BASES = ("lut", "none")
+INFO_FILE = "boosting.json"
+BASE_DIR = "base"
+
+
+class BoostingPredictor(Predictor):
+    """Shared pipeline: features -> (optional LUT base) -> a library's trees on log-latency."""
+
+    model_file = ""
+
+    # ---- the pipeline ---------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise PredictorError(
+                f"must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}", "objective"
+            )
+        if self.base not in BASES:
+            raise PredictorError(f"must be one of {', '.join(BASES)}, got {self.base!r}", "base")
+        if self.objective == "quantile" and not 0 < float(self.alpha) < 1:
+            raise PredictorError(f"a quantile level must lie in (0, 1), got {self.alpha!r}", "alpha")
+        if self.objective == "huber" and not float(self.alpha) > 0:
+            raise PredictorError(f"the Huber delta must be positive, got {self.alpha!r}", "alpha")
+
+    def _design(self, graphs, base_ms: np.ndarray | None) -> np.ndarray:
+        X = featurize(graphs)[:, self.columns_]
+        if base_ms is not None:
+            X = np.hstack([X, np.log(base_ms)[:, None]])
+        return X
+
+    def _base_predict(self, graphs) -> np.ndarray | None:
+        if self.base_ is None:
+            return None
+        return np.maximum(self.base_.predict(graphs), self.base_floor_)
+
+    def _fit(self, graphs, y):
+        self._check()
+        X = featurize(graphs)
+        # constant columns carry nothing for this training set; dropping them keeps models small and fast
+        self.columns_ = np.flatnonzero(np.ptp(X, axis=0) > 0) if len(graphs) > 1 else np.arange(N_FEATURES)
+        target = np.log(y)
+        self.base_ = None
+        self.base_floor_ = 0.0
+        if self.base == "lut":
+            self.base_ = LUTPredictor(states=self.base_states, robust=self.base_robust).fit(graphs, y)
+            self.base_floor_ = float(0.5 * y.min())
+        b = self._base_predict(graphs)
+        if b is not None:
+            target = target - np.log(b)
+        self._train(self._design(graphs, b), target)
+
+    def _predict(self, graphs):
+        b = self._base_predict(graphs)
+        f = self._raw_predict(self._design(graphs, b))
+        return np.exp(f) if b is None else b * np.exp(f)
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+    def _save(self, d: Path) -> None:
+        base = None
+        if self.base_ is not None:
+            base = {
+                "states": self.base_.states,
+                "fold_constant": bool(self.base_.fold_constant),
+                "floor_ms": self.base_floor_,
+            }
+        info = {"features_id": FEATURES_ID, "columns": self.columns_.tolist(), "base": base,
+                "model_file": self.model_file}  # fmt: skip
+        if self.base_ is not None:
+            (d / BASE_DIR).mkdir(exist_ok=True)
+            self.base_._save(d / BASE_DIR)
+        self._write(d / self.model_file)
+        seal(d / self.model_file)
+        write_json_checked(d / INFO_FILE, info)
+
+    def _load(self, d: Path) -> None:
+        self._check()
+        info = read_json_checked(d / INFO_FILE)
+        if info.get("features_id") != FEATURES_ID:
+            raise PredictorError("was trained on other features than this leti computes; retrain it", str(d))
+        cols = np.asarray(info["columns"], dtype=np.int64)
+        if cols.ndim != 1 or (cols.size and (cols.min() < 0 or cols.max() >= N_FEATURES)):
+            raise PredictorError("feature columns out of range", str(d / INFO_FILE))
+        self.columns_ = cols
+        base = info.get("base")
+        self.base_, self.base_floor_ = None, 0.0
+        if base is not None:
+            lut = LUTPredictor(
+                states=str(base["states"]), fold_constant=bool(base.get("fold_constant", True))
+            )
+            lut._load(d / BASE_DIR)
+            lut.n_train_ = 0
+            self.base_, self.base_floor_ = lut, float(base["floor_ms"])
+        if (self.base_ is None) != (self.base == "none"):
+            raise PredictorError("the saved model and its meta.json disagree about the LUT base", str(d))
+        self._read(d / self.model_file, read_checked(d / self.model_file))
+        n_in = cols.size + (1 if self.base_ is not None else 0)
+        if self._n_model_features() != n_in:
+            raise PredictorError(
+                f"the model expects {self._n_model_features()} features, its files describe {n_in}", str(d)
+            )
+
+    # ---- for subclasses -------------------------------------------------------------------------------------
+    def _train(self, X: np.ndarray, t: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _raw_predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _write(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def _read(self, path: Path, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _n_model_features(self) -> int:
+        raise NotImplementedError
+
+
+# ---- LightGBM -------------------------------------------------------------------------------------------------
+class LightGBMPredictor(BoostingPredictor):
+    family = "lightgbm"
+    model_file = "model.txt"
+
+    def __init__(
+        self,
+        n_estimators: int = 1000,
+        learning_rate: float = 0.03,
+        num_leaves: int = 15,
+        min_child_samples: int = 5,
+        subsample: float = 0.8,
+        colsample: float = 0.5,
+        reg_lambda: float = 1.0,
+        objective: str = "l2",
+        alpha: float = 0.6,
+        base: str = "lut",
+        base_states: str = "separate",
+        base_robust: float = 0.0,
+        seed: int = 0,
+        n_jobs: int = 1,
+    ):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample = colsample
+        self.reg_lambda = reg_lambda
+        self.objective = objective
+        self.alpha = alpha
+        self.base = base
+        self.base_states = base_states
+        self.base_robust = base_robust
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def _params(self) -> dict:
+        obj = {"l2": "regression", "l1": "regression_l1", "huber": "huber", "quantile": "quantile"}[
+            self.objective
+        ]
+        return {
+            "objective": obj,
+            "alpha": float(self.alpha),
+            "learning_rate": float(self.learning_rate),
+            "num_leaves": int(self.num_leaves),
+            "min_child_samples": int(self.min_child_samples),
+            "min_child_weight": 1e-3,
+            "bagging_fraction": float(self.subsample),
+            "bagging_freq": 1 if self.subsample < 1 else 0,
+            "feature_fraction": float(self.colsample),
+            "lambda_l2": float(self.reg_lambda),
+            "seed": int(self.seed),
+            "deterministic": True,
+            "num_threads": int(self.n_jobs),
+            "verbose": -1,
+        }
+
+    def _train(self, X, t):
+        import lightgbm as lgb
+
+        ds = lgb.Dataset(X, t, params={"verbose": -1, "min_data_in_bin": 1})
+        self.model_ = lgb.train(self._params(), ds, num_boost_round=int(self.n_estimators))
+
+    def _raw_predict(self, X):
+        return self.model_.predict(X, num_threads=int(self.n_jobs))
+
+    def _write(self, path):
+        self.model_.save_model(str(path))
+
+    def _read(self, path, data):
+        import lightgbm as lgb
+
+        text = data.decode("utf-8")
+        check_lightgbm_text(text)  # LightGBM's own parser aborts the process on some malformed files
+        self.model_ = lgb.Booster(model_str=text)
+
+    def _n_model_features(self) -> int:
+        return int(self.model_.num_feature())
+
+
+def check_lightgbm_text(text: str) -> None:
+    """Structural checks of a LightGBM text model: the header, each tree's arrays and child links, and the
+    ``tree_sizes`` byte counts, so that a damaged file is refused with a PredictorError."""
+
+    def bad(why: str):
+        raise PredictorError(f"not a valid LightGBM model ({why})", "model.txt")
+
+    head, sep, rest = text.partition("\n\n")
+    lines = head.split("\n")
+    if not sep or lines[0] != "tree":
+        bad("no header")
+    kv = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
+    try:
+        n_feat = int(kv["max_feature_idx"]) + 1
+        sizes = [int(v) for v in kv["tree_sizes"].split()]
+    except (KeyError, ValueError):
+        bad("header lacks max_feature_idx or tree_sizes")
+    body = rest.encode("utf-8")
+    pos = 0
+    for i, size in enumerate(sizes):
+        block = body[pos : pos + size].decode("utf-8", errors="replace")
+        pos += size
+        if len(block.encode("utf-8")) != size or not block.startswith(f"Tree={i}\n"):
+            bad(f"tree {i} is truncated or misplaced")
+        t = dict(line.split("=", 1) for line in block.split("\n")[1:] if "=" in line)
+        try:
+            leaves = int(t["num_leaves"])
+            if leaves < 1:
+                bad(f"tree {i} has no leaves")
+            leaf_value = [float(v) for v in t["leaf_value"].split()]
+            if len(leaf_value) != leaves:
+                bad(f"tree {i} has {len(leaf_value)} leaf values for {leaves} leaves")
+            if leaves > 1:
+                feat = [int(v) for v in t["split_feature"].split()]
+                thr = [float(v) for v in t["threshold"].split()]
+                kids = [int(v) for key in ("left_child", "right_child") for v in t[key].split()]
+                if not (len(feat) == len(thr) == leaves - 1 and len(kids) == 2 * (leaves - 1)):
+                    bad(f"tree {i} has arrays of the wrong length")
+                if any(not 0 <= f < n_feat for f in feat):
+                    bad(f"tree {i} splits on a feature out of range")
+                if any(not (-leaves <= k < leaves - 1) for k in kids):
+                    bad(f"tree {i} links to a node out of range")
+        except (KeyError, ValueError):
+            bad(f"tree {i} lacks or mangles its arrays")
+    if not body[pos:].startswith(b"end of trees"):
+        bad("the tree list does not end where tree_sizes says")
+
+
+# ---- XGBoost --------------------------------------------------------------------------------------------------
+class XGBoostPredictor(BoostingPredictor):
+    family = "xgboost"
+    model_file = "model.json"
+
+    def __init__(
+        self,
+        n_estimators: int = 1000,
+        learning_rate: float = 0.03,
+        max_depth: int = 5,
+        min_child_weight: float = 1.0,
+        subsample: float = 0.8,
+        colsample: float = 0.5,
+        reg_lambda: float = 1.0,
+        objective: str = "l2",
+        alpha: float = 0.6,
+        base: str = "lut",
+        base_states: str = "separate",
+        base_robust: float = 0.0,
+        seed: int = 0,
+        n_jobs: int = 1,
+    ):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.colsample = colsample
+        self.reg_lambda = reg_lambda
+        self.objective = objective
+        self.alpha = alpha
+        self.base = base
+        self.base_states = base_states
+        self.base_robust = base_robust
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def _params(self) -> dict:
+        p = {
+            "objective": {
+                "l2": "reg:squarederror",
+                "l1": "reg:absoluteerror",
+                "huber": "reg:pseudohubererror",
+                "quantile": "reg:quantileerror",
+            }[self.objective],  # fmt: skip
+            "eta": float(self.learning_rate),
+            "max_depth": int(self.max_depth),
+            "min_child_weight": float(self.min_child_weight),
+            "subsample": float(self.subsample),
+            "colsample_bytree": float(self.colsample),
+            "lambda": float(self.reg_lambda),
+            "tree_method": "hist",
+            "seed": int(self.seed),
+            "nthread": int(self.n_jobs),
+            "base_score": 0.0,
+        }
+        if self.objective == "quantile":
+            p["quantile_alpha"] = float(self.alpha)
+        if self.objective == "huber":
+            p["huber_slope"] = float(self.alpha)
+        return p
+
+    def _train(self, X, t):
+        import xgboost as xgb
+
+        self.model_ = xgb.train(self._params(), xgb.DMatrix(X, t), num_boost_round=int(self.n_estimators))
+
+    def _raw_predict(self, X):
+        return self.model_.inplace_predict(X)
+
+    def _write(self, path):
+        self.model_.save_model(str(path))  # the .json suffix selects XGBoost's JSON format
+
+    def _read(self, path, data):
+        import xgboost as xgb
+
+        json.loads(data)  # a clear error for a non-JSON file before XGBoost sees it
+        booster = xgb.Booster()
+        booster.load_model(bytearray(data))
+        booster.set_param({"nthread": int(self.n_jobs)})
+        self.model_ = booster
+
+    def _n_model_features(self) -> int:
+        return int(self.model_.num_features())
+
+
+# ---- CatBoost -------------------------------------------------------------------------------------------------
+class CatBoostPredictor(BoostingPredictor):
+    family = "catboost"
+    model_file = "model.cbm"
+
+    def __init__(
+        self,
+        n_estimators: int = 1500,
+        learning_rate: float = 0.05,
+        depth: int = 6,
+        l2_leaf_reg: float = 3.0,
+        subsample: float = 0.8,
+        colsample: float = 0.5,
+        objective: str = "l2",
+        alpha: float = 0.6,
+        base: str = "lut",
+        base_states: str = "separate",
+        base_robust: float = 0.0,
+        seed: int = 0,
+        n_jobs: int = 1,
+    ):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.depth = depth
+        self.l2_leaf_reg = l2_leaf_reg
+        self.subsample = subsample
+        self.colsample = colsample
+        self.objective = objective
+        self.alpha = alpha
+        self.base = base
+        self.base_states = base_states
+        self.base_robust = base_robust
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def _loss(self) -> str:
+        a = float(self.alpha)
+        return {"l2": "RMSE", "l1": "MAE", "huber": f"Huber:delta={a}", "quantile": f"Quantile:alpha={a}"}[
+            self.objective
+        ]
+
+    def _train(self, X, t):
+        from catboost import CatBoostRegressor
+
+        self.model_ = CatBoostRegressor(
+            iterations=int(self.n_estimators),
+            learning_rate=float(self.learning_rate),
+            depth=int(self.depth),
+            l2_leaf_reg=float(self.l2_leaf_reg),
+            subsample=float(self.subsample),
+            bootstrap_type="Bernoulli",
+            rsm=float(self.colsample),
+            loss_function=self._loss(),
+            random_seed=int(self.seed),
+            thread_count=int(self.n_jobs),
+            allow_writing_files=False,
+            verbose=False,
+        )
+        self.model_.fit(X, t)
+
+    def _raw_predict(self, X):
+        return self.model_.predict(X, thread_count=int(self.n_jobs))
+
+    def _write(self, path):
+        self.model_.save_model(str(path), format="cbm")
+
+    def _read(self, path, data):
+        from catboost import CatBoostRegressor
+
+        # CatBoost reads from a path; hand it the checked bytes, not the file that might change in between
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "model.cbm"
+            p.write_bytes(data)
+            m = CatBoostRegressor()
+            m.load_model(str(p), format="cbm")
+        self.model_ = m
+
+    def _n_model_features(self) -> int:
+        return len(self.model_.feature_names_)
+
+
+__all__ = ["BoostingPredictor", "CatBoostPredictor", "LightGBMPredictor", "XGBoostPredictor"]

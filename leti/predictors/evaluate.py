@@ -1,0 +1,306 @@
+"""Train, evaluate and report predictors on a store's measurements, always testing on archs never seen in training.
+
+The split is ``split_by_hash``: isomorphic archs (same canonical hash) never sit on both sides. ``train`` records the
+training archs' hashes in the metadata so that ``evaluate`` can later test a saved predictor on everything else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from leti.datasets.archs import TargetData, target_data
+from leti.datasets.split import split_by_hash
+from leti.datasets.store import Store
+from leti.errors import LetiError
+from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
+from leti.predictors.features import FEATURES_ID
+from leti.predictors.metrics import metrics
+from leti.predictors.registry import load as load_trained
+from leti.predictors.registry import make, save_trained
+from leti.space import canonical_space
+
+DEFAULT_FAMILIES = ("lut", "flops", "xgboost", "lightgbm", "catboost", "auto")
+
+
+def versions() -> dict:
+    out = library_versions()
+    for pkg in ("xgboost", "xgboost-cpu", "lightgbm", "catboost", "torch", "torch-geometric"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _check_size(train_size, n: int) -> None:
+    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
+        raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
+    if train_size >= n:
+        raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
+
+
+def _fit(pred: Predictor, data: TargetData, idx: np.ndarray) -> Predictor:
+    """Fit on rows ``idx``; families whose ``fit`` takes ``groups`` (auto, gcn) get the canonical hashes."""
+    graphs = data.graphs(idx)
+    y = data.latency_ms[idx]
+    if "groups" in inspect.signature(pred.fit).parameters:
+        return pred.fit(graphs, y, groups=list(data.hashes[idx]))
+    return pred.fit(graphs, y)
+
+
+def train(
+    store: Store,
+    target: str,
+    family: str,
+    train_size: int = 900,
+    seed: int = 0,
+    params: dict | None = None,
+    space: str | None = None,
+    save: bool = False,
+    root=None,
+) -> tuple[Predictor, dict]:
+    """Fit ``family`` on ``train_size`` archs of ``target`` (split by hash, ``seed``) and test it on the rest.
+
+    Returns the fitted predictor and its metadata (metrics on the test split, the training hashes, versions);
+    ``save=True`` also stores it as the target's predictor of that family.
+    """
+    space = canonical_space(space) if space is not None else None
+    data = target_data(store, target, space)
+    _check_size(train_size, len(data))
+    pred = make(family, **(params or {}))
+    tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
+    t0 = time.perf_counter()
+    _fit(pred, data, tr)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    p = pred.predict(data.graphs(te))
+    predict_s = time.perf_counter() - t0
+    meta = {
+        "target": target,
+        "family": family,
+        "space": space,
+        "params": pred.get_params(),
+        "feature_version": FEATURE_VERSION,
+        "features_id": FEATURES_ID,
+        "train_size": int(train_size),
+        "seed": int(seed),
+        "split": "split_by_hash",
+        "n_train": int(tr.size),
+        "n_test": int(te.size),
+        "train_hashes": sorted(set(data.hashes[tr].tolist())),
+        "metrics": metrics(data.latency_ms[te], p),
+        "fit_seconds": round(fit_s, 3),
+        "predict_seconds": round(predict_s, 3),
+        "versions": versions(),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if family == "auto":
+        meta["auto_chosen"] = pred.chosen_
+    if save:
+        save_trained(pred, target, meta, root)
+    pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
+    return pred, meta
+
+
+def evaluate(
+    store: Store,
+    target: str,
+    predictor: str | Predictor,
+    root=None,
+    space: str | None = None,
+    return_predictions: bool = False,
+) -> dict:
+    """Metrics of a predictor (a family name: the target's saved one) on every arch of ``target`` it was not
+    trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
+    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting."""
+    pred = load_trained(target, predictor, root) if isinstance(predictor, str) else predictor
+    if not isinstance(pred, Predictor):
+        raise LetiError(f"expected a family name or a Predictor, got {type(predictor).__name__}", "predictor")
+    data = target_data(store, target, canonical_space(space) if space else None)
+    seen = set((getattr(pred, "meta_", None) or {}).get("train_hashes") or [])
+    test = np.flatnonzero([h not in seen for h in data.hashes])
+    if test.size == 0:
+        raise LetiError(
+            "every measured arch of this target was used in training; nothing left to test", "target"
+        )
+    p = pred.predict(data.graphs(test))
+    out = metrics(data.latency_ms[test], p)
+    out.update(
+        {
+            "n_train": int(getattr(pred, "n_train_", 0)),
+            "n_test": int(test.size),
+            "family": pred.family,
+            "target": target,
+            "held_out": bool(seen),
+        }
+    )
+    if return_predictions:
+        out["y_true"], out["y_pred"] = data.latency_ms[test], p
+    return out
+
+
+def plot(y_true, y_pred, path, title: str | None = None) -> Path:
+    """Log-log scatter of predicted against measured latency with the ±10% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    if t.shape != p.shape or t.size == 0:
+        raise LetiError(f"{t.size} measured values but {p.size} predictions", "y_pred")
+    pos = (t > 0) & (p > 0)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    lo = float(min(t[pos].min(), p[pos].min())) * 0.8
+    hi = float(max(t[pos].max(), p[pos].max())) * 1.25
+    xs = np.geomspace(lo, hi, 50)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.2, label="±10%")
+    ax.plot(xs, xs, color="tab:green", lw=0.8)
+    ax.scatter(t[pos], p[pos], s=3, alpha=0.4, color="tab:blue", edgecolors="none")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    inside = float(np.mean(np.abs(p - t) <= 0.1 * t))
+    ax.set_title(title or f"acc@10 {100 * inside:.1f}%", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class ReportRow:
+    target: str
+    family: str
+    metrics: dict
+    n_train: int
+    n_test: int
+    fit_seconds: float
+    chosen: str = ""
+
+
+def targets_of_space(store: Store, space: str) -> list[str]:
+    per = store.stats().get("per_target_space", {})
+    return sorted(t for t, spaces in per.items() if spaces.get(space))
+
+
+def report(
+    store: Store,
+    space: str,
+    train_size: int = 900,
+    families=DEFAULT_FAMILIES,
+    out_dir=None,
+    seed: int = 0,
+    targets=None,
+    params: dict | None = None,
+    progress=None,
+) -> str:
+    """Train and test every family on every target of ``space``; a markdown table (acc@10, acc@5, rho, tau) and,
+    with ``out_dir``, ``report.md`` plus one plot per target (its best family by acc@10)."""
+    space = canonical_space(space)
+    targets = list(targets) if targets else targets_of_space(store, space)
+    if not targets:
+        raise LetiError(f"no target has measurements in space {space}", "space")
+    families = list(families)
+    if not families:
+        raise LetiError("no families to report on", "families")
+    out = Path(out_dir) if out_dir is not None else None
+    rows: list[ReportRow] = []
+    for target in targets:
+        best = None
+        for fam in families:
+            pred, meta = train(store, target, fam, train_size, seed, (params or {}).get(fam), space)
+            chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
+            rows.append(
+                ReportRow(
+                    target, fam, meta["metrics"], meta["n_train"], meta["n_test"], meta["fit_seconds"], chosen
+                )
+            )
+            if progress is not None:
+                progress(rows[-1])
+            if best is None or meta["metrics"]["acc10"] > best[1]["metrics"]["acc10"]:
+                best = (pred, meta)
+        if out is not None and best is not None:
+            data = target_data(store, target, space)
+            seen = set(best[1]["train_hashes"])
+            te = np.flatnonzero([h not in seen for h in data.hashes])
+            plot(
+                data.latency_ms[te],
+                best[0].predict(data.graphs(te)),
+                out / f"{target}.png",
+                f"{target}: {best[1]['family']}, acc@10 {100 * best[1]['metrics']['acc10']:.1f}%",
+            )
+    md = report_table(rows, space, train_size, seed)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(md + "\n" + "".join(f"\n![{t}]({t}.png)\n" for t in targets))
+    return md
+
+
+def report_table(rows: list[ReportRow], space: str, train_size: int, seed: int) -> str:
+    lines = [
+        f"Space {space}: train on {train_size} archs (split_by_hash, seed {seed}), test on all the others.",
+        "",
+        "| target | family | acc@10 % | acc@5 % | ρ | τ | n_train | n_test | fit s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        m = r.metrics
+        fam = f"{r.family} ({r.chosen})" if r.chosen else r.family
+        lines.append(
+            f"| {r.target} | {fam} | {100 * m['acc10']:.1f} | {100 * m['acc5']:.1f} | {m['spearman']:.3f} "
+            f"| {m['kendall']:.3f} | {r.n_train} | {r.n_test} | {r.fit_seconds:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def learning_curve(
+    store: Store,
+    target: str,
+    family: str,
+    sizes=(100, 300, 900, 3000),
+    seed: int = 0,
+    params: dict | None = None,
+    space: str | None = None,
+) -> list[dict]:
+    """Metrics for growing training sets on one common test set.
+
+    With one seed the hash-split training sets are nested (each a prefix of the same shuffled group order), so the
+    test set of the largest size is disjoint from every smaller training set too: all sizes are tested on it.
+    """
+    space = canonical_space(space) if space is not None else None
+    data = target_data(store, target, space)
+    sizes = sorted({int(s) for s in sizes})
+    if not sizes:
+        raise LetiError("no training sizes given", "sizes")
+    for s in sizes:
+        _check_size(s, len(data))
+    _, test = split_by_hash(data.hashes, sizes[-1], seed)
+    gte = data.graphs(test)
+    out = []
+    for s in sizes:
+        tr, _ = split_by_hash(data.hashes, s, seed)
+        pred = make(family, **(params or {}))
+        t0 = time.perf_counter()
+        _fit(pred, data, tr)
+        fit_s = time.perf_counter() - t0
+        m = metrics(data.latency_ms[test], pred.predict(gte))
+        out.append({"train_size": s, "n_test": int(test.size), "family": family, "fit_seconds": fit_s, **m})
+    return out
+
+
+__all__ = ["evaluate", "learning_curve", "plot", "report", "report_table", "train", "versions"]
