@@ -20,18 +20,10 @@ import time
 import warnings
 
 import numpy as np
+from bench_accuracy import TARGETS  # (the script's folder is on sys.path)
 
 from leti.predictors.gcn import GCNPredictor
 from leti.predictors.graph_tensors import CACHE
-
-TARGETS = (
-    "pixel4-tflite2.1-cpu-a76",
-    "mi9-tflite2.1-gpu-adreno640",
-    "sd855-cpu",
-    "sd855-gpu",
-    "pixel3-tflite-cpu",
-    "raspi4-tflite-cpu",
-)
 
 
 def timed(fn) -> tuple[float, float]:

@@ -331,6 +331,8 @@ def cmd_lut_build(args) -> int:
                       progress=progress)  # fmt: skip
     print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
           f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
+    if r.unbuilt:
+        print(f"{len(r.unbuilt)} layers could not be built alone and will be priced by their nearest entry")
     return 0
 
 
@@ -565,8 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and dispatch; bad input becomes one ``leti: error: ...`` line and exit status 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)

@@ -16,7 +16,7 @@ import numpy as np
 
 from leti.device_runner.base import target_settings
 from leti.device_runner.farm import Binding
-from leti.errors import LetiError
+from leti.errors import GraphError, LetiError
 from leti.graph.builder import GraphBuilder
 from leti.space import sample
 from leti.targets import parse_target
@@ -31,6 +31,7 @@ class LutBuildReport:
     overhead_ms: float
     seconds: float
     path: str
+    unbuilt: tuple[str, ...] = ()  # signatures no single-layer model could be built for
 
 
 def _overhead_graph():
@@ -74,9 +75,14 @@ def build_lut(
     runner = make_runner(binding, benchmark_binary)
     try:
         overhead = runner.measure(build_tflite(_overhead_graph(), precision), settings).median_ms
-        table = {}
+        table, unbuilt = {}, []
         for i, sig in enumerate(sigs):
-            ms = runner.measure(build_tflite(signature_graph(sig), precision), settings).median_ms
+            try:
+                graph = signature_graph(sig)
+            except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
+                unbuilt.append(sig)
+                continue
+            ms = runner.measure(build_tflite(graph, precision), settings).median_ms
             table[sig] = max(0.0, ms - overhead)
             if progress:
                 progress(i + 1, len(sigs))
@@ -92,8 +98,10 @@ def build_lut(
         "n_archs": n,
         "seed": seed,
         "n_layers": len(table),
+        "unbuilt": unbuilt,
         "overhead_ms": overhead,
         "median_layer_ms": float(np.median(list(table.values()))),
     }
     path = save_trained(pred, binding.target, meta, root=root)
-    return LutBuildReport(binding.target, space, n, len(table), overhead, time.perf_counter() - t0, str(path))
+    return LutBuildReport(binding.target, space, n, len(table), overhead, time.perf_counter() - t0, str(path),
+                          tuple(unbuilt))  # fmt: skip

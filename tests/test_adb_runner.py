@@ -17,7 +17,6 @@ from leti.device_runner.adb import (
     parse_health,
     shell_command,
 )
-from leti.device_runner.adb_keys import ensure_key
 from leti.device_runner.base import Runner, Settings
 from leti.device_runner.loopback import ALWAYS, DeviceProfile, LoopbackAdbDevice, make_fake_elf
 from leti.errors import DeviceError, LetiError
@@ -25,31 +24,6 @@ from leti.targets import parse_target
 
 TMP = "/data/local/tmp"
 FAST = Settings(threads=1, warmup=2, runs=10)
-
-
-@pytest.fixture(scope="session")
-def key_path(tmp_path_factory):
-    return ensure_key(tmp_path_factory.mktemp("adbkeys") / "adbkey")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> bytes:
-    """A 1-conv Keras model converted to .tflite (cached for the session)."""
-    cached = tmp_path_factory.getbasetemp() / "leti_tiny_conv.tflite"
-    if not cached.exists():
-        import tensorflow as tf
-
-        tf.keras.utils.set_random_seed(0)
-        model = tf.keras.Sequential(
-            [
-                tf.keras.Input((32, 32, 3), batch_size=1),
-                tf.keras.layers.Conv2D(16, 3, activation="relu"),
-                tf.keras.layers.GlobalAveragePooling2D(),
-                tf.keras.layers.Dense(4),
-            ]
-        )
-        cached.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return cached.read_bytes()
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +103,19 @@ def test_keys_are_created_in_leti_home(tmp_path, monkeypatch, device, arm64_bina
     key = tmp_path / "adbkey"
     assert key.is_file() and (tmp_path / "adbkey.pub").is_file()
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+
+
+def test_workers_starting_together_share_one_key(tmp_path):
+    # a farm's workers all call ensure_key on their first job; none may read a half-written key
+    from concurrent.futures import ThreadPoolExecutor
+
+    from leti.device_runner.adb_keys import load_signer
+
+    key = tmp_path / "home" / "adbkey"
+    with ThreadPoolExecutor(8) as pool:
+        signers = list(pool.map(lambda _: load_signer(key), range(8)))
+    assert len(signers) == 8 and {s.GetPublicKey() for s in signers} == {signers[0].GetPublicKey()}
+    assert sorted(p.name for p in key.parent.iterdir()) == ["adbkey", "adbkey.lock", "adbkey.pub"]
 
 
 def test_targets_follow_the_target_grammar(runner):

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from leti.errors import PredictorError
+from leti.errors import GraphError, PredictorError
 from leti.graph.builder import GraphBuilder
 from leti.predictors import features as F
 from leti.predictors import lut as L
@@ -187,6 +187,36 @@ def test_lut_from_table_missing_layers_and_signatures():
         L.parse_signature("conv|k=3")
     with pytest.raises(PredictorError, match="non-negative"):
         L.LUTPredictor.from_table({sigs[0]: -1.0})
+
+
+def test_lut_calibration_scales_and_survives_save(tmp_path):
+    graphs = [a.to_graph() for a, _ in sample("nb201", 6, seed=3)]
+    sigs = sorted({s for g in graphs for s in L.layer_signatures(g, states="skip")})
+    lut = L.LUTPredictor.from_table({s: 0.01 * (i + 1) for i, s in enumerate(sigs)}, overhead_ms=0.1)
+    raw = lut.predict(graphs)
+    factors = np.array([1.4, 1.5, 1.5, 1.6, 1.5, 9.0])  # one outlier: the median ignores it
+    lut.calibrate(graphs, raw * factors)
+    assert lut.scale_ == pytest.approx(1.5)
+    assert lut.predict(graphs) == pytest.approx(1.5 * raw)
+    lut.save(tmp_path / "lut")
+    assert R.load_dir(tmp_path / "lut").predict(graphs) == pytest.approx(1.5 * raw)
+    with pytest.raises(PredictorError, match="one positive latency per graph"):
+        lut.calibrate(graphs, raw[:2])
+
+
+def test_every_nb101_layer_signature_rebuilds_alone():
+    # NB101's output concat splits its width unevenly (e.g. 86+85+85): the signature keeps only the first input,
+    # and the rebuilt one-layer graph must still give that signature back (what `leti lut build` measures)
+    sigs = {
+        s for a, _ in sample("nb101", 30, seed=0) for s in L.layer_signatures(a.to_graph(), states="skip")
+    }
+    uneven = [s for s in sigs if s.startswith("concat|") and "out=32x32x128" in s and "in=32x32x43" in s]
+    assert uneven, "expected an uneven three-way concat among 30 NB101 archs"
+    for s in sigs:
+        g = L.signature_graph(s)
+        assert s in L.layer_signatures(g, states="skip")
+    with pytest.raises(GraphError, match="cannot build a concat"):
+        L.signature_graph("concat|k=0x0|s=0x0|d=0|g=0|act=none|bn=0|bias=0|pad=0|x=0|in=8x8x4|out=8x8x40|n=2")
 
 
 def test_lut_state_modes_price_dead_branches_differently():

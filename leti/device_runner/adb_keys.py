@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+import threading
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -23,25 +24,42 @@ _MODULUS_BYTES = 256  # Android only accepts 2048-bit keys
 _STRUCT = struct.Struct(f"<II{_MODULUS_BYTES}s{_MODULUS_BYTES}sI")
 
 
+_KEYGEN_LOCK = threading.Lock()  # flock does not exclude threads of one process
+
+
 def default_key_path() -> Path:
     return leti_home() / "adbkey"
 
 
 def ensure_key(path: Path | str | None = None) -> Path:
-    """Return the private key path, creating the pair with adb-shell's keygen if it is absent."""
+    """Return the private key path, creating the pair with adb-shell's keygen if it is absent.
+
+    Safe when several workers (threads or processes) of a farm start at once: creation happens under a file lock,
+    and the pair is written aside and moved into place, so nobody ever reads a half-written key."""
+    import fcntl
+
     from adb_shell.auth.keygen import keygen
 
     key = Path(path) if path is not None else default_key_path()
     pub = key.with_name(key.name + ".pub")
     if key.is_file() and pub.is_file():
         return key
-    if key.exists() != pub.exists():
-        missing = pub if key.exists() else key
-        raise LetiError(f"{missing} is missing but its pair exists; remove both to regenerate", "adb_key")
     try:
         key.parent.mkdir(parents=True, exist_ok=True)
-        keygen(str(key))
-        os.chmod(key, 0o600)  # a private key readable by others would let them drive the phones
+        with _KEYGEN_LOCK, open(key.with_name(key.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if key.is_file() and pub.is_file():  # another worker made it while we waited
+                return key
+            if key.exists() != pub.exists():
+                missing = pub if key.exists() else key
+                raise LetiError(
+                    f"{missing} is missing but its pair exists; remove both to regenerate", "adb_key"
+                )
+            tmp = key.with_name(f".{key.name}.{os.getpid()}.tmp")
+            keygen(str(tmp))
+            os.chmod(tmp, 0o600)  # a private key readable by others would let them drive the phones
+            os.replace(tmp.with_name(tmp.name + ".pub"), pub)
+            os.replace(tmp, key)
     except OSError as exc:
         raise LetiError(f"cannot create an ADB key at {key}: {exc.strerror or exc}", "adb_key") from exc
     return key

@@ -85,9 +85,7 @@ class GraphBuilder:
         bias: bool | None = None,
         pad: int = S.PAD_SAME,
     ) -> int:
-        kw = kh if kw is None else kw
-        sw = sh if sw is None else sw
-        bias = (not bn) if bias is None else bias
+        kw, sw, bias = _window_defaults(kh, kw, sh, sw, bn, bias)
         cin = self.shape(x)[2]
         if cin % groups or cout % groups:
             raise GraphError(
@@ -119,9 +117,7 @@ class GraphBuilder:
         bias: bool | None = None,
         pad: int = S.PAD_SAME,
     ) -> int:
-        kw = kh if kw is None else kw
-        sw = sh if sw is None else sw
-        bias = (not bn) if bias is None else bias
+        kw, sw, bias = _window_defaults(kh, kw, sh, sw, bn, bias)
         cout = self.shape(x)[2] * mult
         out = S.window_out_shape(self.shape(x), kh, kw, sh, sw, cout, dil, pad)
         attrs = make_attrs(kh, kw, sh, sw, dil, 0, act, bn, bias, pad, mult)
@@ -354,6 +350,11 @@ class _BlockNames:
 
     def materialize(self) -> tuple[str, ...]:
         return tuple(prefix + nm for prefix, names in self.parts for nm in names)
+
+
+def _window_defaults(kh: int, kw: int | None, sh: int, sw: int | None, bn: bool, bias: bool | None):
+    """Square kernels and strides unless given; a bias only where no BatchNorm follows (it would be folded away)."""
+    return (kh if kw is None else kw), (sh if sw is None else sw), ((not bn) if bias is None else bias)
 
 
 def assemble(parts, meta: dict | None = None) -> LayerGraph:

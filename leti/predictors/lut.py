@@ -228,12 +228,7 @@ def _row_graph(row: tuple) -> LayerGraph:
     elif op == "add":
         y = b.add([x] * max(n_in, 2))
     elif op == "concat":
-        k = max(n_in, 2)
-        if out_shape[2] != k * in_shape[2]:
-            raise GraphError(
-                f"cannot build a concat of {k} equal inputs giving {out_shape[2]} channels", SIG_FIELD
-            )
-        y = b.concat([x] * k)
+        y = b.concat([x] + _concat_partners(b, x, max(n_in, 2), in_shape[2], out_shape[2]))
     elif op == "mul":
         y = b.mul(x, b.gap(x, keepdims=True) if out_shape[:2] != (1, 1) else x)
     elif op == "act":
@@ -255,6 +250,18 @@ def _row_graph(row: tuple) -> LayerGraph:
 
 
 SIG_FIELD = "signature"
+
+
+def _concat_partners(b: GraphBuilder, x: int, k: int, c_first: int, c_out: int) -> list[int]:
+    """The k-1 other inputs of a concat whose first input has ``c_first`` channels. A signature records only the
+    first input's shape; the rest of ``c_out`` is split as evenly as possible (NB101's output concat has this
+    form). Equal parts reuse ``x``; other widths are channel slices of it, whose time the measurement includes."""
+    rest = c_out - c_first
+    if k < 2 or rest < k - 1 or rest > (k - 1) * c_first:
+        raise GraphError(f"cannot build a concat of {k} inputs, the first of {c_first} channels, giving {c_out}",
+                         SIG_FIELD)  # fmt: skip
+    widths = [rest // (k - 1) + (1 if i < rest % (k - 1) else 0) for i in range(k - 1)]
+    return [x if w == c_first else b.slice(x, w, 0) for w in widths]
 
 
 def _row_work(row: np.ndarray) -> float:
@@ -363,6 +370,7 @@ class LUTPredictor(Predictor):
         self.signatures_ = sigs
         self.times_ = ms
         self.overhead_ = overhead
+        self.scale_ = 1.0
         self._rows = rows
         self._index = {s: i for i, s in enumerate(sigs)}
         self._work = np.array([_row_work(r) for r in rows])
@@ -434,6 +442,21 @@ class LUTPredictor(Predictor):
         j = int(cand[np.argmin(dist)])
         return j, float(self.times_[j] * work / self._work[j])
 
+    def calibrate(self, graphs, latencies_ms) -> LUTPredictor:
+        """Scale the table so that its median ratio to a few whole-model measurements is 1.
+
+        Single-layer times need not add up exactly to a whole network's (a layer alone has its own input and
+        output buffers and cache state); where the ratio is steady across networks, a handful of measured archs
+        fixes the level while the table keeps the per-layer ranking.
+        """
+        y = np.asarray(latencies_ms, dtype=float)
+        graphs = list(graphs)
+        if y.shape != (len(graphs),) or y.size == 0 or not np.isfinite(y).all() or (y <= 0).any():
+            raise PredictorError("give one positive latency per graph (at least one)", "latencies_ms")
+        self.scale_ = 1.0
+        self.scale_ = float(np.median(y / self.predict(graphs)))
+        return self
+
     def predict_details(self, graphs) -> LUTDetails:
         """Latency, number of costed layers and of layers missing from the table per graph, and the missing
         signatures."""
@@ -446,7 +469,8 @@ class LUTPredictor(Predictor):
         gidx, ids, cnt = design(graphs, self.states, bool(self.fold_constant))
         cost, miss = self._costs(ids)
         # floored at a microsecond: a network that folds away entirely still costs an invocation
-        lat = np.maximum(np.bincount(gidx, weights=cost * cnt, minlength=n) + self.overhead_, 1e-3)
+        lat = np.bincount(gidx, weights=cost * cnt, minlength=n) + self.overhead_
+        lat = np.maximum(lat * self.scale_, 1e-3)
         n_layers = np.bincount(gidx, weights=cnt, minlength=n).astype(int)
         n_missing = np.bincount(gidx, weights=cnt * miss, minlength=n).astype(int)
         missing = sorted(
@@ -463,7 +487,7 @@ class LUTPredictor(Predictor):
     def _save(self, d: Path) -> None:
         write_json_checked(
             d / MODEL_FILE,
-            {"overhead_ms": self.overhead_, "table": self.table, "states": self.states},
+            {"overhead_ms": self.overhead_, "scale": self.scale_, "table": self.table, "states": self.states},
         )
 
     def _load(self, d: Path) -> None:
@@ -477,6 +501,10 @@ class LUTPredictor(Predictor):
         if not isinstance(table, dict):
             raise PredictorError("the table is not a JSON object", str(d / MODEL_FILE))
         self._set_table({str(k): float(v) for k, v in table.items()}, float(data["overhead_ms"]))
+        scale = float(data.get("scale", 1.0))
+        if not np.isfinite(scale) or scale <= 0:
+            raise PredictorError("the table's scale must be a positive number", str(d / MODEL_FILE))
+        self.scale_ = scale
 
 
 __all__ = [

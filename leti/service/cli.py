@@ -202,21 +202,14 @@ def _bind(host: str, port: int):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m leti.service.cli predict|serve …``: these two commands without the rest of ``leti``."""
-    from leti.cli import EXIT_BAD_INPUT, _Parser
+    from leti.cli import _Parser, run_parser
 
     p = _Parser(prog="leti", description="leti predict and leti serve")
     p.add_argument("--store", help="measurement store, read for noise floors (default $LETI_HOME/leti.db)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_predict_parser(sub)
     add_serve_parser(sub)
-    try:
-        args = p.parse_args(argv)
-        return int(args.func(args) or 0)
-    except LetiError as e:
-        print(f"leti: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
+    return run_parser(p, argv)
 
 
 if __name__ == "__main__":

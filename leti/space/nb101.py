@@ -5,30 +5,21 @@ The native text (the CSV ``arch`` column) is JSON: ``{"matrix": [[0,1,…],…],
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 
 from leti.errors import ArchError
 from leti.space.arch import Arch, live_nodes
+from leti.space.config import DEFAULTS
 
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
 MAX_VERTICES = 7
 MAX_EDGES = 9
 
-CONFIG = {
-    "input_size": [32, 32],
-    "input_channels": 3,
-    "channels": 128,
-    "stem": [{"op": "conv", "k": 3}],
-    "stacks": 3,
-    "cells_per_stack": 3,
-    "channel_multiplier": 2,
-    "downsample": "maxpool",
-    "merge": "nb101",
-    "head": [],
-    "classes": 10,
-}
+# leti's default macro network is NAS-Bench-101's: 128-channel 3x3 stem, 3 stacks of 3 cells, max-pool between
+CONFIG = copy.deepcopy(DEFAULTS)
 
 
 def from_spec(matrix, ops, config: dict | None = None, strict: bool = True) -> Arch:
