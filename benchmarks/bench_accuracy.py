@@ -42,7 +42,7 @@ PEERS = {
     "pixel3-tflite-cpu": ((49.2, 0.952), (56.3, 0.899)),
     "raspi4-tflite-cpu": ((45.6, 0.951), (47.4, 0.898)),
 }
-FAMILIES = "lut,flops,xgboost,lightgbm,catboost,auto"
+FAMILIES = "lut,flops,xgboost,lightgbm,catboost,gcn,auto"
 # --ablation: what each design choice brings (same protocol, seed 0)
 ABLATION = (
     ("lut, dead/constant layers skipped", "lut", {"states": "skip"}),
@@ -97,7 +97,7 @@ def main() -> int:
             return 0
         rows = []
 
-        def progress(row):
+        def progress(row, done, total):
             m = row.metrics
             print(f"  {row.target} {row.family}{' (' + row.chosen + ')' if row.chosen else ''}: acc@10 "
                   f"{100 * m['acc10']:.1f}% rho {m['spearman']:.3f} ({row.fit_seconds:.0f}s)", file=sys.stderr)  # fmt: skip

@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--target", default="host-litert-cpu-1t")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeat-check", type=int, default=20, help="whole models measured twice: the host's noise")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as home:
         os.environ["LETI_HOME"] = home
@@ -60,9 +61,11 @@ def main() -> None:
         store = Store.open(Path(home) / "leti.db")
         t0 = time.perf_counter()
         total = args.n + args.calibrate
-        generate(store, "nasbench101", total, 0, [binding], runs=args.runs, warmup=args.warmup)
+        rep = generate(store, "nasbench101", total, 0, [binding], runs=args.runs, warmup=args.warmup,
+                       repeat_check=args.repeat_check)  # fmt: skip
+        floor = rep.noise_floor.get(args.target)
         whole_s = time.perf_counter() - t0
-        rep = build_lut(binding, "nasbench101", args.lut_archs or total, args.lut_seed, runs=args.runs,
+        lut = build_lut(binding, "nasbench101", args.lut_archs or total, args.lut_seed, runs=args.runs,
                         warmup=args.warmup, root=Path(home) / "predictors")  # fmt: skip
         pred = load(args.target, "lut", root=Path(home) / "predictors")
         assert isinstance(pred, LUTPredictor)
@@ -78,8 +81,11 @@ def main() -> None:
         print(f"  whole models measured   {len(everything)} archs (seed 0) in {whole_s:.0f} s, judged on {len(data)}; "
               f"median {np.median(data.latency_ms):.2f} ms, range {data.latency_ms.min():.2f}-"
               f"{data.latency_ms.max():.2f} ms")  # fmt: skip
-        print(f"  table                   {rep.n_layers} layers from {rep.n_archs} archs (seed {args.lut_seed}) "
-              f"in {rep.seconds:.0f} s; invocation overhead {rep.overhead_ms:.3f} ms")  # fmt: skip
+        print(f"  table                   {lut.n_layers} layers from {lut.n_archs} archs (seed {args.lut_seed}) "
+              f"in {lut.seconds:.0f} s; invocation overhead {lut.overhead_ms:.3f} ms")  # fmt: skip
+        if floor is not None:
+            print(f"  host noise floor        {100 * floor:.1f}% (median |change| of {args.repeat_check} models "
+                  f"measured again at the end)")  # fmt: skip
         print(
             f"  layers missing          {int(details.n_missing.sum())} of {int(details.n_layers.sum())} costed"
         )

@@ -33,7 +33,10 @@ def _store(args):
 def _console():
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and squeeze the tables
+        console = Console(width=160)
+    return console
 
 
 def _print_json(obj) -> None:
@@ -328,7 +331,7 @@ def cmd_lut_build(args) -> int:
             prog.update(task, completed=done, total=total)
 
         r = build_lut(binding, args.space, args.n, args.seed, args.runs, args.warmup, args.benchmark_binary,
-                      progress=progress)  # fmt: skip
+                      progress=progress, rounds=args.rounds)  # fmt: skip
     print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
           f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
     if r.unbuilt:
@@ -414,7 +417,20 @@ def cmd_report(args) -> int:
 
     families = args.families.split(",") if args.families else None
     kwargs = {"families": families} if families else {}
-    md = report(_store(args), args.space, args.train_size, out_dir=args.out, seed=args.seed, **kwargs)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    store = _store(args)
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(f"report on {args.space}", total=None)
+
+        def progress(row, done, total):
+            prog.update(task, completed=done, total=total,
+                        description=f"{row.target} {row.family}: acc@10 {100 * row.metrics['acc10']:.1f}%")  # fmt: skip
+
+        md = report(
+            store, args.space, args.train_size, out_dir=args.out, seed=args.seed, progress=progress, **kwargs
+        )
     print(md)
     if args.out:
         print(f"\nwrote {Path(args.out) / 'report.md'} and one plot per target")
@@ -521,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--runs", type=int, default=30)
     s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median")
     s.add_argument("--benchmark-binary")
     s.set_defaults(func=cmd_lut_build)
 

@@ -18,7 +18,7 @@ from leti.device_runner.base import target_settings
 from leti.device_runner.farm import Binding
 from leti.errors import GraphError, LetiError
 from leti.graph.builder import GraphBuilder
-from leti.space import sample
+from leti.space import canonical_space, sample
 from leti.targets import parse_target
 
 
@@ -59,6 +59,7 @@ def build_lut(
     warmup: int = 3,
     benchmark_binary: str | None = None,
     root=None,
+    rounds: int = 3,
     progress: Callable[[int, int], None] | None = None,
 ) -> LutBuildReport:
     from leti.build.tflite import build_tflite
@@ -66,30 +67,44 @@ def build_lut(
     from leti.predictors.lut import LUTPredictor, signature_graph
     from leti.predictors.registry import save_trained
 
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise LetiError(f"must be a positive integer, got {rounds!r}", "rounds")
+    space = canonical_space(space)
     t0 = time.perf_counter()
     precision = parse_target(binding.target).precision
     settings = target_settings(binding.target, runs=runs, warmup=warmup)
     sigs, n = collect_signatures(space, n_archs, seed)
     if not sigs:
         raise LetiError(f"no layers found in {n_archs} archs of {space}", "space")
+    graphs, unbuilt = {}, []
+    for sig in sigs:
+        try:
+            graphs[sig] = signature_graph(sig)  # built again per round: thousands of models need not fit in memory
+        except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
+            unbuilt.append(sig)
+    overhead_model = build_tflite(_overhead_graph(), precision)
     runner = make_runner(binding, benchmark_binary)
+    # Round-robin over the layers, ``rounds`` times, each layer's median kept: a layer's time then comes from
+    # several moments, so a passing slowdown of the device (another process, a thermal step) does not bias a
+    # whole stretch of the table.
+    times: dict[str, list[float]] = {sig: [] for sig in graphs}
+    overheads: list[float] = []
+    done, total = 0, rounds * (len(graphs) + 1)
     try:
-        overhead = runner.measure(build_tflite(_overhead_graph(), precision), settings).median_ms
-        table, unbuilt = {}, []
-        for i, sig in enumerate(sigs):
-            try:
-                graph = signature_graph(sig)
-            except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
-                unbuilt.append(sig)
-                continue
-            ms = runner.measure(build_tflite(graph, precision), settings).median_ms
-            table[sig] = max(0.0, ms - overhead)
-            if progress:
-                progress(i + 1, len(sigs))
+        for _ in range(rounds):
+            overheads.append(runner.measure(overhead_model, settings).median_ms)
+            done += 1
+            for sig, graph in graphs.items():
+                times[sig].append(runner.measure(build_tflite(graph, precision), settings).median_ms)
+                done += 1
+                if progress:
+                    progress(done, total)
     finally:
         close = getattr(runner, "close", None)
         if close:
             close()
+    overhead = float(np.median(overheads))
+    table = {sig: max(0.0, float(np.median(ms)) - overhead) for sig, ms in times.items()}
     pred = LUTPredictor.from_table(table, states="skip", overhead_ms=overhead)
     meta = {
         "target": binding.target,
@@ -98,6 +113,7 @@ def build_lut(
         "n_archs": n,
         "seed": seed,
         "n_layers": len(table),
+        "rounds": rounds,
         "unbuilt": unbuilt,
         "overhead_ms": overhead,
         "median_layer_ms": float(np.median(list(table.values()))),

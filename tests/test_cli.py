@@ -108,3 +108,29 @@ def test_unwritable_leti_home_is_one_line(tmp_path):
     r = run_cli("dataset", "stats", env={"LETI_HOME": str(blocker / "home")})
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("leti: error:") and "Traceback" not in r.stderr
+
+
+def test_lut_build_measures_every_layer_and_saves_a_lut(capsys, home):
+    from leti.predictors.lut import LUTPredictor, layer_signatures
+    from leti.predictors.registry import load
+    from leti.space import sample
+
+    argv = ["lut", "build", "--target", "host-litert-cpu-1t", "--space", "nb201", "-n", "2", "--seed", "4",
+            "--runs", "2", "--warmup", "1", "--rounds", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert "distinct layers of 2 nasbench201 archs" in capsys.readouterr().out
+    lut = load("host-litert-cpu-1t", "lut")
+    assert (
+        isinstance(lut, LUTPredictor)
+        and lut.meta_["rounds"] == 2
+        and lut.meta_["source"] == "single-layer runs"
+    )
+    graphs = [a.to_graph() for a, _ in sample("nb201", 2, seed=4)]
+    sigs = {s for g in graphs for s in layer_signatures(g, states="skip")}
+    assert set(lut.table) == sigs and all(v >= 0 for v in lut.table.values())
+    d = lut.predict_details(graphs)
+    assert (d.latency_ms > 0).all() and d.n_missing.tolist() == [0, 0]
+    assert main([*argv[:-1], "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "leti: error: rounds: must be a positive integer, got 0"
+    ]

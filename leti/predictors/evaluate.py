@@ -26,7 +26,7 @@ from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, save_trained
 from leti.space import canonical_space
 
-DEFAULT_FAMILIES = ("lut", "flops", "xgboost", "lightgbm", "catboost", "auto")
+DEFAULT_FAMILIES = ("lut", "flops", "xgboost", "lightgbm", "catboost", "gcn", "auto")
 
 
 def versions() -> dict:
@@ -231,7 +231,7 @@ def report(
                 )
             )
             if progress is not None:
-                progress(rows[-1])
+                progress(rows[-1], len(rows), len(targets) * len(families))
             if best is None or meta["metrics"]["acc10"] > best[1]["metrics"]["acc10"]:
                 best = (pred, meta)
         if out is not None and best is not None:
