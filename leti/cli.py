@@ -30,7 +30,7 @@ def _store(args):
     return Store.open(args.store)
 
 
-def _console():
+def wide_console():
     from rich.console import Console
 
     console = Console()
@@ -93,7 +93,7 @@ def cmd_space_show(args) -> int:
     if args.json:
         _print_json({"hash": arch.hash if arch else None, "totals": g.totals(), "nodes": g.table()})
         return 0
-    con = _console()
+    con = wide_console()
     title = f"{arch.space} arch {arch.hash[:12]}" if arch else "tflite model"
     t = Table(title=title, show_lines=False)
     for col in ("id", "op", "block", "attrs", "in", "out", "MACs", "params"):
@@ -135,7 +135,7 @@ def cmd_targets(args) -> int:
     for r in rows:
         nf = f"{r['noise_floor'] * 100:.1f}%" if r["noise_floor"] is not None else "-"
         t.add_row(r["target"], str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
-    _console().print(t)
+    wide_console().print(t)
     return 0
 
 
@@ -156,7 +156,7 @@ def cmd_dataset_stats(args) -> int:
     for target, by_space in sorted(st["per_target_space"].items()):
         for space, n in sorted(by_space.items()):
             t.add_row(target, space, str(n))
-    _console().print(t)
+    wide_console().print(t)
     return 0
 
 
@@ -312,7 +312,7 @@ def cmd_devices(args) -> int:
             batt,
             temp,
         )
-    _console().print(t)
+    wide_console().print(t)
     return 0 if all(i.state != "unreachable" for i in infos) else 1
 
 
@@ -370,7 +370,7 @@ def cmd_train(args) -> int:
         _print_json({k: v for k, v in meta.items() if k != "train_hashes"})
         return 0
     name = args.predictor + (f" ({meta['auto_chosen']['family']})" if args.predictor == "auto" else "")
-    _console().print(_metrics_table(f"{args.target}: trained {name} in {meta['fit_seconds']:.1f}s, "
+    wide_console().print(_metrics_table(f"{args.target}: trained {name} in {meta['fit_seconds']:.1f}s, "
                                     f"tested on held-out archs", [(name, m)]))  # fmt: skip
     return 0
 
@@ -405,7 +405,7 @@ def cmd_evaluate(args) -> int:
     floor = (
         f"; target noise floor {100 * rec.noise_floor:.1f}%" if rec and rec.noise_floor is not None else ""
     )
-    _console().print(_metrics_table(f"{args.target}: {m['family']} on {m['n_test']} archs outside its training set"
+    wide_console().print(_metrics_table(f"{args.target}: {m['family']} on {m['n_test']} archs outside its training set"
                                     f"{floor}", [(m["family"], m)]))  # fmt: skip
     if args.plot:
         print(f"plot: {args.plot}")

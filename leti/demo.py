@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-size", type=int, default=70)
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args(argv)
-    console = Console()
+    from leti.cli import wide_console
+
+    console = wide_console()
     try:
         run(args.n, args.train_size, args.runs, console)
     except LetiError as e:

@@ -5,9 +5,10 @@ Design (the knobs are ``GCNPredictor``'s hyper-parameters; defaults chosen by ex
 * Node input: embeddings of the op and fused-activation codes plus a linear map of the standardised continuous
   features of ``graph_tensors`` (kernel, stride, groups, log shapes, log MACs/params/output size, live flag,
   depth, degrees).
-* ``layers`` directed message-passing layers with residuals (``conv="dir"``): a node mixes its own state with the
-  mean of its predecessors and the mean of its successors through separate weights, since what a layer reads and
-  what reads it play different roles. torch-geometric's ``GCNConv``, ``GraphConv`` and ``GINConv`` (on the
+* ``layers`` directed message-passing layers with residuals (``conv="dir"``, a torch-geometric ``MessagePassing``
+  with mean aggregation, run in its fused sparse-matrix form): a node mixes its own state with the mean of its
+  predecessors and the mean of its successors through separate weights, since what a layer reads and what reads it
+  play different roles. torch-geometric's ``GCNConv``, ``GraphConv`` and ``GINConv`` (on the
   undirected graph) can be chosen instead; on NB201 they were no more accurate and are slower.
 * A global node (``global_node=True``): one vector per graph that reads the mean of all nodes after each layer and
   is added back to every node, so that distant layers can interact (BRP-NAS style).
@@ -149,20 +150,42 @@ class _SpMM(torch.autograd.Function):
 
 
 # ---- the network ----------------------------------------------------------------------------------------------
-class DirConv(nn.Module):
-    """h_i' = W0 h_i + W1 mean_{j->i} h_j + W2 mean_{i->k} h_k + b: separate weights for inputs and consumers."""
+def _dir_conv_class():
+    """``DirConv`` is a torch-geometric ``MessagePassing`` layer, defined on first use so that importing leti does
+    not import torch-geometric."""
+    global DirConv
+    if DirConv is not None:
+        return DirConv
+    from torch_geometric.nn import MessagePassing
 
-    def __init__(self, hidden: int):
-        super().__init__()
-        self.own = nn.Linear(hidden, hidden)
-        self.pred = nn.Linear(hidden, hidden, bias=False)
-        self.succ = nn.Linear(hidden, hidden, bias=False)
+    class _DirConv(MessagePassing):
+        """h_i' = W0 h_i + W1 mean_{j->i} h_j + W2 mean_{i->k} h_k + b: separate weights for inputs and consumers.
 
-    def forward(self, h: torch.Tensor, b: Batch) -> torch.Tensor:
-        # average first (sparse, cheap), then accumulate the three products in place: no concatenation, no copies
-        out = torch.addmm(self.own.bias, h, self.own.weight.t())
-        out = out.addmm_(b.fwd(h), self.pred.weight.t())
-        return out.addmm_(b.bwd(h), self.succ.weight.t())
+        Both means are one message-passing step each (``aggr="mean"``), in its fused form: the row-normalised
+        adjacency (``Batch.fwd`` / ``Batch.bwd``, transposed for the consumers) times the node states, which is
+        what ``propagate`` would compute edge by edge, at the cost of one sparse product.
+        """
+
+        def __init__(self, hidden: int):
+            super().__init__(aggr="mean")
+            self.own = nn.Linear(hidden, hidden)
+            self.pred = nn.Linear(hidden, hidden, bias=False)
+            self.succ = nn.Linear(hidden, hidden, bias=False)
+
+        def forward(self, h: torch.Tensor, b: Batch) -> torch.Tensor:
+            # average first (sparse, cheap), then accumulate the three products in place: no concatenation
+            out = torch.addmm(self.own.bias, h, self.own.weight.t())
+            out = out.addmm_(self.propagate(b.fwd.a, x=h, op=b.fwd), self.pred.weight.t())
+            return out.addmm_(self.propagate(b.bwd.a, x=h, op=b.bwd), self.succ.weight.t())
+
+        def message_and_aggregate(self, adj_t, x: torch.Tensor, op) -> torch.Tensor:
+            return op(x)  # op holds adj_t (row-normalised: the mean) and, for training, its transpose
+
+    DirConv = _DirConv
+    return DirConv
+
+
+DirConv = None
 
 
 class PygConv(nn.Module):
@@ -195,7 +218,7 @@ class GCNNet(nn.Module):
         self.act_emb = nn.Embedding(N_ACTS, hidden)
         self.inp = nn.Linear(N_CONTINUOUS, hidden)
         self.convs = nn.ModuleList(
-            DirConv(hidden) if conv == "dir" else PygConv(conv, hidden) for _ in range(layers)
+            _dir_conv_class()(hidden) if conv == "dir" else PygConv(conv, hidden) for _ in range(layers)
         )
         self.norms = nn.ModuleList((nn.LayerNorm(hidden) if norm else nn.Identity()) for _ in range(layers))
         if global_node:
