@@ -358,6 +358,25 @@ def unique_rows(table: np.ndarray, derived: list[np.ndarray]) -> tuple[np.ndarra
     return _row_of(table, derived, first), np.asarray(codes, dtype=np.int64)
 
 
+def memoised(graphs: list[LayerGraph], memo, compute_chunk) -> list:
+    """Per-graph values from ``memo``, computing the missing ones ``CHUNK`` graphs at a time with
+    ``compute_chunk(graphs) -> one value per graph``; the same graph twice in a batch is computed once."""
+    out = [memo.get(g) for g in graphs]
+    todo = [i for i, v in enumerate(out) if v is None]
+    if todo:
+        first: dict[int, int] = {}
+        for i in todo:
+            first.setdefault(id(graphs[i]), i)
+        idx = list(first.values())
+        for a in range(0, len(idx), CHUNK):
+            part = idx[a : a + CHUNK]
+            for i, v in zip(part, compute_chunk([graphs[i] for i in part]), strict=True):
+                memo[graphs[i]] = v
+        for i in todo:
+            out[i] = memo[graphs[i]]
+    return out
+
+
 class RowRegistry:
     """Process-wide numbering of distinct node rows, their feature contributions, and the memo of summaries."""
 
@@ -404,20 +423,7 @@ class RowRegistry:
         return m
 
     def summaries(self, graphs: list[LayerGraph]) -> list[Summary]:
-        out: list = [self.memo.get(g) for g in graphs]
-        todo = [i for i, s in enumerate(out) if s is None]
-        if todo:
-            first: dict[int, int] = {}
-            for i in todo:  # the same graph twice in one batch is summarised once
-                first.setdefault(id(graphs[i]), i)
-            idx = list(first.values())
-            for a in range(0, len(idx), CHUNK):
-                part = idx[a : a + CHUNK]
-                for i, s in zip(part, self._compute([graphs[i] for i in part]), strict=True):
-                    self.memo[graphs[i]] = s
-            for i in todo:
-                out[i] = self.memo[graphs[i]]
-        return out
+        return memoised(graphs, self.memo, self._compute)
 
     def _compute(self, graphs: list[LayerGraph]) -> list[Summary]:
         import pandas as pd
@@ -540,22 +546,12 @@ def featurize(graphs, use_memo: bool = True) -> np.ndarray:
         return compute(graphs)
     if not graphs:
         return np.zeros((0, N_FEATURES))
-    rows = [_MEMO.get(g) for g in graphs]
-    todo = [i for i, r in enumerate(rows) if r is None]
-    if todo:
-        first: dict[int, int] = {}
-        for i in todo:  # the same graph twice in one batch is computed once
-            first.setdefault(id(graphs[i]), i)
-        idx = list(first.values())
-        for a in range(0, len(idx), CHUNK):
-            part = idx[a : a + CHUNK]
-            Xn = compute([graphs[i] for i in part])
-            Xn.setflags(write=False)
-            for i, row in zip(part, Xn, strict=True):
-                _MEMO[graphs[i]] = row  # a read-only view of the chunk's matrix
-        for i in todo:
-            rows[i] = _MEMO[graphs[i]]
-    return np.stack(rows)
+    def rows(chunk: list[LayerGraph]) -> np.ndarray:
+        X = compute(chunk)
+        X.setflags(write=False)  # each memo entry is a read-only view of its chunk's matrix
+        return X
+
+    return np.stack(memoised(graphs, _MEMO, rows))
 
 
 def clear_memo() -> None:
