@@ -17,16 +17,8 @@ from leti.space import nb201
 
 
 def clear_caches() -> None:
-    for fn in (
-        nb201._from_string,
-        E.expand,
-        E._cell_piece,
-        E._layer_nodes,
-        E._stem_piece,
-        E._down_piece,
-        E._head_piece,
-    ):
-        fn.cache_clear()
+    nb201._from_string.cache_clear()
+    E.clear_caches()
 
 
 def run(strings: list[str]) -> float:

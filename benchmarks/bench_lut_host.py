@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--target", default="host-litert-cpu-1t")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeat-check", type=int, default=20, help="whole models measured twice: the host's noise")
+    ap.add_argument(
+        "--repeat-check", type=int, default=20, help="whole models measured twice: the host's noise"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as home:
         os.environ["LETI_HOME"] = home

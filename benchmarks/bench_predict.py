@@ -31,9 +31,8 @@ DEFAULT = ("lut", "flops", "xgboost", "lightgbm", "catboost")
 
 
 def clear_caches() -> None:
-    for fn in (nb201._from_string, E.expand, E._cell_piece, E._layer_nodes, E._stem_piece, E._down_piece,
-               E._head_piece):  # fmt: skip
-        fn.cache_clear()
+    nb201._from_string.cache_clear()
+    E.clear_caches()
     F.clear_memo()  # feature rows and graph summaries (the LUT prices the same summaries)
 
 

@@ -537,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--runs", type=int, default=30)
     s.add_argument("--warmup", type=int, default=3)
-    s.add_argument("--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median")
+    s.add_argument(
+        "--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median"
+    )
     s.add_argument("--benchmark-binary")
     s.set_defaults(func=cmd_lut_build)
 

@@ -79,7 +79,9 @@ def build_lut(
     graphs, unbuilt = {}, []
     for sig in sigs:
         try:
-            graphs[sig] = signature_graph(sig)  # built again per round: thousands of models need not fit in memory
+            graphs[sig] = signature_graph(
+                sig
+            )  # built again per round: thousands of models need not fit in memory
         except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
             unbuilt.append(sig)
     overhead_model = build_tflite(_overhead_graph(), precision)

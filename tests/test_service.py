@@ -544,3 +544,24 @@ def test_layer_cap_and_read_only_store(home, tmp_path, monkeypatch):
         assert http.post("/v1/predict", json=_ok(texts[0])).status_code == 200
         (t,) = http.get("/v1/targets").json()["targets"]
         assert t["noise_floor"] is None and not missing_store.exists()
+
+
+def test_readme_nas_loop_runs_against_the_server(server):
+    # the README's NAS-loop example, pointed at this server and target, with fewer rounds
+    text = (REPO / "README.md").read_text()
+    block = text.split("A NAS loop, here random search")[1].split("```python\n")[1].split("```")[0]
+    code = (
+        block.replace('leti.Client("http://127.0.0.1:8000")', f"leti.Client({server!r}, token={TOKEN!r}, max_batch={MAX_BATCH})")
+        .replace('"pixel4-tflite2.1-cpu-a76"', repr(TARGET))
+        .replace("range(20)", "range(2)")
+    )  # fmt: skip
+    assert code.count(TOKEN) == 1 and code.count(TARGET) == 1 and "range(2)" in code
+    scored = []
+
+    def proxy(arch: str) -> float:
+        scored.append(arch)
+        return float(len(arch))
+
+    ns = {"my_accuracy_proxy": proxy}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert scored and ns["best"] in scored and ns["best_score"] == max(len(a) for a in scored)

@@ -546,6 +546,7 @@ def featurize(graphs, use_memo: bool = True) -> np.ndarray:
         return compute(graphs)
     if not graphs:
         return np.zeros((0, N_FEATURES))
+
     def rows(chunk: list[LayerGraph]) -> np.ndarray:
         X = compute(chunk)
         X.setflags(write=False)  # each memo entry is a read-only view of its chunk's matrix

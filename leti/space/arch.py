@@ -302,6 +302,10 @@ class Arch:
         return self._key == other._key
 
     def __hash__(self) -> int:
+        return self._key_hash
+
+    @cached_property
+    def _key_hash(self) -> int:  # archs key several memo tables: hash the nested key once
         return hash(self._key)
 
     def __repr__(self) -> str:
