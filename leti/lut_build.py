@@ -34,6 +34,9 @@ class LutBuildReport:
     unbuilt: tuple[str, ...] = ()  # signatures no single-layer model could be built for
 
 
+KEEP_BYTES = 256 << 20  # beyond this, later rounds convert a layer's model again rather than hold it
+
+
 def _overhead_graph():
     b = GraphBuilder()
     b.act(b.input((1, 1, 1)), "relu")  # one trivial op: what remains is the cost of an invocation
@@ -79,9 +82,7 @@ def build_lut(
     graphs, unbuilt = {}, []
     for sig in sigs:
         try:
-            graphs[sig] = signature_graph(
-                sig
-            )  # built again per round: thousands of models need not fit in memory
+            graphs[sig] = signature_graph(sig)
         except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
             unbuilt.append(sig)
     overhead_model = build_tflite(_overhead_graph(), precision)
@@ -92,12 +93,17 @@ def build_lut(
     times: dict[str, list[float]] = {sig: [] for sig in graphs}
     overheads: list[float] = []
     done, total = 0, rounds * (len(graphs) + 1)
+    kept: dict[str, bytes] = {}  # converted models reused by later rounds, up to KEEP_BYTES
+    held = 0
     try:
         for _ in range(rounds):
             overheads.append(runner.measure(overhead_model, settings).median_ms)
             done += 1
             for sig, graph in graphs.items():
-                times[sig].append(runner.measure(build_tflite(graph, precision), settings).median_ms)
+                model = kept.get(sig) or build_tflite(graph, precision)
+                if sig not in kept and held + len(model) <= KEEP_BYTES:
+                    kept[sig], held = model, held + len(model)
+                times[sig].append(runner.measure(model, settings).median_ms)
                 done += 1
                 if progress:
                     progress(done, total)
