@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from leti.build.flatbuffer import graph_to_tflite
-from leti.build.tflite import to_tflite
 from leti.space import canonical_space, sample
+from leti.tflite.convert import to_tflite
+from leti.tflite.flatbuffer import graph_to_tflite
 
 
 def timed(fn, graphs) -> float:

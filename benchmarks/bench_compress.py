@@ -65,14 +65,14 @@ def random_picks(cands: dict, n: int, seed: int) -> list[list]:
 
 
 def tflite(keras_model) -> bytes:
-    from leti.build.tflite import keras_to_tflite
+    from leti.tflite.convert import keras_to_tflite
 
     return keras_to_tflite(keras_model, "fp32")
 
 
 def bench_model(name: str, build, budgets: list[str], n: int, seed: int) -> dict:
+    from leti.cli.compress import format_plan
     from leti.compression.candidates import edited_arch, list_candidates
-    from leti.compression.cli import format_plan
     from leti.compression.keras_ir import keras_to_arch
     from leti.compression.keras_surgery import apply_edits, output_error
     from leti.compression.plan import LayerLUT, apply, plan

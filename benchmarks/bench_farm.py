@@ -35,9 +35,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["LETI_HOME"] = home
         from leti.datasets.store import Store
-        from leti.device_runner.farm import parse_binding
-        from leti.device_runner.loopback import DeviceProfile, LoopbackAdbDevice, make_fake_elf
-        from leti.generate import generate
+        from leti.device_runner.bindings import parse_binding
+        from leti.testing.loopback import DeviceProfile, LoopbackAdbDevice, make_fake_elf
+        from leti.workflows.generate import generate
 
         binary = Path(home) / "benchmark_model"
         binary.write_bytes(make_fake_elf("arm64-v8a"))

@@ -23,8 +23,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["LETI_HOME"] = home
         from leti.datasets.store import Store
-        from leti.device_runner.farm import parse_binding
-        from leti.generate import generate
+        from leti.device_runner.bindings import parse_binding
+        from leti.workflows.generate import generate
 
         store = Store.open(Path(home) / "leti.db")
         r = generate(store, args.space, args.n, 0, [parse_binding(args.target)], runs=args.runs, warmup=2)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from leti.graph import expand as E
+from leti.space import expand as E
 from leti.space import nb201
 
 

@@ -52,12 +52,12 @@ def main() -> None:
         from leti.datasets.archs import target_data
         from leti.datasets.split import split_by_hash
         from leti.datasets.store import Store
-        from leti.device_runner.farm import parse_binding
-        from leti.generate import generate
-        from leti.lut_build import build_lut
+        from leti.device_runner.bindings import parse_binding
         from leti.predictors.lut import LUTPredictor
         from leti.predictors.metrics import metrics
         from leti.predictors.registry import load
+        from leti.workflows.generate import generate
+        from leti.workflows.lut_build import build_lut
 
         binding = parse_binding(args.target)
         store = Store.open(Path(home) / "leti.db")

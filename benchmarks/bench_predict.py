@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from leti.graph import expand as E
 from leti.predictors import features as F
 from leti.predictors import lut as L
 from leti.predictors.registry import available_families, make
+from leti.space import expand as E
 from leti.space import nb201
 
 DEFAULT = ("lut", "flops", "xgboost", "lightgbm", "catboost")

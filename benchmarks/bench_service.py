@@ -52,7 +52,7 @@ def default_family() -> str:
 
 
 def start_server(predictor_root: Path, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "leti.service.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+    cmd = [sys.executable, "-m", "leti.cli", "serve", "--host", "127.0.0.1", "--port", "0",
            "--predictor-root", str(predictor_root), "--max-batch", "10000"]  # fmt: skip
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)

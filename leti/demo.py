@@ -25,15 +25,15 @@ TARGET = "host-litert-cpu-1t"
 def run(n: int, train_size: int, runs: int, console: Console) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from leti.build.tflite import build_tflite
     from leti.datasets.store import Store
-    from leti.device_runner.base import target_settings
-    from leti.device_runner.farm import parse_binding
+    from leti.device_runner.bindings import parse_binding
     from leti.device_runner.local import LocalRunner
-    from leti.generate import generate
+    from leti.measurement import target_settings
     from leti.paths import default_store_path
     from leti.predictors.evaluate import train
     from leti.space import sample
+    from leti.tflite.convert import build_tflite
+    from leti.workflows.generate import generate
 
     store = Store.open(default_store_path())
     console.print(f"[bold]1. generate[/] {n} NAS-Bench-101 archs on {TARGET} (store: {store.path})")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-size", type=int, default=70)
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args(argv)
-    from leti.cli import wide_console
+    from leti.cli.common import wide_console
 
     console = wide_console()
     try:

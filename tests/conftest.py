@@ -1,8 +1,14 @@
-"""Fixtures shared by the ADB tests (runner and loopback device)."""
+"""Fixtures shared by the tests: a private LETI_HOME for every test, and the ADB runner and loopback device."""
 
 import pytest
 
 from leti.device_runner.adb_keys import ensure_key
+
+
+@pytest.fixture(autouse=True)
+def _private_leti_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own LETI_HOME, so no test reads or writes the real ~/.leti or depends on test order."""
+    monkeypatch.setenv("LETI_HOME", str(tmp_path_factory.mktemp("leti_home")))
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,11 @@ from leti.device_runner.adb import (
     parse_health,
     shell_command,
 )
-from leti.device_runner.base import Runner, Settings
-from leti.device_runner.loopback import ALWAYS, DeviceProfile, LoopbackAdbDevice, make_fake_elf
+from leti.device_runner.base import Runner
 from leti.errors import DeviceError, LetiError
+from leti.measurement import Settings
 from leti.targets import parse_target
+from leti.testing.loopback import ALWAYS, DeviceProfile, LoopbackAdbDevice, make_fake_elf
 
 TMP = "/data/local/tmp"
 FAST = Settings(threads=1, warmup=2, runs=10)

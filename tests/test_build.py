@@ -25,15 +25,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from leti.build.flatbuffer import graph_to_tflite, keras_weights, randomize_keras_model
-from leti.build.keras_model import build_keras
-from leti.build.reader import diff_op_graphs, parse_tflite, read_tflite
-from leti.build.tflite import build_tflite, keras_to_tflite, silenced, to_tflite
 from leti.device_runner.local import run_model
 from leti.errors import LetiError
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import OPS, LayerGraph
 from leti.space import sample
+from leti.tflite.convert import build_tflite, keras_to_tflite, silenced, to_tflite
+from leti.tflite.flatbuffer import graph_to_tflite, keras_weights, randomize_keras_model
+from leti.tflite.keras_model import build_keras
+from leti.tflite.reader import diff_op_graphs, parse_tflite, read_tflite
 
 SPACES = ("nasbench101", "nasbench201", "fbnet", "leti")
 N_ARCHS = 30

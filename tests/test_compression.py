@@ -51,9 +51,9 @@ class MacPredictor:
 
 # ---- Keras -> Arch ----------------------------------------------------------------------------------------------
 def test_reference_models_map_exactly_onto_the_ir(resnet, mobilenet):
-    from leti.build.reader import read_tflite
-    from leti.build.tflite import keras_to_tflite
     from leti.compression.keras_ir import check_arch, keras_to_arch
+    from leti.tflite.convert import keras_to_tflite
+    from leti.tflite.reader import read_tflite
 
     for model, extra in ((resnet, 16), (mobilenet, 0)):
         ka = keras_to_arch(model)
@@ -340,12 +340,12 @@ def test_host_plan_meets_the_budget_measured():
 
     Latencies are the minimum of 3 round-robin LocalRunner measurements of 10 runs: the machine is shared.
     """
-    from leti.build.tflite import build_tflite, keras_to_tflite
     from leti.compression.candidates import CandidateOptions, edited_arch, list_candidates
     from leti.compression.keras_ir import keras_to_arch
     from leti.compression.keras_surgery import apply_edits
     from leti.compression.models import resnet_like
     from leti.compression.plan import LayerLUT, apply, calibration_archs, plan
+    from leti.tflite.convert import build_tflite, keras_to_tflite
 
     model = resnet_like(32, widths=(24, 48, 96), blocks=(1, 1, 1), head_units=64)
     opts = CandidateOptions(methods=("tucker2", "svd", "prune"), ratios=(2.0, 4.0))
@@ -372,8 +372,8 @@ def test_host_plan_meets_the_budget_measured():
 
 # ---- CLI --------------------------------------------------------------------------------------------------------
 def _run_cli(argv: list[str]) -> int:
-    from leti.cli import _Parser
-    from leti.compression.cli import add_compress_parser
+    from leti.cli.common import _Parser
+    from leti.cli.compress import add_compress_parser
 
     parser = _Parser(prog="leti")
     add_compress_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
@@ -382,7 +382,7 @@ def _run_cli(argv: list[str]) -> int:
 
 
 def test_cli_compress_prints_json_and_saves(tmp_path, capsys):
-    from leti.compression.cli import load_model
+    from leti.cli.compress import load_model
     from leti.compression.keras_ir import check_arch
     from leti.compression.models import resnet_like
 

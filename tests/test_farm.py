@@ -9,9 +9,9 @@ import pytest
 
 from leti.cli import main
 from leti.datasets.store import Store
-from leti.device_runner.farm import Binding, parse_binding
-from leti.device_runner.loopback import ALWAYS, DeviceProfile, Faults, LoopbackAdbDevice, make_fake_elf
+from leti.device_runner.bindings import Binding, parse_binding
 from leti.errors import TargetError
+from leti.testing.loopback import ALWAYS, DeviceProfile, Faults, LoopbackAdbDevice, make_fake_elf
 
 N = 5
 

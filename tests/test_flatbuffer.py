@@ -16,7 +16,13 @@ import time
 import numpy as np
 import pytest
 
-from leti.build.flatbuffer import (
+from leti.device_runner.local import run_model
+from leti.graph.builder import GraphBuilder
+from leti.graph.layergraph import LayerGraph
+from leti.graph.shapes import PAD_VALID
+from leti.space import sample
+from leti.tflite.convert import build_tflite, keras_to_tflite, silenced, to_tflite
+from leti.tflite.flatbuffer import (
     FastPathUnsupported,
     LayerWeights,
     graph_to_tflite,
@@ -25,14 +31,8 @@ from leti.build.flatbuffer import (
     randomize_keras_model,
     unsupported_reason,
 )
-from leti.build.keras_model import build_keras
-from leti.build.reader import diff_op_graphs, parse_tflite
-from leti.build.tflite import build_tflite, keras_to_tflite, silenced, to_tflite
-from leti.device_runner.local import run_model
-from leti.graph.builder import GraphBuilder
-from leti.graph.layergraph import LayerGraph
-from leti.graph.shapes import PAD_VALID
-from leti.space import sample
+from leti.tflite.keras_model import build_keras
+from leti.tflite.reader import diff_op_graphs, parse_tflite
 
 FAST_PATH_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
                  "ADD", "MUL", "CONCATENATION", "RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "RELU", "RELU6",
@@ -323,7 +323,7 @@ def test_fast_path_does_not_import_tensorflow():
     code = (
         "import sys\n"
         "from leti.space import sample\n"
-        "from leti.build import graph_to_tflite, read_tflite\n"
+        "from leti.tflite import graph_to_tflite, read_tflite\n"
         "g = sample('leti', 1, seed=0)[0][0].to_graph()\n"
         "read_tflite(graph_to_tflite(g))\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported TF'\n"

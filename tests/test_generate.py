@@ -100,8 +100,8 @@ def test_bench_bad_inputs_are_one_line(home, tmp_path, capsys):
 
 
 def test_bench_a_real_model(home, tmp_path, capsys):
-    from leti.build.tflite import to_tflite
     from leti.space import nb201
+    from leti.tflite.convert import to_tflite
 
     g = nb201.from_string(
         "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|none~0|none~1|avg_pool_3x3~2|"

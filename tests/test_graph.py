@@ -7,9 +7,9 @@ import pytest
 
 from leti.errors import GraphError
 from leti.graph.builder import GraphBuilder
-from leti.graph.expand import apply_layer
 from leti.graph.layergraph import LayerGraph
 from leti.space import Arch, nb201, sample
+from leti.space.expand import apply_layer
 from leti.space.layers import normalize_layer
 
 
@@ -163,4 +163,3 @@ def test_classes_zero_ends_the_network_after_the_head():
     assert g.output_shape == (1, 1, 7) and g.op_counts()["dense"] == 1 and g.op_counts()["gap"] == 1
     with_classifier = a.with_config(classes=5).to_graph()
     assert with_classifier.output_shape == (1, 1, 5) and with_classifier.op_counts()["dense"] == 2
-

@@ -8,8 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from leti.build.flatbuffer import graph_to_tflite
-from leti.device_runner.base import Runner, Settings
+from leti.device_runner.base import Runner
 from leti.device_runner.local import (
     LocalRunner,
     load_interpreter,
@@ -20,7 +19,9 @@ from leti.device_runner.local import (
 )
 from leti.errors import LetiError, ModelFileError, TargetError
 from leti.graph.builder import GraphBuilder
+from leti.measurement import Settings
 from leti.targets import host_targets
+from leti.tflite.flatbuffer import graph_to_tflite
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_settings_for_target():
 
 
 def test_int8_model_gets_int8_inputs(runner):
-    from leti.build.tflite import to_tflite
+    from leti.tflite.convert import to_tflite
 
     b = GraphBuilder()
     x = b.input((16, 16, 3))

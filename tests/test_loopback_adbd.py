@@ -15,8 +15,8 @@ from adb_shell.exceptions import (
 
 from leti.device_runner import bm_output
 from leti.device_runner.adb_keys import load_signer
-from leti.device_runner.loopback import ALWAYS, DeviceProfile, LoopbackAdbDevice, make_fake_elf
 from leti.errors import LetiError
+from leti.testing.loopback import ALWAYS, DeviceProfile, LoopbackAdbDevice, make_fake_elf
 
 TMP = "/data/local/tmp"
 # What the stock adb-shell client raises when a device stops answering or goes away.

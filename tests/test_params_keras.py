@@ -22,7 +22,7 @@ SPACES = ("nasbench101", "nasbench201", "fbnet", "leti")
 
 @pytest.fixture(scope="module")
 def keras_params():
-    from leti.build.keras_model import node_layers
+    from leti.tflite.keras_model import node_layers
 
     cache: dict[tuple, int] = {}
 
@@ -65,7 +65,7 @@ def test_params_equal_keras_layer_by_layer(space, keras_params):
 
 @pytest.mark.parametrize("space", SPACES)
 def test_params_equal_whole_keras_model(space, keras_params):
-    from leti.build.keras_model import build_keras
+    from leti.tflite.keras_model import build_keras
 
     for arch, _ in sample(space, N_PER_SPACE, seed=SEED)[-3:]:
         g = arch.to_graph()

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leti.build.flatbuffer import _Net, _serialize, graph_to_tflite
-from leti.build.reader import diff_op_graphs, parse_tflite, read_tflite
-from leti.build.tflite import keras_to_tflite, silenced
 from leti.device_runner.local import run_model
 from leti.errors import ModelFileError
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import ACTS, OPS, LayerGraph
 from leti.graph.shapes import PAD_VALID
+from leti.tflite.convert import keras_to_tflite, silenced
+from leti.tflite.flatbuffer import _Net, _serialize, graph_to_tflite
+from leti.tflite.reader import diff_op_graphs, parse_tflite, read_tflite
 
 
 def weighted(g: LayerGraph) -> list[int]:

@@ -71,6 +71,12 @@ def home(tmp_path_factory):
         yield h, metrics
 
 
+@pytest.fixture(autouse=True)
+def _home_env(home, monkeypatch):
+    """In-process predictions in this module read the predictors trained by ``home``."""
+    monkeypatch.setenv("LETI_HOME", str(home[0]))
+
+
 @pytest.fixture(scope="module")
 def best(home):
     from leti.service.api import best_family, trained_index
@@ -108,7 +114,7 @@ def server(home, tmp_path_factory):
     """``leti serve`` in its own process on an ephemeral loopback port, token from $LETI_TOKEN."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "LETI_HOME": str(home[0]), "LETI_TOKEN": TOKEN}
-    cmd = [sys.executable, "-m", "leti.service.cli", "serve", "--port", "0", "--max-batch", str(MAX_BATCH)]
+    cmd = [sys.executable, "-m", "leti.cli", "serve", "--port", "0", "--max-batch", str(MAX_BATCH)]
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -425,7 +431,7 @@ def test_in_process_errors_name_the_field():
 
 # ---- the CLI handlers ----------------------------------------------------------------------------------------------
 def run_cli(*args):
-    from leti.service.cli import main
+    from leti.cli import main
 
     return main(list(args))
 
@@ -513,7 +519,7 @@ def test_cli_serve_busy_port(capsys):
 def test_serve_socket_gets_tcp_nodelay_on_accept():
     """asyncio sets TCP_NODELAY on accepted connections only when the listening socket says IPPROTO_TCP; without
     it each response waited ~40 ms for a delayed ACK."""
-    from leti.service.cli import _bind
+    from leti.cli.predict import _bind
 
     sock = _bind("127.0.0.1", 0)
     with sock:

@@ -231,7 +231,7 @@ def test_nb101_prunes_like_modelspec():
 
 
 def test_nb101_channels_follow_the_paper():
-    from leti.graph.expand import nb101_vertex_channels
+    from leti.space.expand import nb101_vertex_channels
 
     # two interior vertices feed the output: the 128 output channels are split 64/64; vertex 1 feeds vertex 2 only
     m = [[0, 1, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]

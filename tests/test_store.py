@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from leti.datasets.store import FRAME_COLUMNS, ArchRecord, Job, Store, TargetRecord
-from leti.device_runner.base import Measurement
 from leti.errors import LetiError, StoreError
+from leti.measurement import Measurement
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "pixel3-tflite-cpu"

@@ -436,7 +436,7 @@ def model_outputs(model, xs: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(model(x[None], training=False)) for x in xs])
     from ai_edge_litert.interpreter import Interpreter
 
-    from leti.build.tflite import keras_to_tflite, silenced
+    from leti.tflite.convert import keras_to_tflite, silenced
 
     data = keras_to_tflite(model, "fp32")
     with silenced():

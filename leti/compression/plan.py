@@ -498,9 +498,9 @@ def _signatures(graph: LayerGraph) -> list[str]:
 
 
 def _layer_tflite(sig: str, precision: str) -> bytes:
-    from leti.build.tflite import build_tflite
     from leti.errors import GraphError
     from leti.predictors.lut import signature_graph
+    from leti.tflite.convert import build_tflite
 
     try:
         return build_tflite(signature_graph(sig), precision)
@@ -676,8 +676,8 @@ class LayerLUT:
     def calibrate_for(self, ka: KerasArch, n: int = 3, seed: int = 0) -> float:
         """Calibrate on this machine with the model of ``ka`` and ``n`` random compressed variants of it (built
         from the IR: latency does not depend on the weights), measured together with their layers."""
-        from leti.build.tflite import build_tflite
         from leti.device_runner.local import settings_for_target
+        from leti.tflite.convert import build_tflite
 
         _, precision = settings_for_target(self.target)
         graphs = [ka.graph()] + [a.to_graph() for a in calibration_archs(ka, n, seed)]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leti.datasets.csvio import canonical_space
-from leti.device_runner.base import Measurement
 from leti.errors import LetiError, StoreError
+from leti.measurement import Measurement
 from leti.paths import default_store_path
 from leti.targets import parse_target, validate_name
 

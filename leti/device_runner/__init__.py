@@ -1,5 +1,5 @@
 """Runners that measure .tflite models: ``local`` (LiteRT on this machine) and ``adb`` (Android)."""
 
-from leti.device_runner.base import Measurement, Runner, Settings
+from leti.device_runner.base import Runner
 
-__all__ = ["Measurement", "Runner", "Settings"]
+__all__ = ["Runner"]

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from leti.device_runner import bm_output
-from leti.device_runner.base import Measurement, Settings
 from leti.errors import DeviceError, LetiError
+from leti.measurement import Measurement, Settings
 from leti.targets import parse_target
 
 T = TypeVar("T")

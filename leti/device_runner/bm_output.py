@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from leti.device_runner.base import Measurement
 from leti.errors import LetiError
+from leti.measurement import Measurement
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 # Log prefixes the tool or its wrappers put before a message: "INFO: ", logcat "… I tflite  : ".

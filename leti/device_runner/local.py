@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from leti.build.reader import check_tflite_bytes
-from leti.build.tflite import silenced
-from leti.device_runner.base import Measurement, Settings, target_settings
 from leti.errors import LetiError, ModelFileError, TargetError
+from leti.measurement import Measurement, Settings, target_settings
 from leti.targets import host_targets, is_host_target, parse_target
+from leti.tflite.convert import silenced
+from leti.tflite.reader import check_tflite_bytes
 
 
 # ---- targets ----------------------------------------------------------------------------------------------------

@@ -257,7 +257,7 @@ class Arch:
 
     def to_graph(self):
         """The full network as a LayerGraph (cells x stacks x config, shapes inferred)."""
-        from leti.graph.expand import expand
+        from leti.space.expand import expand
 
         return expand(self)
 

@@ -1,10 +1,6 @@
 """Measure a run's jobs on many devices at once: one worker thread per (target, device) binding.
 
-Binding syntax (``leti generate --target …``), one per device:
-
-* ``host-litert-cpu-1t`` — this machine, through LiteRT;
-* ``pixel4-tflite-cpu-4t@tcp:192.168.1.20:5555`` — an Android device over TCP (``adb tcpip 5555`` on the phone);
-* ``pixel4-tflite-gpu@usb:0A1B2C3D`` — an Android device over USB by serial (``usb`` alone: the only one attached).
+Bindings (``leti generate --target …``, one per device) are described in ``leti.device_runner.bindings``.
 
 Several devices may serve one target (two identical phones): they share the target's queue. A worker claims a job
 from the store, builds (or reuses) the model, measures, and stores the result and the job's completion in one
@@ -22,47 +18,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from leti.datasets.store import Store
-from leti.device_runner.base import Measurement, Settings
-from leti.errors import DeviceError, GraphError, LetiError, ModelFileError, TargetError
-from leti.targets import is_host_target, parse_target, validate_name
-
-
-@dataclass(frozen=True)
-class Binding:
-    """A target measured on one device (``device`` None: this machine)."""
-
-    target: str
-    device: str | None = None
-
-    @property
-    def worker(self) -> str:
-        return self.target if self.device is None else f"{self.target}@{self.device}"
-
-
-def parse_binding(text: str) -> Binding:
-    """``TARGET`` or ``TARGET@tcp:HOST:PORT`` / ``TARGET@usb[:SERIAL]`` / ``TARGET@HOST:PORT``."""
-    if not isinstance(text, str) or not text.strip():
-        raise TargetError("must be a target name, optionally @device", "target")
-    target, sep, device = text.strip().partition("@")
-    validate_name(target)
-    if not sep:
-        if not is_host_target(target):
-            raise TargetError(
-                f"{target!r} is not a host target; bind it to a device as {target}@tcp:HOST:PORT or "
-                f"{target}@usb:SERIAL (host targets: host-litert-cpu-<N>t[-fp16|-int8][-noxnn])",
-                "target",
-            )
-        return Binding(target)
-    kind, _, rest = device.partition(":")
-    if kind == "tcp":
-        address = rest
-    elif kind == "usb":
-        address = f"usb:{rest}" if rest else "usb"
-    else:
-        address = device  # bare host:port
-    if not address or any(c.isspace() for c in address):
-        raise TargetError(f"bad device address {device!r} (use tcp:HOST:PORT or usb:SERIAL)", "target")
-    return Binding(target, address)
+from leti.device_runner.bindings import Binding
+from leti.errors import DeviceError, GraphError, LetiError, ModelFileError
+from leti.measurement import Measurement, Settings
+from leti.targets import parse_target
 
 
 @dataclass

@@ -163,7 +163,7 @@ def to_tflite(graph: LayerGraph, precision: str = "fp32", seed: int = 0) -> byte
     """.tflite bytes for ``graph`` via ``build_keras`` and the TFLite converter (the reference path)."""
     check_precision(precision)
     with silenced():
-        from leti.build.keras_model import build_keras
+        from leti.tflite.keras_model import build_keras
 
         model = build_keras(graph, seed=seed)
     return keras_to_tflite(model, precision, seed)
@@ -176,7 +176,7 @@ def build_tflite(graph: LayerGraph, precision: str = "fp32", seed: int = 0, fast
     """
     check_precision(precision)
     if fast and precision != "int8":
-        from leti.build.flatbuffer import FastPathUnsupported, graph_to_tflite
+        from leti.tflite.flatbuffer import FastPathUnsupported, graph_to_tflite
 
         try:
             return graph_to_tflite(graph, precision, seed)

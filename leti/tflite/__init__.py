@@ -8,9 +8,9 @@
 Importing this package does not import TensorFlow: the reference path loads it on first use.
 """
 
-from leti.build.flatbuffer import FastPathUnsupported, graph_to_tflite, unsupported_reason
-from leti.build.reader import diff_op_graphs, parse_tflite, read_tflite
-from leti.build.tflite import PRECISIONS, build_tflite, keras_to_tflite, to_tflite
+from leti.tflite.convert import PRECISIONS, build_tflite, keras_to_tflite, to_tflite
+from leti.tflite.flatbuffer import FastPathUnsupported, graph_to_tflite, unsupported_reason
+from leti.tflite.reader import diff_op_graphs, parse_tflite, read_tflite
 
 __all__ = [
     "PRECISIONS",

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from leti.datasets.archs import arch_record
 from leti.datasets.store import Store, TargetRecord
-from leti.device_runner.base import Settings, target_settings
-from leti.device_runner.farm import Binding, Farm, WorkerReport, noise_floor, pick_repeat
+from leti.device_runner.bindings import Binding, make_runner
 from leti.errors import LetiError
+from leti.measurement import Settings, target_settings
 from leti.paths import leti_home
 from leti.space import Arch, canonical_space, sample
 from leti.space.hashing import digest
+from leti.workflows.farm import Farm, WorkerReport, noise_floor, pick_repeat
 
 
 @dataclass
@@ -63,7 +64,7 @@ class ModelCache:
         with self._lock:
             if path.is_file():
                 return path.read_bytes()
-            from leti.build.tflite import build_tflite
+            from leti.tflite.convert import build_tflite
 
             data = build_tflite(arch.to_graph(), precision=precision)
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -71,20 +72,6 @@ class ModelCache:
             tmp.write_bytes(data)
             os.replace(tmp, path)  # atomic: a crash never leaves a truncated model behind
         return data
-
-
-def make_runner(binding: Binding, benchmark_binary: str | None = None, **adb_options):
-    if binding.device is None:
-        from leti.device_runner.local import LocalRunner
-
-        return LocalRunner()
-    from leti.device_runner.adb import AdbRunner
-
-    if benchmark_binary is None:
-        raise LetiError(
-            "an Android target needs --benchmark-binary PATH (TFLite's benchmark_model)", "benchmark_binary"
-        )
-    return AdbRunner(binding.device, benchmark_binary, **adb_options)
 
 
 def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings: dict[str, Settings]) -> str:

@@ -49,12 +49,12 @@ def load_model(path: str):
         raise LetiError("no such file", "model")
     if p.suffix not in (".keras", ".h5"):
         raise LetiError(f"must be a .keras (or .h5) file, got {p.name!r}", "model")
-    from leti.build.tflite import silenced
+    from leti.tflite.convert import silenced
 
     with silenced():
         import keras
 
-        import leti.build.keras_model  # noqa: F401 - registers ChannelShuffle, ChannelSlice, Zero
+        import leti.tflite.keras_model  # noqa: F401 - registers ChannelShuffle, ChannelSlice, Zero
 
         try:
             return keras.models.load_model(p, compile=False)
@@ -135,10 +135,10 @@ def format_plan(p) -> str:
 
 def _verify(p, model, compressed, runs: int) -> dict:
     """Measure the original and the compressed model on this machine, in the same round-robin passes."""
-    from leti.build.tflite import keras_to_tflite
     from leti.compression.plan import LayerLUT
     from leti.device_runner.local import settings_for_target
     from leti.targets import is_host_target
+    from leti.tflite.convert import keras_to_tflite
 
     if not is_host_target(p.target):
         raise LetiError(f"--verify measures on this machine; {p.target} is not a host target", "--verify")

@@ -1,4 +1,4 @@
-"""``leti predict`` and ``leti serve``: handlers and parsers, wired into ``leti.cli``."""
+"""``leti predict`` and ``leti serve``: handlers and parsers, wired into ``leti.cli.main``."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
         return archs, spaces, where, labels
     if not args.arch:
         raise LetiError("give one or more archs, or --file archs.jsonl", "arch")
-    from leti.cli import read_arch_arg
+    from leti.cli.main import read_arch_arg
     from leti.service.api import _rebase
 
     archs, where = [], []
@@ -198,19 +198,3 @@ def _bind(host: str, port: int):
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m leti.service.cli predict|serve …``: these two commands without the rest of ``leti``."""
-    from leti.cli import _Parser, run_parser
-
-    p = _Parser(prog="leti", description="leti predict and leti serve")
-    p.add_argument("--store", help="measurement store, read for noise floors (default $LETI_HOME/leti.db)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    add_predict_parser(sub)
-    add_serve_parser(sub)
-    return run_parser(p, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

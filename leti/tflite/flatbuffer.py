@@ -1,6 +1,6 @@
 """LayerGraph -> .tflite by writing the FlatBuffer directly: the fast path (no TensorFlow import, no tracing).
 
-The reference path (``leti.build.tflite``) builds a Keras model and runs the TFLite converter, which costs seconds
+The reference path (``leti.tflite.convert``) builds a Keras model and runs the TFLite converter, which costs seconds
 per model. This module writes the same model in milliseconds. It works in two steps:
 
 1. *Lowering*: every IR node becomes the TFLite ops its Keras layers turn into before optimisation (a conv with its

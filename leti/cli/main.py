@@ -8,39 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from leti.cli.common import _Parser, _print_json, _store, run_parser, wide_console
+from leti.cli.compress import add_compress_parser
+from leti.cli.predict import add_predict_parser, add_serve_parser
 from leti.errors import LetiError
-
-EXIT_BAD_INPUT = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line (via LetiError) instead of usage text + message."""
-
-    def error(self, message):
-        raise LetiError(message, self.prog.replace("leti ", "", 1) if self.prog != "leti" else None)
-
-
-def _store(args):
-    from leti.datasets.store import Store
-
-    return Store.open(args.store)
-
-
-def wide_console():
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and squeeze the tables
-        console = Console(width=160)
-    return console
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=None, sort_keys=True, default=str))
 
 
 # ---- space ---------------------------------------------------------------------------------------------------------
@@ -63,7 +37,7 @@ def read_arch_arg(text: str, space: str | None = None):
     p = Path(text)
     if len(text) < 4096 and p.is_file():
         if p.suffix == ".tflite":
-            from leti.build.reader import read_tflite
+            from leti.tflite.reader import read_tflite
 
             return None, read_tflite(p.read_bytes())
         content = p.read_text().strip()
@@ -198,8 +172,8 @@ def cmd_generate(args) -> int:
         TimeRemainingColumn,
     )
 
-    from leti.device_runner.farm import parse_binding
-    from leti.generate import generate
+    from leti.device_runner.bindings import parse_binding
+    from leti.workflows.generate import generate
 
     bindings = [parse_binding(t) for t in args.target]
     constraints = json.loads(args.constraints) if args.constraints else None
@@ -254,10 +228,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from leti.device_runner.base import target_settings
-    from leti.device_runner.farm import parse_binding
+    from leti.device_runner.bindings import make_runner, parse_binding
     from leti.errors import ModelFileError
-    from leti.generate import make_runner
+    from leti.measurement import target_settings
 
     p = Path(args.model)
     if not p.is_file():
@@ -320,8 +293,8 @@ def cmd_lut_build(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from leti.device_runner.farm import parse_binding
-    from leti.lut_build import build_lut
+    from leti.device_runner.bindings import parse_binding
+    from leti.workflows.lut_build import build_lut
 
     binding = parse_binding(args.target)
     with Progress(console=Console(stderr=True), transient=True) as prog:
@@ -571,9 +544,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for report.md and one plot per target")
     s.set_defaults(func=cmd_report)
 
-    from leti.compression.cli import add_compress_parser
-    from leti.service.cli import add_predict_parser, add_serve_parser
-
     add_predict_parser(sub)
     add_serve_parser(sub)
     add_compress_parser(sub)
@@ -587,22 +557,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     return run_parser(build_parser(), argv)
-
-
-def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse and dispatch; bad input becomes one ``leti: error: ...`` line and exit status 2."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except LetiError as e:
-        print(f"leti: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("leti: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

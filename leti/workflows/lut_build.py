@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leti.device_runner.base import target_settings
-from leti.device_runner.farm import Binding
+from leti.device_runner.bindings import Binding
 from leti.errors import GraphError, LetiError
 from leti.graph.builder import GraphBuilder
+from leti.measurement import target_settings
 from leti.space import canonical_space, sample
 from leti.targets import parse_target
 
@@ -65,10 +65,10 @@ def build_lut(
     rounds: int = 3,
     progress: Callable[[int, int], None] | None = None,
 ) -> LutBuildReport:
-    from leti.build.tflite import build_tflite
-    from leti.generate import make_runner
+    from leti.device_runner.bindings import make_runner
     from leti.predictors.lut import LUTPredictor, signature_graph
     from leti.predictors.registry import save_trained
+    from leti.tflite.convert import build_tflite
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LetiError(f"must be a positive integer, got {rounds!r}", "rounds")

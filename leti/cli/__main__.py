@@ -1,0 +1,5 @@
+import sys
+
+from leti.cli.main import main
+
+sys.exit(main())

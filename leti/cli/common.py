@@ -1,0 +1,54 @@
+"""What every verb shares: the one-line-error parser, the dispatcher, consoles and JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from leti.errors import LetiError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (via LetiError) instead of usage text + message."""
+
+    def error(self, message):
+        raise LetiError(message, self.prog.replace("leti ", "", 1) if self.prog != "leti" else None)
+
+
+def _store(args):
+    from leti.datasets.store import Store
+
+    return Store.open(args.store)
+
+
+def wide_console():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and squeeze the tables
+        console = Console(width=160)
+    return console
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=None, sort_keys=True, default=str))
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and dispatch; bad input becomes one ``leti: error: ...`` line and exit status 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except LetiError as e:
+        print(f"leti: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("leti: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
