@@ -32,7 +32,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from leti.errors import LetiError
-from leti.graph.layergraph import ACTS, OPS, LayerGraph
+from leti.graph.layergraph import ACTS, OP_CODE, OPS, PAD_MODES, RESIZE_MODES, LayerGraph
 
 BN_EPS = 1e-3  # Keras' BatchNormalization default, which build_keras uses
 
@@ -164,6 +164,8 @@ _ACT_FUSABLE = {
     "AVERAGE_POOL_2D",
 }
 _AFFINE = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+_WINDOWED = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"}
+_VECTOR_OPS = ("dense", "act", "add", "mul", "bn", "zero", "concat", "reshape")  # fine on a (1, C) vector
 
 
 @dataclass
@@ -230,6 +232,12 @@ def _act_ops(net: _Net, x: int, fn: str, shape, name: str) -> int:
         return net.op("LOGISTIC", [x], shape, name)
     if fn == "tanh":
         return net.op("TANH", [x], shape, name)
+    if fn == "gelu":
+        return net.op("GELU", [x], shape, name)
+    if fn == "leaky_relu":  # keras' leaky_relu activation: slope 0.2
+        return net.op("LEAKY_RELU", [x], shape, name, alpha=0.2)
+    if fn == "softmax":
+        return net.op("SOFTMAX", [x], shape, name, beta=1.0)
     if fn == "swish":  # keras silu = x * sigmoid(x)
         s = net.op("LOGISTIC", [x], shape, name + "/sigmoid")
         return net.op("MUL", [x, s], shape, name)
@@ -238,6 +246,31 @@ def _act_ops(net: _Net, x: int, fn: str, shape, name: str) -> int:
         y = net.op("RELU6", [y], shape, name + "/relu6")
         return net.op("MUL", [y, net.scalar(1.0 / 6.0, name + "/sixth")], shape, name)
     raise FastPathUnsupported(f"no lowering for activation {fn}", "graph")
+
+
+def _pad_ops(net: _Net, x: int, amounts: tuple, mode: str, shape, name: str) -> int:
+    """PAD / MIRROR_PAD for the positive amounts, then a STRIDED_SLICE for the negative ones (a crop), as the
+    converter writes leti's SpatialPad layer (``keras_model.py``)."""
+    t, lf, b, r = amounts
+    _, h, w, c = shape
+    if max(amounts) > 0:
+        pads = np.array([[0, 0], [max(t, 0), max(b, 0)], [max(lf, 0), max(r, 0)], [0, 0]], dtype=np.int32)
+        ph, pw = h - min(t, 0) - min(b, 0), w - min(lf, 0) - min(r, 0)
+        if mode == "constant":
+            x = net.op("PAD", [x, net.const(pads, name + "/pads")], (1, ph, pw, c), name + "/pad")
+        elif mode in ("reflect", "symmetric"):
+            x = net.op("MIRROR_PAD", [x, net.const(pads, name + "/pads")], (1, ph, pw, c), name + "/pad",
+                       mode=int(mode == "symmetric"))  # fmt: skip
+        else:
+            raise FastPathUnsupported(f"no TFLite op pads in mode {mode!r}", name)
+    if min(amounts) < 0:  # leti's SpatialPad layer crops with x[:, t:h-b, l:w-r, :]
+        ph, pw = net.tensors[x].shape[1:3]
+        begin = net.const(np.array([0, max(-t, 0), max(-lf, 0), 0], dtype=np.int32), name + "/begin")
+        end = net.const(np.array([0, ph - max(-b, 0), pw - max(-r, 0), 0], dtype=np.int32), name + "/end")
+        strides = net.const(np.ones(4, dtype=np.int32), name + "/strides")
+        x = net.op("STRIDED_SLICE", [x, begin, end, strides], shape, name + "/crop", beginMask=9, endMask=9)
+    net.tensors[x].name = name
+    return x
 
 
 def _bn_ops(net: _Net, x: int, lw: LayerWeights, shape, name: str) -> int:
@@ -262,8 +295,14 @@ def _lower(graph: LayerGraph, weights: dict[int, LayerWeights]) -> _Net:
         h, w, c = (int(v) for v in graph.out_shape[i])
         shape = (1, c) if flat else (1, h, w, c)
         nm = f"n{i}_{op}"
-        if flat and op not in ("dense", "act", "add", "mul", "bn", "zero", "concat"):
-            raise FastPathUnsupported(f"{op} on a flattened (1, C) tensor", f"node {i}")
+        if flat and op not in _VECTOR_OPS:
+            if not (graph.op[ins[0]] == OP_CODE["gap"] and len(ins) == 1):
+                raise FastPathUnsupported(f"{op} on a flattened (1, C) tensor", f"node {i}")
+            # what Keras' Reshape((1, 1, C)) becomes; the converter then keeps the MEAN's dims (see _rewrite)
+            cin = int(graph.in_shape[i][2])
+            s4 = net.const(np.array([1, 1, 1, cin], dtype=np.int32), nm + "/shape4")
+            x = net.op("RESHAPE", [x, s4], (1, 1, 1, cin), nm + "/reshape4")
+            xs, flat, shape = [x], False, (1, h, w, c)
         if op == "input":
             y = net.tensor(shape, "input")
             net.inputs.append(y)
@@ -327,6 +366,16 @@ def _lower(graph: LayerGraph, weights: dict[int, LayerWeights]) -> _Net:
             y = net.op("TRANSPOSE", [y, perm], (1, h, w, c // g, g), nm + "/transpose", _version=4)
             s4 = net.const(np.array([1, h, w, c], dtype=np.int32), nm + "/shape4")
             y = net.op("RESHAPE", [y, s4], shape, nm)
+        elif op == "pad":
+            y = _pad_ops(net, x, (kh, kw, sh, sw), PAD_MODES[extra], (1, h, w, c), nm)
+        elif op == "reshape":
+            shape = (1, c) if extra else (1, h, w, c)
+            flat = bool(extra)
+            y = net.op("RESHAPE", [x, net.const(np.array(shape, dtype=np.int32), nm + "/shape")], shape, nm)
+        elif op == "resize":
+            code = "RESIZE_BILINEAR" if RESIZE_MODES[extra] == "bilinear" else "RESIZE_NEAREST_NEIGHBOR"
+            size = net.const(np.array([h, w], dtype=np.int32), nm + "/size")
+            y = net.op(code, [x, size], shape, nm, halfPixelCenters=True, _version=3)
         elif op == "slice":
             begin = net.const(np.array([0, 0, 0, extra], dtype=np.int32), nm + "/begin")
             end = net.const(np.array([0, 0, 0, extra + c], dtype=np.int32), nm + "/end")
@@ -335,6 +384,8 @@ def _lower(graph: LayerGraph, weights: dict[int, LayerWeights]) -> _Net:
         else:  # pragma: no cover - OPS and this function change together
             raise FastPathUnsupported(f"no lowering for op {op}", f"node {i}")
         tens[i] = y
+        if flat:  # elementwise ops and dense keep a (1, C) vector flat
+            rank2.add(i)
     net.outputs.append(tens[graph.n_nodes - 1])
     return net
 
@@ -417,6 +468,22 @@ def _fold_and_fuse(net: _Net) -> bool:
                 and kd.ndim <= 1
             ):
                 _fold_into_producer(net, p, op.code, kd)
+                p.outputs = op.outputs
+                op.dead = True
+                producer[op.outputs[0]] = p
+                changed = True
+                continue
+        # MEAN without keepDims then a RESHAPE to (1, 1, 1, C): one MEAN that keeps its dims
+        if op.code == "RESHAPE" and len(net.tensors[op.outputs[0]].shape) == 4:
+            x = op.inputs[0]
+            p = producer.get(x)
+            if (
+                p is not None
+                and p.code == "MEAN"
+                and not p.opts["keepDims"]
+                and len(consumers.get(x, ())) == 1
+            ):
+                p.opts["keepDims"] = True
                 p.outputs = op.outputs
                 op.dead = True
                 producer[op.outputs[0]] = p
@@ -526,6 +593,12 @@ def _check_mirrored(net: _Net) -> None:
     constant MUL in front of a conv may be folded into its filter)."""
     producer, consumers = _uses(net)
     for op in net.ops:
+        if op.code == "PAD":
+            users = consumers.get(op.outputs[0], ())
+            if any(u is not None and u.code in _WINDOWED and u.opts["padding"] == 1 for u in users):
+                raise FastPathUnsupported(
+                    "a PAD in front of a VALID conv or pool (the converter may fold it)", "graph"
+                )
         pair = _const_operand(net, op)
         if pair is None:
             continue
@@ -610,6 +683,30 @@ def _options(op: _Op):
         t = fb.ConcatenationOptionsT()
         t.axis, t.fusedActivationFunction = o["axis"], fused
         return fb.BuiltinOptions.ConcatenationOptions, t
+    if op.code in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        bil = op.code == "RESIZE_BILINEAR"
+        t = fb.ResizeBilinearOptionsT() if bil else fb.ResizeNearestNeighborOptionsT()
+        t.halfPixelCenters = o["halfPixelCenters"]
+        kind = (
+            fb.BuiltinOptions.ResizeBilinearOptions if bil else fb.BuiltinOptions.ResizeNearestNeighborOptions
+        )
+        return kind, t
+    if op.code == "GELU":
+        t = fb.GeluOptionsT()
+        t.approximate = False
+        return fb.BuiltinOptions.GeluOptions, t
+    if op.code == "LEAKY_RELU":
+        t = fb.LeakyReluOptionsT()
+        t.alpha = o["alpha"]
+        return fb.BuiltinOptions.LeakyReluOptions, t
+    if op.code == "SOFTMAX":
+        t = fb.SoftmaxOptionsT()
+        t.beta = o["beta"]
+        return fb.BuiltinOptions.SoftmaxOptions, t
+    if op.code == "MIRROR_PAD":
+        t = fb.MirrorPadOptionsT()
+        t.mode = o["mode"]
+        return fb.BuiltinOptions.MirrorPadOptions, t
     if op.code == "STRIDED_SLICE":
         t = fb.StridedSliceOptionsT()
         t.beginMask, t.endMask = o["beginMask"], o["endMask"]
