@@ -19,7 +19,7 @@ are checked against the shapes ONNX infers. Mapping rules (ONNX op -> IR):
 * Reshape / Flatten / Squeeze / Unsqueeze -> nothing when the (H, W, C) shape stays, else reshape; the Reshape ->
   Transpose -> Reshape of a channel shuffle -> shuffle. Resize / Upsample (nearest, linear) -> resize.
 * Dropout, Identity, Cast, QuantizeLinear / DequantizeLinear of activations -> dropped. Shape arithmetic on constants
-  (Shape of a tensor of known shape, Gather, Concat, Unsqueeze, ...) is evaluated with ``onnx.reference``.
+  (Shape of a tensor of known shape; any node whose inputs are all constants) is evaluated with ``onnx.reference``.
 * Anything else raises an UnsupportedOpError naming the op and the node.
 """
 
@@ -38,9 +38,7 @@ from leti.importers.common import check_input_shape, dynamic_input_error, unsupp
 
 MAX_ONNX_BYTES = 2**31  # a protobuf cannot hold more; larger models keep their weights in external files
 _ALIASES = {"Dropout", "Identity", "Cast", "QuantizeLinear", "DequantizeLinear", "CastLike"}
-_CONST_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Add", "Sub", "Mul",
-              "Div", "Reshape", "ConstantOfShape", "Range", "Floor", "Ceil", "Sqrt", "Equal", "Where", "Expand",
-              "ReduceProd", "Identity", "Size", "Max", "Min", "Neg", "Abs", "Pow", "CastLike"}  # fmt: skip
+_SOURCES = {"Constant", "RandomNormal", "RandomUniform", "EyeLike"}  # ops with no input that make a constant
 _SIMPLE_ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "HardSigmoid": "hsigmoid", "HardSwish": "hswish",
                 "Tanh": "tanh", "LeakyRelu": "leaky_relu", "Gelu": "gelu", "Softmax": "softmax",
                 "LogSoftmax": "softmax"}  # fmt: skip
@@ -145,12 +143,97 @@ def _prepare(model, input_shape) -> tuple[object, str, bool]:
     except Exception as e:  # noqa: BLE001 - the checker's own error types vary by version
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"invalid ONNX model ({first[:200]})", "model") from None
+    return _infer(model), inp.name, nhwc
+
+
+def _infer(model):
+    import onnx
+
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception as e:  # noqa: BLE001
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as e:  # noqa: BLE001 - the inference's error types vary by version
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"ONNX shape inference failed ({first[:200]})", "model") from None
-    return model, inp.name, nhwc
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _initializers(model) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    out = {}
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:  # weights in another file: only the shape matters
+            dt = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+            out[t.name] = np.broadcast_to(np.zeros((), dt), tuple(t.dims))
+        else:
+            out[t.name] = numpy_helper.to_array(t)
+    return out
+
+
+def _try_fold(n, consts: dict, shapes: dict, opset: int) -> dict[str, np.ndarray] | None:
+    """The outputs of ``n`` when they are constants (all its inputs are, or it is the Shape of a tensor whose shape
+    is known), evaluated with ``onnx.reference``; None otherwise."""
+    from onnx import helper as h
+    from onnx.reference import ReferenceEvaluator
+
+    if any(a.type in (a.GRAPH, a.GRAPHS) for a in n.attribute):
+        return None  # control flow
+    if n.op_type in ("Shape", "Size"):
+        dims = shapes.get(n.input[0]) or []
+        if not dims or None in dims:
+            return None
+        if n.op_type == "Size":
+            return {n.output[0]: np.array(int(np.prod(dims)), dtype=np.int64)}
+        a = _attrs(n)
+        return {n.output[0]: np.array(dims, dtype=np.int64)[a.get("start", 0) : a.get("end", None)]}
+    ins = [t for t in n.input if t]
+    if any(t not in consts for t in ins) or (not ins and n.op_type not in _SOURCES):
+        return None
+    feeds = {t: np.asarray(consts[t]) for t in ins}
+    graph = h.make_graph(
+        [n],
+        "fold",
+        [h.make_tensor_value_info(t, h.np_dtype_to_tensor_dtype(v.dtype), v.shape) for t, v in feeds.items()],
+        [h.make_empty_tensor_value_info(o) for o in n.output if o],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    try:
+        outs = ReferenceEvaluator(model).run(None, feeds)
+    except Exception as e:  # noqa: BLE001 - the reference ops raise many types
+        reason = f"cannot be evaluated on its constant inputs ({type(e).__name__})"
+        raise unsupported(n.op_type, n.name or n.output[0], reason) from None
+    return {o: np.asarray(v) for o, v in zip([o for o in n.output if o], outs, strict=False)}
+
+
+def _fold_constants(model, rounds: int = 8) -> tuple[object, dict]:
+    """Evaluate constant subgraphs (the shape arithmetic of dynamic reshapes and pads) and hand the results to
+    shape inference again, until nothing changes; returns (model, constants by tensor name)."""
+    from onnx import numpy_helper
+
+    consts, opset = _initializers(model), _opset(model)
+    for _ in range(rounds):
+        g = model.graph
+        shapes = {vi.name: _dims(vi) for vi in (*g.input, *g.value_info, *g.output)}
+        keep, folded = [], {}
+        for n in g.node:
+            outs = _try_fold(n, consts, shapes, opset)
+            if outs is None:
+                keep.append(n)
+            else:
+                consts.update(outs)
+                folded.update(outs)
+        if not folded:
+            break
+        read = {t for n in keep for t in n.input}
+        del g.node[:]
+        g.node.extend(keep)
+        g.initializer.extend(numpy_helper.from_array(v, k) for k, v in folded.items() if k in read)
+        model = _infer(model)
+    return model, consts
 
 
 def _perm(node) -> list[int]:
@@ -167,25 +250,13 @@ def _attrs(node) -> dict:
 
 
 class _Reader:
-    def __init__(self, model, input_name: str, nhwc: bool):
-        import onnx
-        from onnx import numpy_helper
-
-        self.onnx = onnx
+    def __init__(self, model, input_name: str, nhwc: bool, consts: dict):
         self.model = model
         g = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.opset = _opset(model)
         self.b = GraphBuilder(cse=True)  # the TFLite converter merges duplicated weightless ops
         self.node: dict[str, int] = {}  # tensor -> IR node
-        self.const: dict[str, np.ndarray] = {}
-        for t in g.initializer:
-            if (
-                t.data_location == onnx.TensorProto.EXTERNAL
-            ):  # weights in another file: only the shape matters
-                dt = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-                self.const[t.name] = np.broadcast_to(np.zeros((), dt), tuple(t.dims))
-            else:
-                self.const[t.name] = numpy_helper.to_array(t)
+        self.const: dict[str, np.ndarray] = consts
         self.shapes: dict[str, list] = {}
         for vi in (*g.input, *g.value_info, *g.output):
             self.shapes[vi.name] = _dims(vi)
@@ -267,41 +338,11 @@ class _Reader:
 
     # ---- constants -----------------------------------------------------------------------------------------------
     def fold(self, n) -> bool:
-        """Evaluate a node on constants (shape arithmetic); True when its outputs became constants."""
-        if n.op_type == "Shape":
-            dims = self.shapes.get(n.input[0]) or []
-            if not dims or any(d is None for d in dims):
-                return False
-            a = _attrs(n)
-            self.const[n.output[0]] = np.array(dims, dtype=np.int64)[a.get("start", 0) : a.get("end", None)]
-            return True
-        if n.op_type not in _CONST_OPS:
+        """Evaluate a node on constants (shape arithmetic left after ``_fold_constants``)."""
+        outs = _try_fold(n, self.const, self.shapes, self.opset)
+        if outs is None:
             return False
-        ins = [t for t in n.input if t]
-        if any(t not in self.const for t in ins):
-            return False
-        onnx = self.onnx
-        from onnx.reference import ReferenceEvaluator
-
-        h = onnx.helper
-        graph = h.make_graph(
-            [n],
-            "fold",
-            [
-                h.make_tensor_value_info(
-                    t, h.np_dtype_to_tensor_dtype(self.const[t].dtype), self.const[t].shape
-                )
-                for t in dict.fromkeys(ins)
-            ],  # fmt: skip
-            [h.make_empty_tensor_value_info(o) for o in n.output if o],
-        )
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", self.opset)])
-        try:
-            outs = ReferenceEvaluator(model).run(None, {t: np.asarray(self.const[t]) for t in ins})
-        except Exception as e:  # noqa: BLE001 - the reference ops raise many types
-            raise self.err(n, f"cannot be evaluated on its constant inputs ({type(e).__name__})") from None
-        for o, v in zip([o for o in n.output if o], outs, strict=False):
-            self.const[o] = np.asarray(v)
+        self.const.update(outs)
         return True
 
     # ---- activations -------------------------------------------------------------------------------------------
@@ -392,13 +433,13 @@ class _Reader:
     def window_input(self, n, kh: int, kw: int, sh: int, sw: int, dil: int) -> tuple[int, int]:
         """(input node, IR padding) of a conv / pool, inserting a pad node where its pads are not SAME or VALID."""
         a = _attrs(n)
-        src = n.input[0]
-        x = self.x(n)
         top = left = bottom = right = 0
         folded = self.pad_of.get(id(n))
-        if folded is not None:
+        if folded is not None:  # a Pad in front: its amounts add to the window's own
             src, (top, left, bottom, right) = folded
             x = self.node[src]
+        else:
+            x = self.x(n)
         h, w, _ = self.b.shape(x)
         auto = a.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -794,8 +835,9 @@ def read_onnx(data, input_shape=None) -> LayerGraph:
     input. ModelFileError for files that are not ONNX, UnsupportedOpError for ops the IR cannot hold."""
     model = _load(data)
     model, name, nhwc = _prepare(model, input_shape)
+    model, consts = _fold_constants(model)
     try:
-        return _Reader(model, name, nhwc).run()
+        return _Reader(model, name, nhwc, consts).run()
     except LetiError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
