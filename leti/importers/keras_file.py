@@ -374,7 +374,7 @@ class _Reader:
         else:  # SeparableConv2D: depthwise (no bias) then pointwise
             d = self.guard(c, self.b.dwconv, x, kh, kw, sh, sw, mult=cfg.get("depth_multiplier", 1), dil=dh,
                            bias=False, pad=pad)  # fmt: skip
-            y = self.guard(c, self.b.conv, d, cfg["filters"], 1, act=act, bn=bn, bias=bias)
+            y = self.guard(c, self.b.conv, d, cfg["filters"], 1, act=act, bn=bn, bias=bias, pad=S.PAD_VALID)
         self.finish(c, y, extra)
 
     def dense(self, c: _Call) -> None:
@@ -516,6 +516,14 @@ class _Reader:
             return
         self.bind(c, self.b.bn(x, params=int(val.size) if val.size > 1 else 0))
 
+    def ops_pad(self, c: _Call) -> None:
+        """keras.ops.pad of H and W (constant, reflect, symmetric or edge)."""
+        widths = [tuple(int(v) for v in w) for w in c.op.pad_width]
+        if len(widths) != 4 or any(widths[k] != (0, 0) for k in (0, 3)):
+            raise self.err(c, f"pads {widths}; the IR pads H and W of 4-D tensors")
+        (t, bot), (lf, r) = widths[1], widths[2]
+        self.bind(c, self.guard(c, self.b.pad, self.x(c), t, lf, bot, r, c.op.mode))
+
     def batchnorm(self, c: _Call) -> None:
         if self.cfg(c).get("axis") not in (-1, 3, [-1], [3]):
             raise self.err(c, "normalises an axis other than channels")
@@ -609,6 +617,8 @@ class _Reader:
             self.reshape(c)
         elif kind == "Mean":
             self.mean(c)
+        elif kind == "Pad":
+            self.ops_pad(c)
         else:
             raise self.err(c)
 

@@ -348,6 +348,7 @@ class _Reader:
         for t in model.outputs:
             self.uses.setdefault(t, []).append(-1)
         self.done: set[int] = set()  # ops consumed by a pattern that started earlier
+        self.real: dict[int, tuple[int, ...]] = {}  # tensor -> shape, where the file's is wrong
         self.pad_of: dict[int, tuple] = {}  # conv op -> (input tensor, paddings) of a folded PAD
         self.nary: dict[int, list[int]] = {}  # ADD op -> tensors it sums when a chain was merged into it
 
@@ -356,7 +357,40 @@ class _Reader:
         return ModelFileError(msg, f"operator {op.index} ({op.name})")
 
     def shape(self, t: int) -> tuple[int, ...]:
-        return self.m.tensors[t].shape
+        """A tensor's shape: the file's, or what leti worked out where the file records it wrongly (a dynamic
+        batch leaves 1 for every dimension computed at run time, see ``reshaped``)."""
+        return self.real.get(t, self.m.tensors[t].shape)
+
+    def reshaped(self, op: OpInfo) -> tuple[int, ...] | None:
+        """The output shape of RESHAPE / EXPAND_DIMS / SQUEEZE / TILE worked out from its (folded) arguments."""
+        src = self.shape(op.inputs[0])
+        try:
+            if op.name == "RESHAPE":
+                arg = self.const.get(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+                dims = [
+                    int(v) for v in (arg.reshape(-1) if arg is not None else op.options.get("newShape") or [])
+                ]
+                if not dims and arg is None:
+                    return None
+                if dims.count(-1) == 1:
+                    known = int(np.prod([d for d in dims if d != -1]))
+                    dims[dims.index(-1)] = int(np.prod(src)) // max(known, 1)
+                return tuple(dims) if int(np.prod(dims)) == int(np.prod(src)) else None
+            if op.name == "EXPAND_DIMS":
+                axis = int(self.const[op.inputs[1]].reshape(()))
+                dims = list(src)
+                dims.insert(axis % (len(src) + 1), 1)
+                return tuple(dims)
+            if op.name == "TILE":
+                return tuple(
+                    int(a) * int(b) for a, b in zip(src, self.const[op.inputs[1]].reshape(-1), strict=True)
+                )
+            if op.name == "SQUEEZE":
+                axes = [a % len(src) for a in op.options.get("squeezeDims") or []]
+                return tuple(d for k, d in enumerate(src) if (k not in axes if axes else d != 1))
+        except (KeyError, ValueError, TypeError):
+            return None
+        return None
 
     def single_use(self, t: int) -> int | None:
         u = self.uses.get(t, [])
@@ -369,6 +403,11 @@ class _Reader:
         return self.node[t]
 
     def check_shape(self, op: OpInfo, node: int, t: int) -> None:
+        if t not in self.real and any(d < 0 for d in self.m.tensors[t].signature[1:]):
+            # the file does not know this shape (see ``shape``): take the IR's
+            h, w, c = self.b.shape(node)
+            self.real[t] = (1, h, w, c) if len(self.m.tensors[t].shape) == 4 else (1, c)
+            return
         want = _hwc(self.shape(t))
         if want is not None and tuple(self.b.shape(node)) != want:
             raise self.err(op, f"computes {self.b.shape(node)} but the file says {list(self.shape(t))}")
@@ -599,6 +638,9 @@ class _Reader:
         self.node[op.outputs[0]] = self.x(op)
 
     def reshape(self, op: OpInfo) -> None:
+        real = self.reshaped(op)
+        if real is not None:
+            self.real[op.outputs[0]] = real
         src, dst = self.shape(op.inputs[0]), self.shape(op.outputs[0])
         if op.inputs[0] in self.const:
             self.const[op.outputs[0]] = self.const[op.inputs[0]]
@@ -639,14 +681,22 @@ class _Reader:
         )
 
     def upsample_chain(self, op: OpInfo) -> bool:
-        """Keras' nearest UpSampling2D: RESHAPE to 5-D, TILE, RESHAPE, TILE, RESHAPE back to 4-D -> resize."""
+        """Keras' nearest UpSampling2D: RESHAPE (or EXPAND_DIMS) to 5-D, TILE, RESHAPE back to 4-D, once per axis
+        -> one resize."""
         chain, t = [op], op.outputs[0]
-        while len(self.shape(t)) != 4:
+        while True:
             u = self.single_use(t)
-            if u is None or self.m.ops[u].name not in ("RESHAPE", "TILE") or len(chain) > 6:
-                return False
-            chain.append(self.m.ops[u])
-            t = chain[-1].outputs[0]
+            nxt = self.m.ops[u] if u is not None else None
+            if nxt is None or nxt.name not in ("RESHAPE", "TILE", "EXPAND_DIMS") or len(chain) > 8:
+                break
+            shape = self.reshaped(nxt)
+            if shape is None or (len(self.shape(t)) == 4 and len(shape) != 5):
+                break  # a 4-D tensor goes on only into the next axis' 5-D step
+            self.real[nxt.outputs[0]] = shape
+            chain.append(nxt)
+            t = nxt.outputs[0]
+        if len(self.shape(t)) != 4:
+            return False
         (_, h, w, c), (_, oh, ow, oc) = self.shape(op.inputs[0]), self.shape(t)
         if oc != c or oh % h or ow % w or not any(o.name == "TILE" for o in chain):
             return False
@@ -786,6 +836,11 @@ class _Reader:
             )
         self.b.block = "input"
         self.node[m.inputs[0]] = self.b.input(shp)
+        for op in m.ops:  # constants first: patterns look ahead at shapes computed later in the file
+            if self.fold_const(op):
+                self.done.add(op.index)
+        for t, users in self.uses.items():  # a SHAPE evaluated here no longer reads its tensor
+            self.uses[t] = [u for u in users if u < 0 or u not in self.done]
         for op in m.ops:
             if op.index in self.done:
                 continue
@@ -804,7 +859,10 @@ class _Reader:
         if op.name not in _FOLDABLE or len(op.outputs) != 1:
             return False
         if op.name == "SHAPE":
-            val = np.array(self.shape(op.inputs[0]), dtype=np.int64)
+            t = op.inputs[0]
+            if t not in self.real and any(d < 0 for d in self.m.tensors[t].signature[1:]):
+                return False  # not known yet: the walk works it out (see ``shape``)
+            val = np.array(self.shape(t), dtype=np.int64)
         else:
             ins = [t for t in op.inputs if t >= 0]
             if not ins or any(t not in self.const for t in ins) or op.options.get("fusedActivationFunction"):
