@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from leti.errors import LetiError, ModelFileError
+from leti.graph.builder import GraphBuilder
+from leti.graph.layergraph import LayerGraph
 
 MAX_SIDE = 8192  # bounds every input dimension a user can ask for
 MAX_CHANNELS = 65536
@@ -51,4 +53,13 @@ def dynamic_input_error(dims: Sequence) -> ModelFileError:
     )
 
 
-__all__ = ["UnsupportedOpError", "check_input_shape", "dynamic_input_error", "unsupported"]
+def finish_graph(b: GraphBuilder, out: int | None, meta: dict) -> LayerGraph:
+    """The graph built so far, whose last node must be the model's output (one output, no dead ends after it)."""
+    if out is None:
+        raise ModelFileError("the output is not computed from the input", "model")
+    if out != len(b) - 1:
+        raise ModelFileError("the output is not the last node's result", "model")
+    return b.finish(meta)
+
+
+__all__ = ["UnsupportedOpError", "check_input_shape", "dynamic_input_error", "finish_graph", "unsupported"]

@@ -34,7 +34,7 @@ from leti.errors import GraphError, LetiError, ModelFileError
 from leti.graph import shapes as S
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import LayerGraph
-from leti.importers.common import check_input_shape, dynamic_input_error, unsupported
+from leti.importers.common import check_input_shape, dynamic_input_error, finish_graph, unsupported
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Keras activation function names -> IR activations ("none": the identity)
@@ -555,12 +555,9 @@ class _Reader:
                 continue
             self.b.block = f"{c.name}:{c.kind}"
             self.dispatch(c)
-        out = self.node.get(self.output_id)
-        if out is None:
-            raise ModelFileError("the output is not computed from the input", "model")
-        if out != len(self.b) - 1:
-            raise ModelFileError("the output is not the last layer's result", "model")
-        return self.b.finish({"source": "keras", "layers": len(self.calls)})
+        return finish_graph(
+            self.b, self.node.get(self.output_id), {"source": "keras", "layers": len(self.calls)}
+        )
 
     def dispatch(self, c: _Call) -> None:
         kind, op = c.kind, c.op

@@ -34,7 +34,7 @@ from leti.errors import GraphError, LetiError, ModelFileError
 from leti.graph import shapes as S
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import LayerGraph
-from leti.importers.common import check_input_shape, dynamic_input_error, unsupported
+from leti.importers.common import check_input_shape, dynamic_input_error, finish_graph, unsupported
 
 MAX_ONNX_BYTES = 2**31  # a protobuf cannot hold more; larger models keep their weights in external files
 _ALIASES = {"Dropout", "Identity", "Cast", "QuantizeLinear", "DequantizeLinear", "CastLike"}
@@ -772,12 +772,8 @@ class _Reader:
                 continue
             self.b.block = f"{self.where(n)}:{n.op_type}"
             self.dispatch(n)
-        out = self.node.get(self.output)
-        if out is None:
-            raise ModelFileError("the output is not computed from the input", "model")
-        if out != len(self.b) - 1:
-            raise ModelFileError("the output is not the last node's result", "model")
-        return self.b.finish({"source": "onnx", "opset": self.opset, "ops": len(self.nodes)})
+        meta = {"source": "onnx", "opset": self.opset, "ops": len(self.nodes)}
+        return finish_graph(self.b, self.node.get(self.output), meta)
 
     def dispatch(self, n) -> None:
         op = n.op_type
