@@ -32,8 +32,11 @@ def check_input_shape(shape: Sequence[int] | str | None) -> tuple[int, int, int]
             raise LetiError(f"expected H,W,C as integers, got {shape!r}", "input_shape") from None
     try:
         dims = [int(d) for d in shape]
+        exact = all(not isinstance(d, bool) and int(d) == d for d in shape)
     except (TypeError, ValueError):
-        raise LetiError(f"expected H,W,C as integers, got {shape!r}", "input_shape") from None
+        exact = False
+    if not exact:
+        raise LetiError(f"expected H,W,C as integers, got {shape!r}", "input_shape")
     if len(dims) == 4 and dims[0] == 1:
         dims = dims[1:]
     if len(dims) != 3:
