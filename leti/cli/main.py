@@ -237,16 +237,9 @@ def cmd_bench(args) -> int:
         raise ModelFileError("no such file", str(p))
     data = p.read_bytes()
     binding = parse_binding(args.target)
-    runner = make_runner(binding, args.benchmark_binary)
-    try:
-        settings = target_settings(
-            binding.target, runs=args.runs, warmup=args.warmup, min_time_s=args.min_time
-        )
+    settings = target_settings(binding.target, runs=args.runs, warmup=args.warmup, min_time_s=args.min_time)
+    with make_runner(binding, args.benchmark_binary) as runner:
         m = runner.measure(data, settings)
-    finally:
-        close = getattr(runner, "close", None)
-        if close:
-            close()
     d = {k: v for k, v in m.to_dict().items() if k not in ("raw",)}
     if args.json:
         _print_json(d)

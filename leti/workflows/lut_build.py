@@ -86,7 +86,6 @@ def build_lut(
         except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
             unbuilt.append(sig)
     overhead_model = build_tflite(_overhead_graph(), precision)
-    runner = make_runner(binding, benchmark_binary)
     # Round-robin over the layers, ``rounds`` times, each layer's median kept: a layer's time then comes from
     # several moments, so a passing slowdown of the device (another process, a thermal step) does not bias a
     # whole stretch of the table.
@@ -95,7 +94,7 @@ def build_lut(
     done, total = 0, rounds * (len(graphs) + 1)
     kept: dict[str, bytes] = {}  # converted models reused by later rounds, up to KEEP_BYTES
     held = 0
-    try:
+    with make_runner(binding, benchmark_binary) as runner:
         for _ in range(rounds):
             overheads.append(runner.measure(overhead_model, settings).median_ms)
             done += 1
@@ -107,10 +106,6 @@ def build_lut(
                 done += 1
                 if progress:
                     progress(done, total)
-    finally:
-        close = getattr(runner, "close", None)
-        if close:
-            close()
     overhead = float(np.median(overheads))
     table = {sig: max(0.0, float(np.median(ms)) - overhead) for sig, ms in times.items()}
     pred = LUTPredictor.from_table(table, states="skip", overhead_ms=overhead)
