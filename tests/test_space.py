@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from leti.errors import ArchError, LetiError
-from leti.space import Arch, canonical_space, fbnet, native_text, nb101, nb201, parse_arch, sample, to_arch
+from leti.importers.inputs import to_arch
+from leti.space import Arch, canonical_space, fbnet, native_text, nb101, nb201, parse_arch, sample
 
 NB201_BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 

@@ -30,35 +30,10 @@ def cmd_space_sample(args) -> int:
     return 0
 
 
-def read_arch_arg(text: str, space: str | None = None):
-    """An arch from the command line: a native string, Arch JSON, a JSON/JSONL file or a .tflite file."""
-    from leti.space import to_arch
-
-    p = Path(text)
-    if len(text) < 4096 and p.is_file():
-        if p.suffix == ".tflite":
-            from leti.tflite.reader import read_tflite
-
-            return None, read_tflite(p.read_bytes())
-        content = p.read_text().strip()
-        first = content.splitlines()[0] if content else ""
-        if not first:
-            raise LetiError("file is empty", str(p))
-        try:
-            obj = json.loads(first) if p.suffix == ".jsonl" else json.loads(content)
-        except ValueError:
-            obj = first
-        if isinstance(obj, dict) and "arch" in obj and "adjacency" not in obj:
-            space = space or obj.get("space")
-            obj = obj["arch"]
-        arch = to_arch(obj, space if not isinstance(obj, dict) else None)
-        return arch, arch.to_graph()
-    arch = to_arch(text, space)
-    return arch, arch.to_graph()
-
-
 def cmd_space_show(args) -> int:
     from rich.table import Table
+
+    from leti.importers.inputs import read_arch_arg
 
     arch, g = read_arch_arg(args.arch, args.space)
     if arch is not None and args.prune:

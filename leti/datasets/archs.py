@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from leti.datasets.store import ArchRecord, Store
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
+from leti.importers.inputs import stored_graph
 from leti.space import Arch, native_text, parse_arch
 
 
@@ -34,11 +34,6 @@ def record_from_text(space: str, text: str) -> ArchRecord:
     return arch_record(parse_arch(space, text), text)
 
 
-@lru_cache(maxsize=65536)
-def graph_of(space: str, text: str) -> LayerGraph:
-    return parse_arch(space, text).to_graph()
-
-
 @dataclass
 class TargetData:
     """One target's measured archs, in store order."""
@@ -55,7 +50,7 @@ class TargetData:
 
     def graphs(self, idx=None) -> list[LayerGraph]:
         idx = range(len(self)) if idx is None else idx
-        return [graph_of(self.spaces[i], self.texts[i]) for i in idx]
+        return [stored_graph(self.spaces[i], self.texts[i]) for i in idx]
 
     def subset(self, idx) -> TargetData:
         idx = np.asarray(idx, dtype=int)

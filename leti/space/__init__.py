@@ -1,8 +1,9 @@
-"""Architecture spaces: the Arch spec, importers from NAS-Bench-101/201 and FBNet, and samplers."""
+"""Architecture spaces: the Arch spec, importers from NAS-Bench-101/201 and FBNet, and samplers.
+
+``parse_arch(space, text)`` reads a named space's native text; guessing the space of free-form user input (and
+the ``{"space", "arch"}`` wrapper) is ``leti.importers.inputs``'s job."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 
@@ -53,40 +54,6 @@ def native_text(arch: Arch) -> str:
     except ArchError:
         pass  # e.g. a pruned NB201 arch: fall back to its JSON
     return arch.to_json()
-
-
-def to_arch(obj, space: str | None = None) -> Arch:
-    """Accept every form the Python API takes: Arch, Arch JSON (str or dict), NB201 string, NB101 (matrix, ops),
-    FBNet block list."""
-    if isinstance(obj, Arch):
-        return obj
-    if space is not None:
-        return parse_arch(space, obj)
-    if isinstance(obj, dict):
-        if "matrix" in obj and "ops" in obj:
-            return nb101.from_spec(obj["matrix"], obj["ops"])
-        if "space" in obj and "arch" in obj and "adjacency" not in obj:
-            return parse_arch(obj["space"], obj["arch"])
-        return Arch.from_dict(obj)
-    if isinstance(obj, str):
-        s = obj.strip()
-        if s.startswith("|"):
-            return nb201.from_string(s)
-        if s.startswith("{"):
-            try:
-                d = json.loads(s)
-            except ValueError as e:
-                raise ArchError(f"invalid JSON ({e})", "arch") from None
-            return to_arch(d)
-        if "," in s or s in fbnet.BLOCKS:
-            return fbnet.from_text(s)
-        raise ArchError("cannot tell which space this string belongs to; pass space=", "arch")
-    if isinstance(obj, list | tuple):
-        if len(obj) == 2 and isinstance(obj[1], list | tuple) and all(isinstance(o, str) for o in obj[1]):
-            return nb101.from_spec(obj[0], obj[1])
-        if all(isinstance(o, str) for o in obj):
-            return fbnet.from_blocks(list(obj))
-    raise ArchError(f"cannot read an architecture from {type(obj).__name__}", "arch")
 
 
 def _candidate(space: str, rng: np.random.Generator, input_size) -> tuple[Arch, str]:
@@ -157,4 +124,4 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
     )
 
 
-__all__ = ["ALIASES", "SPACES", "Arch", "canonical_space", "native_text", "parse_arch", "sample", "to_arch"]
+__all__ = ["ALIASES", "SPACES", "Arch", "canonical_space", "native_text", "parse_arch", "sample"]
