@@ -80,7 +80,8 @@ def _home_env(home, monkeypatch):
 
 @pytest.fixture(scope="module")
 def best(home):
-    from leti.service.api import best_family, trained_index
+    from leti.predictors.registry import best_family
+    from leti.service.api import trained_index
 
     return best_family(trained_index(home[0] / "predictors")[TARGET])
 

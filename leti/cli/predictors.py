@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leti.cli.common import _print_json, _store, wide_console
 from leti.errors import LetiError
+from leti.predictors.families import FAMILIES
 
 
 def add_predictors_parsers(sub) -> None:
@@ -39,7 +40,7 @@ def add_predictors_parsers(sub) -> None:
     s.set_defaults(func=cmd_report)
 
 
-FAMILY_CHOICES = ("lut", "flops", "xgboost", "catboost", "lightgbm", "gcn", "auto")
+FAMILY_CHOICES = FAMILIES
 
 
 def _metrics_table(title: str, rows: list[tuple[str, dict]]):

@@ -57,17 +57,6 @@ def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, 
     return out
 
 
-def _acc10(meta: dict) -> float:
-    m = meta.get("metrics")
-    v = m.get("acc10") if isinstance(m, dict) else None
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else -1.0
-
-
-def best_family(families: dict[str, dict]) -> str:
-    """The family ``registry.load(target)`` picks: best test acc@10 in its meta, ties by name."""
-    return min(families, key=lambda f: (-_acc10(families[f]), f))
-
-
 # Predictors and the feature memo they share are not documented as thread-safe, so one prediction runs at a time
 # (the work is CPU-bound under the GIL anyway). Big batches take the lock chunk by chunk, so that single-arch
 # requests arriving meanwhile wait for one chunk, not for the whole batch.
@@ -142,7 +131,7 @@ class PredictorCache:
             raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
         families = index[target]
         if family is None:
-            family = best_family(families)
+            family = _registry().best_family(families)
         elif family not in families:
             raise NotFoundError(
                 f"no {family!r} predictor for {target} (trained: {', '.join(sorted(families))})", "predictor"
