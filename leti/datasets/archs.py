@@ -10,7 +10,7 @@ from leti.datasets.store import ArchRecord, Store
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
 from leti.importers.inputs import stored_graph
-from leti.space import Arch, native_text, parse_arch
+from leti.space import SPACES, Arch, leti_space, native_text, parse_arch
 
 
 def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
@@ -19,7 +19,7 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
     return ArchRecord(
         arch_id=arch.full_hash,
         hash=arch.hash,
-        space=arch.space if arch.space in ("nasbench101", "nasbench201", "fbnet") else "leti",
+        space=arch.space if arch.space in SPACES else leti_space.NAME,
         arch_text=text if text is not None else native_text(arch),
         spec_json=arch.to_json(),
         macs=g.total_macs,

@@ -109,7 +109,7 @@ def to_arch(obj, space: str | None = None) -> Arch:
                 raise ArchError(f"invalid JSON ({e})", "arch") from None
             return to_arch(d)
         if "," in s or s in fbnet.BLOCKS:
-            return fbnet.from_text(s)
+            return fbnet.parse(s)
         raise ArchError("cannot tell which space this string belongs to; pass space=", "arch")
     if isinstance(obj, list | tuple):
         if len(obj) == 2 and isinstance(obj[1], list | tuple) and all(isinstance(o, str) for o in obj[1]):
