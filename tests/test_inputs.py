@@ -35,8 +35,15 @@ def test_the_wrapper_rule():
 def test_every_form_gives_the_same_arch():
     want = to_arch(NB201)
     arch_json = want.to_json()
-    forms = [(NB201, None), (NB201, "nb201"), ({"space": "nb201", "arch": NB201}, None), (arch_json, None),
-             (json.loads(arch_json), "fbnet"), ({"space": "nb201", "arch": json.loads(arch_json)}, None), (want, None)]  # fmt: skip
+    forms = [
+        (NB201, None),
+        (NB201, "nb201"),
+        ({"space": "nb201", "arch": NB201}, None),
+        (arch_json, None),
+        (json.loads(arch_json), "fbnet"),  # Arch JSON says its own space
+        ({"space": "nb201", "arch": json.loads(arch_json)}, None),
+        (want, None),
+    ]
     for obj, space in forms:
         assert to_arch(obj, space) == want
         assert graph_of(obj, space).n_nodes == want.to_graph().n_nodes

@@ -6,8 +6,8 @@
     save_trained(pred, "pixel4-tflite2.1-cpu-a76", meta)
     load("pixel4-tflite2.1-cpu-a76")           # the target's best saved predictor
 
-Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``leti.predictors.families``). Training, evaluation and
-reports on a store live in ``leti.predictors.evaluate``.
+Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``leti.predictors.families``). Training,
+evaluation and reports on a store live in ``leti.predictors.evaluate``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The predictor interface: scikit-learn-like estimators over LayerGraphs.
 
 Hyper-parameters go in ``__init__`` (stored as attributes of the same name, nothing computed there); ``fit`` learns
-(``groups``, e.g. canonical arch hashes, keeps isomorphic archs together wherever a family splits its training rows:
-the auto family's folds, the GCN's early-stopping split); ``predict`` returns milliseconds; ``save(dir)`` writes the library's own portable format plus ``meta.json``;
-``load(dir)`` reads them back. Nothing is ever pickled.
+(``groups``, e.g. canonical arch hashes, keeps isomorphic archs together wherever a family splits its training
+rows: the auto family's folds, the GCN's early-stopping split); ``predict`` returns milliseconds; ``save(dir)``
+writes the library's own portable format plus ``meta.json``; ``load(dir)`` reads them back. Nothing is ever
+pickled.
 """
 
 from __future__ import annotations
