@@ -125,7 +125,8 @@ def _prepare(model, input_shape) -> tuple[object, str, bool]:
                     f"(H, W, C) = {want} does not fit the model's {layout} input {dims}", "input_shape"
                 )
     elif any(d is None for d in dims[1:]):
-        raise dynamic_input_error(["N" if d is None else d for d in dims])
+        shown = [d.dim_value or d.dim_param or "?" for d in inp.type.tensor_type.shape.dim]
+        raise dynamic_input_error(shown)
     else:
         new = [1, *dims[1:]]
     model = onnx.ModelProto.FromString(
