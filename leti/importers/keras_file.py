@@ -25,6 +25,7 @@ Keras' shapes where Keras knows them. Mapping rules (Keras layer -> IR):
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from leti.graph.layergraph import LayerGraph
 from leti.importers.common import check_input_shape, dynamic_input_error, finish_graph, unsupported
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # at offset 0, or after a user block of 512, 1024 or 2048 bytes
 # Keras activation function names -> IR activations ("none": the identity)
 KERAS_ACTS = {"linear": "none", "relu": "relu", "relu6": "relu6", "hard_swish": "hswish", "hard_silu": "hswish",
               "silu": "swish", "swish": "swish", "sigmoid": "sigmoid", "hard_sigmoid": "hsigmoid", "tanh": "tanh",
@@ -102,6 +104,15 @@ def _load(path: Path):
         raise ModelFileError("no such file", str(path))
     if path.stat().st_size == 0:
         raise ModelFileError("the model file is empty", "model")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            "not a .keras file (a .keras file is a zip archive; this one is corrupt or cut)", "model"
+        )
+    if path.suffix.lower() != ".keras":
+        with open(path, "rb") as f:
+            head = f.read(2056)
+        if not any(head[k : k + 8] == _HDF5_SIGNATURE for k in (0, 512, 1024, 2048)):
+            raise ModelFileError("not an HDF5 file (no HDF5 signature)", "model")
     from leti.tflite.convert import silenced
 
     with silenced():
