@@ -151,6 +151,16 @@ def real_model_ops() -> LayerGraph:
     return b.finish()
 
 
+def shared_pads() -> LayerGraph:
+    """NASNet's PAD read by two VALID pools, and a PAD in front of a VALID conv that SAME could not express."""
+    b = GraphBuilder()
+    x = b.input((11, 11, 4))
+    p = b.pad(x, 1, 1, 1, 1)
+    y = b.add((b.pool("maxpool", p, 3, 2, pad=PAD_VALID), b.pool("avgpool", p, 3, 2, pad=PAD_VALID)))
+    b.conv(b.pad(y, 2, 0, 2, 0), 4, 3, pad=PAD_VALID)
+    return b.finish()
+
+
 CASES = {
     "conv_variants": conv_variants,
     "acts_in_convs": acts_in_convs,
@@ -160,6 +170,7 @@ CASES = {
     "se_block": se_block,
     "bn_patterns": bn_patterns,
     "real_model_ops": real_model_ops,
+    "shared_pads": shared_pads,
 }
 
 
@@ -257,6 +268,12 @@ def hsigmoid_then_dense() -> LayerGraph:
     return b.finish()
 
 
+def pad_as_same() -> LayerGraph:
+    b = GraphBuilder()
+    b.dwconv(b.pad(b.input((8, 8, 3)), 0, 0, 1, 1), 3, sh=2, pad=PAD_VALID)
+    return b.finish()
+
+
 def conv_on_flat() -> LayerGraph:
     b = GraphBuilder()
     x = b.input((4, 4, 3))
@@ -270,6 +287,7 @@ def conv_on_flat() -> LayerGraph:
         (dense_then_bn, "a constant MUL after a fully connected layer"),
         (hsigmoid_then_dense, "a constant MUL in front of a fully connected layer"),
         (conv_on_flat, "maxpool on a flattened"),
+        (pad_as_same, "a PAD that makes the VALID window after it SAME"),
     ],
 )
 def test_unmirrored_patterns_are_refused(make, reason):

@@ -33,6 +33,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from leti.errors import LetiError
 from leti.graph.layergraph import ACTS, OP_CODE, OPS, PAD_MODES, RESIZE_MODES, LayerGraph
+from leti.graph.shapes import PAD_SAME, out_size
 
 BN_EPS = 1e-3  # Keras' BatchNormalization default, which build_keras uses
 
@@ -587,18 +588,34 @@ def _cse(net: _Net) -> bool:
     return changed
 
 
+def _pad_may_fold(net: _Net, pad: _Op, users) -> bool:
+    """Whether ``pad`` alone feeds a VALID conv / pool whose output has SAME's size on the unpadded input: the
+    converter turns such pairs into one SAME op (importers fold them the same way, so IR graphs rarely hold one)."""
+    if len(users) != 1 or users[0] is None or users[0].code not in _WINDOWED or users[0].opts["padding"] != 1:
+        return False
+    u = users[0]
+    _, h, w, _ = net.tensors[pad.inputs[0]].shape
+    if u.code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        kh, kw = net.tensors[u.inputs[1]].shape[1:3]
+        dil = u.opts["dilationHFactor"]
+    else:
+        kh, kw, dil = u.opts["filterHeight"], u.opts["filterWidth"], 1
+    same = (
+        out_size(h, kh, u.opts["strideH"], dil, PAD_SAME),
+        out_size(w, kw, u.opts["strideW"], dil, PAD_SAME),
+    )
+    return tuple(net.tensors[u.outputs[0]].shape[1:3]) == same
+
+
 def _check_mirrored(net: _Net) -> None:
     """Refuse patterns where the converter rewrites in ways this module does not copy (measured: a constant
     MUL / ADD next to a fully connected layer is folded into it in ways that depend on the values; a per-channel
     constant MUL in front of a conv may be folded into its filter)."""
     producer, consumers = _uses(net)
     for op in net.ops:
-        if op.code == "PAD":
-            users = consumers.get(op.outputs[0], ())
-            if any(u is not None and u.code in _WINDOWED and u.opts["padding"] == 1 for u in users):
-                raise FastPathUnsupported(
-                    "a PAD in front of a VALID conv or pool (the converter may fold it)", "graph"
-                )
+        if op.code == "PAD" and _pad_may_fold(net, op, consumers.get(op.outputs[0], ())):
+            raise FastPathUnsupported("a PAD that makes the VALID window after it SAME (the converter may fold it)",
+                                      "graph")  # fmt: skip
         pair = _const_operand(net, op)
         if pair is None:
             continue
