@@ -570,50 +570,33 @@ class _Reader:
             self.b, self.node.get(self.output_id), {"source": "keras", "layers": len(self.calls)}
         )
 
+    def leti_layer(self, c: _Call) -> None:
+        """leti's own layers (``leti.tflite.keras_model``)."""
+        op, x = c.op, self.x(c)
+        if c.kind == "ChannelShuffle":
+            y = self.guard(c, self.b.shuffle, x, op.groups)
+        elif c.kind == "ChannelSlice":
+            y = self.guard(c, self.b.slice, x, op.size, op.start)
+        elif c.kind == "Zero":
+            y = self.b.zero(x)
+        else:
+            y = self.guard(c, self.b.pad, x, op.top, op.left, op.bottom, op.right, op.mode)
+        self.bind(c, y)
+
+    def stored_affine(self, c: _Call) -> None:
+        """Rescaling / Normalization: one affine op with the weights the layer stores."""
+        self.bind(c, self.b.bn(self.x(c), params=int(c.op.count_params())))
+
+    def passthrough(self, c: _Call) -> None:
+        self.node[c.outputs[0]] = self.x(c)
+
     def dispatch(self, c: _Call) -> None:
-        kind, op = c.kind, c.op
-        if not _is_op(op):
-            if (
-                kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
-                and len(self.cfg(c)["kernel_size"]) == 2
-            ):
-                self.conv_like(c)
-            elif kind == "Dense":
-                self.dense(c)
-            elif kind in ("MaxPooling2D", "AveragePooling2D"):
-                self.pool(c)
-            elif kind in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
-                self.global_pool(c)
-            elif kind == "BatchNormalization":
-                self.batchnorm(c)
-            elif kind in ("ReLU", "LeakyReLU", "Softmax", "Activation"):
-                self.activation(c)
-            elif kind in ("Add", "Subtract", "Multiply", "Concatenate"):
-                self.merge(c)
-            elif kind == "ZeroPadding2D":
-                self.zero_padding(c)
-            elif kind == "Cropping2D":
-                self.cropping(c)
-            elif kind in ("Reshape", "Flatten"):
-                self.reshape(c)
-            elif kind in ("UpSampling2D", "Resizing"):
-                self.resize(c)
-            elif kind in ("Rescaling", "Normalization"):
-                self.bind(c, self.b.bn(self.x(c), params=int(op.count_params())))
-            elif kind in _PASS:
-                self.node[c.outputs[0]] = self.x(c)
-            elif kind == "ChannelShuffle":
-                self.bind(c, self.guard(c, self.b.shuffle, self.x(c), op.groups))
-            elif kind == "ChannelSlice":
-                self.bind(c, self.guard(c, self.b.slice, self.x(c), op.size, op.start))
-            elif kind == "Zero":
-                self.bind(c, self.b.zero(self.x(c)))
-            elif kind == "SpatialPad":
-                self.bind(
-                    c, self.guard(c, self.b.pad, self.x(c), op.top, op.left, op.bottom, op.right, op.mode)
-                )
-            else:
+        kind = c.kind
+        if not _is_op(c.op):
+            handler = _LAYER_HANDLERS.get(kind)
+            if handler is None or (handler == "conv_like" and len(self.cfg(c)["kernel_size"]) != 2):
                 raise self.err(c)
+            getattr(self, handler)(c)
             return
         # keras.ops functions called on symbolic tensors
         found = self.act_of(c) if kind in _OPS_ACTS or kind == "Add" else None
@@ -629,6 +612,25 @@ class _Reader:
             self.ops_pad(c)
         else:
             raise self.err(c)
+
+
+# Keras layer class -> _Reader method
+_LAYER_HANDLERS = {
+    **dict.fromkeys(("Conv2D", "DepthwiseConv2D", "SeparableConv2D"), "conv_like"),
+    "Dense": "dense",
+    **dict.fromkeys(("MaxPooling2D", "AveragePooling2D"), "pool"),
+    **dict.fromkeys(("GlobalAveragePooling2D", "GlobalMaxPooling2D"), "global_pool"),
+    "BatchNormalization": "batchnorm",
+    **dict.fromkeys(("ReLU", "LeakyReLU", "Softmax", "Activation"), "activation"),
+    **dict.fromkeys(("Add", "Subtract", "Multiply", "Concatenate"), "merge"),
+    "ZeroPadding2D": "zero_padding",
+    "Cropping2D": "cropping",
+    **dict.fromkeys(("Reshape", "Flatten"), "reshape"),
+    **dict.fromkeys(("UpSampling2D", "Resizing"), "resize"),
+    **dict.fromkeys(("Rescaling", "Normalization"), "stored_affine"),
+    **dict.fromkeys(_PASS, "passthrough"),
+    **dict.fromkeys(("ChannelShuffle", "ChannelSlice", "Zero", "SpatialPad"), "leti_layer"),
+}
 
 
 def _is_op(op) -> bool:

@@ -776,55 +776,56 @@ class _Reader:
         meta = {"source": "onnx", "opset": self.opset, "ops": len(self.nodes)}
         return finish_graph(self.b, self.node.get(self.output), meta)
 
+    def elementwise(self, n) -> None:
+        if n.op_type == "Div" and self.act_of(n) is not None:  # the Erf form of GELU starts with a Div
+            self.activation(n)
+        elif n.op_type == "Div" and n.input[1] not in self.const:
+            raise self.err(n, "divides by a tensor; the IR has no such op")
+        else:
+            self.binary(n)
+
+    def window_pool(self, n) -> None:
+        self.pool(n, "maxpool" if n.op_type == "MaxPool" else "avgpool")
+
+    def whole_map_pool(self, n) -> None:
+        self.global_pool(n, "gap" if n.op_type == "GlobalAveragePool" else "max")
+
+    def alias(self, n) -> None:
+        if n.input[0] in self.const:
+            self.const[n.output[0]] = self.const[n.input[0]]
+        else:
+            self.node[n.output[0]] = self.x(n)
+
     def dispatch(self, n) -> None:
-        op = n.op_type
         if n.domain not in ("", "ai.onnx"):
             raise self.err(n, f"is from the custom domain {n.domain!r}")
         if self.fold(n):
             return
-        if op == "Conv":
-            self.conv(n)
-        elif op in ("MaxPool", "AveragePool"):
-            self.pool(n, "maxpool" if op == "MaxPool" else "avgpool")
-        elif op in ("GlobalAveragePool", "GlobalMaxPool"):
-            self.global_pool(n, "gap" if op == "GlobalAveragePool" else "max")
-        elif op in ("ReduceMean", "ReduceMax"):
-            self.reduce(n)
-        elif op in ("Gemm", "MatMul"):
-            self.dense(n)
-        elif op == "BatchNormalization":
-            self.batchnorm(n)
-        elif op in ("Add", "Sub", "Mul", "Div", "Sum"):
-            found = self.act_of(n) if op == "Div" else None
-            if found is not None:
-                self.activation(n)
-            elif op == "Div" and n.input[1] not in self.const:
-                raise self.err(n, "divides by a tensor; the IR has no such op")
-            else:
-                self.binary(n)
-        elif op in _SIMPLE_ACTS or op == "Clip":
-            self.activation(n)
-        elif op == "Concat":
-            self.concat(n)
-        elif op == "Split":
-            self.split(n)
-        elif op == "Slice":
-            self.slice(n)
-        elif op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
-            self.reshape(n)
-        elif op == "Transpose":
-            self.transpose(n)
-        elif op == "Pad":
-            self.pad(n)
-        elif op in ("Resize", "Upsample"):
-            self.resize(n)
-        elif op in _ALIASES:
-            if n.input[0] in self.const:
-                self.const[n.output[0]] = self.const[n.input[0]]
-            else:
-                self.node[n.output[0]] = self.x(n)
-        else:
+        handler = _HANDLERS.get(n.op_type)
+        if handler is None:
             raise self.err(n, "has no LayerGraph equivalent")
+        getattr(self, handler)(n)
+
+
+# ONNX op -> _Reader method
+_HANDLERS = {
+    "Conv": "conv",
+    **dict.fromkeys(("MaxPool", "AveragePool"), "window_pool"),
+    **dict.fromkeys(("GlobalAveragePool", "GlobalMaxPool"), "whole_map_pool"),
+    **dict.fromkeys(("ReduceMean", "ReduceMax"), "reduce"),
+    **dict.fromkeys(("Gemm", "MatMul"), "dense"),
+    "BatchNormalization": "batchnorm",
+    **dict.fromkeys(("Add", "Sub", "Mul", "Div", "Sum"), "elementwise"),
+    **dict.fromkeys((*_SIMPLE_ACTS, "Clip"), "activation"),
+    "Concat": "concat",
+    "Split": "split",
+    "Slice": "slice",
+    **dict.fromkeys(("Reshape", "Flatten", "Squeeze", "Unsqueeze"), "reshape"),
+    "Transpose": "transpose",
+    "Pad": "pad",
+    **dict.fromkeys(("Resize", "Upsample"), "resize"),
+    **dict.fromkeys(_ALIASES, "alias"),
+}
 
 
 def read_onnx(data, input_shape=None) -> LayerGraph:

@@ -650,6 +650,17 @@ class _AlignedBuffer(fb.BufferT):
         return fb.BufferEnd(builder)
 
 
+# ops whose options are copied field by field from ``_Op.opts`` (the converter writes GELU's as exact: the default)
+_PLAIN_OPTIONS = {
+    "RESIZE_BILINEAR": ("ResizeBilinearOptions", ("halfPixelCenters",)),
+    "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", ("halfPixelCenters",)),
+    "GELU": ("GeluOptions", ()),
+    "LEAKY_RELU": ("LeakyReluOptions", ("alpha",)),
+    "SOFTMAX": ("SoftmaxOptions", ("beta",)),
+    "MIRROR_PAD": ("MirrorPadOptions", ("mode",)),
+}
+
+
 def _options(op: _Op):
     o, fused = op.opts, _FUSED[op.act]
     if op.code == "CONV_2D":
@@ -700,30 +711,12 @@ def _options(op: _Op):
         t = fb.ConcatenationOptionsT()
         t.axis, t.fusedActivationFunction = o["axis"], fused
         return fb.BuiltinOptions.ConcatenationOptions, t
-    if op.code in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
-        bil = op.code == "RESIZE_BILINEAR"
-        t = fb.ResizeBilinearOptionsT() if bil else fb.ResizeNearestNeighborOptionsT()
-        t.halfPixelCenters = o["halfPixelCenters"]
-        kind = (
-            fb.BuiltinOptions.ResizeBilinearOptions if bil else fb.BuiltinOptions.ResizeNearestNeighborOptions
-        )
-        return kind, t
-    if op.code == "GELU":
-        t = fb.GeluOptionsT()
-        t.approximate = False
-        return fb.BuiltinOptions.GeluOptions, t
-    if op.code == "LEAKY_RELU":
-        t = fb.LeakyReluOptionsT()
-        t.alpha = o["alpha"]
-        return fb.BuiltinOptions.LeakyReluOptions, t
-    if op.code == "SOFTMAX":
-        t = fb.SoftmaxOptionsT()
-        t.beta = o["beta"]
-        return fb.BuiltinOptions.SoftmaxOptions, t
-    if op.code == "MIRROR_PAD":
-        t = fb.MirrorPadOptionsT()
-        t.mode = o["mode"]
-        return fb.BuiltinOptions.MirrorPadOptions, t
+    if op.code in _PLAIN_OPTIONS:
+        name, fields = _PLAIN_OPTIONS[op.code]
+        t = getattr(fb, name + "T")()
+        for f in fields:
+            setattr(t, f, o[f])
+        return getattr(fb.BuiltinOptions, name), t
     if op.code == "STRIDED_SLICE":
         t = fb.StridedSliceOptionsT()
         t.beginMask, t.endMask = o["beginMask"], o["endMask"]
