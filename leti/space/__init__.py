@@ -10,9 +10,13 @@ from leti.errors import ArchError, LetiError
 from leti.space import fbnet, leti_space, nb101, nb201
 from leti.space.arch import Arch
 
-SPACES = ("nasbench101", "nasbench201", "fbnet", "leti")
+# ``model``: imported real models (mobile-ml-benchmark, model files). Not a space one samples from: the arch text
+# is the LayerGraph JSON itself (``LayerGraph.to_dict``), read by ``leti.datasets.archs.graph_of``.
+MODEL_SPACE = "model"
+SAMPLED_SPACES = ("nasbench101", "nasbench201", "fbnet", "leti")
+SPACES = (*SAMPLED_SPACES, MODEL_SPACE)
 ALIASES = {"nb101": "nasbench101", "nb201": "nasbench201", "nasbench101": "nasbench101",
-           "nasbench201": "nasbench201", "fbnet": "fbnet", "leti": "leti"}  # fmt: skip
+           "nasbench201": "nasbench201", "fbnet": "fbnet", "leti": "leti", "model": MODEL_SPACE}  # fmt: skip
 
 # Sampling the wide space without a cap would produce multi-GMAC models that take long to measure
 DEFAULT_CONSTRAINTS = {"leti": {"max_macs": 600_000_000}}
@@ -30,6 +34,7 @@ def canonical_space(name: str, field: str = "space") -> str:
 def parse_arch(space: str, text) -> Arch:
     """An Arch from a space's native text (the CSV ``arch`` column)."""
     space = canonical_space(space)
+    _not_model(space)
     if space == "nasbench201":
         return nb201.from_string(text)
     if space == "nasbench101":
@@ -39,6 +44,13 @@ def parse_arch(space: str, text) -> Arch:
     if isinstance(text, dict):
         return Arch.from_dict(text)
     return Arch.from_json(text)
+
+
+def _not_model(space: str) -> None:
+    if space == MODEL_SPACE:
+        raise LetiError(
+            "a model's text is its LayerGraph JSON, not an architecture spec; read it as a graph", "space"
+        )
 
 
 def native_text(arch: Arch) -> str:
@@ -124,6 +136,8 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
     max_tries.
     """
     space = canonical_space(space)
+    if space == MODEL_SPACE:
+        raise LetiError("imported real models cannot be sampled; import them (leti import)", "space")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise LetiError(f"must be a positive integer, got {n!r}", "n")
     cons = {**DEFAULT_CONSTRAINTS.get(space, {}), **(constraints or {})}
@@ -157,4 +171,15 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
     )
 
 
-__all__ = ["ALIASES", "SPACES", "Arch", "canonical_space", "native_text", "parse_arch", "sample", "to_arch"]
+__all__ = [
+    "ALIASES",
+    "MODEL_SPACE",
+    "SAMPLED_SPACES",
+    "SPACES",
+    "Arch",
+    "canonical_space",
+    "native_text",
+    "parse_arch",
+    "sample",
+    "to_arch",
+]
