@@ -14,7 +14,7 @@ def rule(name):
 
 def view(g, j):
     i = g.inputs_of(j)[0]
-    return FU.View(g, i, j, i)
+    return FU.View.of(g, i, j, i)
 
 
 def chain(*steps, shape=(16, 16, 8)):
@@ -40,7 +40,10 @@ def test_bn_into_conv():
         lambda b, x: b.add([x, x]), lambda b, x: b.bn(x)
     )  # a BN after an add stays (pre-activation nets)
     assert not rule("bn->conv").applies(view(g, 2))
-    assert kernel_ops(g, "cpu")[0] == [["add"], ["bn"]]
+    assert kernel_ops(g, "cpu") == ([["add"], ["bn"], ["bn"]], ["add", "bn", "mul"])  # XNNPACK: MUL, then ADD
+    assert kernel_ops(g, "gpu") == ([["add", "bn"]], ["add"])
+    g = chain(lambda b, x: b.add([x, x]), lambda b, x: b.bn(x), lambda b, x: b.act(x, "relu"))
+    assert kernel_ops(g, "cpu")[0] == [["add"], ["bn", "act"], ["bn"]]  # the ReLU rides on the shift's ADD
 
 
 def test_clamp_into_producer():
@@ -68,7 +71,7 @@ def test_gpu_links_elementwise_chains():
     b.mul(x, gate)
     g = b.finish()
     mul = g.n_nodes - 1
-    assert not rule("elementwise->kernel").applies(FU.View(g, gate, mul, gate))
+    assert not rule("elementwise->kernel").applies(FU.View.of(g, gate, mul, gate))
     assert [g.op_name(ns[0]) for ns in FU.split(g, "gpu").nodes] == ["gap", "conv", "mul"]
 
 

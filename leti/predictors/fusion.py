@@ -37,33 +37,69 @@ _CLAMPS = (
 )  # clip-style activations any kernel applies free
 _CONV = (OP_CODE["conv"], OP_CODE["dwconv"])
 _ELEMENTWISE = (OP_CODE["act"], OP_CODE["add"], OP_CODE["mul"], OP_CODE["bn"], OP_CODE["zero"])
+_WINDOWED = (*_CONV, OP_CODE["maxpool"], OP_CODE["avgpool"])
 
 
-@dataclass(frozen=True)
+class _Graph:
+    """The columns of a graph that the rules read, as Python lists (indexing numpy scalars one by one is slow)."""
+
+    def __init__(self, g: LayerGraph):
+        self.g = g
+        self.ops = g.op.tolist()
+        self.attr = g.attr.tolist()
+        self.in_shape = g.in_shape.tolist()
+        self.out_shape = g.out_shape.tolist()
+        ptr = np.searchsorted(g.dst, np.arange(g.n_nodes + 1)) if g.n_edges else np.zeros(g.n_nodes + 1, int)
+        self.n_in = np.diff(ptr).tolist()
+        first = np.full(g.n_nodes, -1, dtype=np.int64)
+        has = ptr[:-1] < ptr[1:]
+        first[has] = g.src[ptr[:-1][has]]
+        self.first_in = first.tolist()
+        if g.n_edges:
+            pairs = np.unique(
+                g.src.astype(np.int64) * g.n_nodes + g.dst
+            )  # distinct consumers: x + x reads x once
+            self.consumers = np.bincount(pairs // g.n_nodes, minlength=g.n_nodes).tolist()
+        else:
+            self.consumers = [0] * g.n_nodes
+
+
 class View:
-    """What a rule may look at: the graph, the candidate node ``j``, its producer ``i`` (the last node of the open
-    kernel) and the kernel's first node ``head``."""
+    """What a rule may look at: the candidate node ``j``, its producer ``i`` (the last node of the open kernel) and
+    the kernel's first node ``head``, in graph ``c`` (``View.of(graph, i, j, head)``)."""
 
-    g: LayerGraph
-    i: int
-    j: int
-    head: int
+    __slots__ = ("c", "head", "i", "j")
+
+    def __init__(self, c: _Graph, i: int, j: int, head: int):
+        self.c, self.i, self.j, self.head = c, i, j, head
+
+    @classmethod
+    def of(cls, g: LayerGraph, i: int, j: int, head: int) -> View:
+        return cls(_Graph(g), i, j, head)
 
     def op(self, n: int) -> int:
-        return int(self.g.op[n])
+        return self.c.ops[n]
 
     def attr(self, n: int, name: str) -> int:
-        return int(self.g.attr[n, A[name]])
+        return self.c.attr[n][A[name]]
+
+    def out(self, n: int) -> list[int]:
+        return self.c.out_shape[n]
+
+
+def _implied_pad(c: _Graph, j: int, i: int) -> bool:
+    if c.ops[j] not in _WINDOWED:
+        return False
+    a = c.attr[j]
+    if a[A["pad"]] != S.PAD_VALID or a[A["kh"]] <= 1:
+        return False
+    return c.in_shape[j][0] > c.out_shape[i][0]
 
 
 def implied_pad(g: LayerGraph, j: int, i: int) -> bool:
     """Node ``j`` reads an explicitly zero-padded copy of node ``i``'s output: a windowed op with VALID padding whose
     input is larger than what ``i`` produced (an op-list graph keeps the padded shape; see leti.importers.mlbench)."""
-    if int(g.op[j]) not in (*_CONV, OP_CODE["maxpool"], OP_CODE["avgpool"]):
-        return False
-    if int(g.attr[j, A["pad"]]) != S.PAD_VALID or int(g.attr[j, A["kh"]]) <= 1:
-        return False
-    return int(g.in_shape[j, 0]) > int(g.out_shape[i, 0])
+    return _implied_pad(_Graph(g), j, i)
 
 
 @dataclass(frozen=True)
@@ -76,16 +112,11 @@ class Rule:
     why: str
 
 
+_HAS_CLAMP = (*_WINDOWED, OP_CODE["dense"], OP_CODE["add"], OP_CODE["mul"], OP_CODE["bn"])
+
+
 def _clamp_into_producer(v: View) -> bool:
-    has_clamp = (
-        *_CONV,
-        OP_CODE["dense"],
-        OP_CODE["add"],
-        OP_CODE["mul"],
-        OP_CODE["maxpool"],
-        OP_CODE["avgpool"],
-    )
-    return v.op(v.j) == OP_CODE["act"] and v.attr(v.j, "act") in _CLAMPS[1:] and v.op(v.i) in has_clamp
+    return v.op(v.j) == OP_CODE["act"] and v.attr(v.j, "act") in _CLAMPS[1:] and v.op(v.i) in _HAS_CLAMP
 
 
 def _bn_into_conv(v: View) -> bool:
@@ -93,24 +124,22 @@ def _bn_into_conv(v: View) -> bool:
 
 
 def _link_elementwise(v: View) -> bool:
-    same = tuple(v.g.out_shape[v.j]) == tuple(
-        v.g.out_shape[v.i]
-    )  # a broadcast (squeeze-excite) mul is not linked
+    same = v.out(v.j) == v.out(v.i)  # a broadcasting (squeeze-excite) mul is not linked
     return v.op(v.j) in _ELEMENTWISE and same and v.op(v.head) != OP_CODE["gap"]
 
 
 def _dw_plus_1x1(v: View) -> bool:
-    g, i, j = v.g, v.i, v.j
+    i, j = v.i, v.j
     return (
         v.op(i) == OP_CODE["dwconv"]
-        and v.i == v.head
+        and i == v.head
         and v.attr(i, "kh") == 3
-        and int(g.out_shape[i, 2]) <= 16
+        and v.out(i)[2] <= 16
         and v.op(j) == OP_CODE["conv"]
         and v.attr(j, "kh") == 1
         and v.attr(j, "sh") == 1
         and v.attr(j, "groups") <= 1
-        and int(g.out_shape[j, 2]) <= 32
+        and v.out(j)[2] <= 32
     )
 
 
@@ -139,6 +168,13 @@ PAD_RULES: dict[str, tuple[str, ...]] = {
     ),  # XNNPACK fuses a static constant pad into (depthwise) convolution, not pooling
     "gpu": ("conv", "dwconv", "maxpool", "avgpool"),  # the GPU delegate's merge_padding_with transformations
     "metal": ("conv", "dwconv", "maxpool", "avgpool"),
+}
+SPLIT_BN: dict[str, bool] = {
+    # whether a standalone BatchNorm (not folded into a conv) runs as two kernels: a MUL by the scale, then an ADD
+    # of the shift (that a following ReLU fuses into); the TFLite converter writes it so, XNNPACK runs them apart
+    "cpu": True,
+    "gpu": False,  # both linked into one shader
+    "metal": False,
 }
 SEPARATE_ACTS: dict[str, bool] = {
     # whether an activation other than ReLU/ReLU6 set on a conv runs as its own kernel
@@ -200,10 +236,6 @@ def _type_of(g: LayerGraph, n: int) -> str:
     return "move"  # shuffle, slice, zero
 
 
-def _tile(c: int, t: int) -> int:
-    return -(-c // t) * t
-
-
 TILE = {"cpu": 8, "gpu": 4, "metal": 4}  # channel blocking of the conv microkernels / GPU slices
 
 
@@ -224,108 +256,107 @@ class Kernels:
         return [TYPES[t] for t in self.types]
 
 
-def _consumers(g: LayerGraph) -> np.ndarray:
-    """Distinct consumer nodes per node (an add of x with itself reads x through one consumer)."""
-    if not g.n_edges:
-        return np.zeros(g.n_nodes, dtype=np.int64)
-    pairs = np.unique(np.stack([g.src, g.dst]), axis=1)
-    return np.bincount(pairs[0], minlength=g.n_nodes)
-
-
-def _first_input(g: LayerGraph, j: int) -> int:
-    ins = g.inputs_of(j)
-    return ins[0] if ins else -1
-
-
-def _row(g: LayerGraph, nodes: list[int], ruleset: str, pad_kernel: bool) -> np.ndarray:
-    h = nodes[0]
-    ih, iw, ic = (int(v) for v in g.in_shape[h])
-    oh, ow, oc = (int(v) for v in g.out_shape[nodes[-1]])
-    a = g.attr[h]
-    k, s, groups = int(a[A["kh"]]), int(a[A["sh"]]), max(int(a[A["groups"]]), 1)
-    op = OPS[int(g.op[h])]
-    if op == "dwconv":
-        groups = ic
-    n_in = len(g.inputs_of(h)) if g.n_edges else 1
-    in_elems = ih * iw * ic * max(n_in, 1) if op in ("add", "concat") else ih * iw * ic
-    if op == "concat":
-        in_elems = oh * ow * oc  # every output element is copied once
-    linked = sum(int(g.out_elems[n]) for n in nodes[1:])
-    macs = int(g.macs[h]) if not pad_kernel else 0
-    tile_macs = macs
-    if op == "conv":
-        t = TILE[ruleset]
-        tile_macs = (
-            int(g.out_shape[h, 0] * g.out_shape[h, 1])
-            * _tile(int(g.out_shape[h, 2]), t)
-            * k
-            * k
-            * (_tile(ic // groups, t) if ruleset != "cpu" else ic // groups)
-        )
-    elif op == "dwconv":
-        tile_macs = (
-            int(g.out_shape[h, 0] * g.out_shape[h, 1]) * _tile(int(g.out_shape[h, 2]), TILE[ruleset]) * k * k
-        )
-    act = max(int(g.attr[n, A["act"]]) for n in nodes)
-    return np.array(
-        [ih, iw, ic, oh, ow, oc, k, s, groups, n_in, act, len(nodes), macs, in_elems, oh * ow * oc,
-         int(sum(int(g.params[n]) for n in nodes)), linked, tile_macs],
-        dtype=np.float64,
-    )  # fmt: skip
+def _rows(g: LayerGraph, c: _Graph, kernels: list[list[int]], ruleset: str) -> np.ndarray:
+    """The COLUMNS row of every kernel (a run of nodes), computed for all kernels at once."""
+    H = np.array([ks[0] for ks in kernels], dtype=np.int64)
+    L = np.array([ks[-1] for ks in kernels], dtype=np.int64)
+    ins, outs, hout = g.in_shape[H].astype(float), g.out_shape[L].astype(float), g.out_shape[H].astype(float)
+    a = g.attr[H]
+    op = g.op[H]
+    k, st = a[:, A["kh"]].astype(float), a[:, A["sh"]].astype(float)
+    groups = np.maximum(a[:, A["groups"]], 1).astype(float)
+    dw = op == OP_CODE["dwconv"]
+    groups[dw] = ins[dw, 2]
+    n_in = np.array([c.n_in[h] for h in H], dtype=float)
+    in_elems = ins.prod(axis=1)
+    add = op == OP_CODE["add"]
+    in_elems[add] *= np.maximum(n_in[add], 1)
+    cat = op == OP_CODE["concat"]
+    in_elems[cat] = outs[cat].prod(axis=1)  # every output element is copied once
+    out_elems = g.out_elems
+    linked = np.array([sum(out_elems[n] for n in ks[1:]) for ks in kernels], dtype=float)
+    weights = np.array([sum(g.params[n] for n in ks) for ks in kernels], dtype=float)
+    act = np.array([max(c.attr[n][A["act"]] for n in ks) for ks in kernels], dtype=float)
+    macs = g.macs[H].astype(float)
+    t = TILE[ruleset]
+    tile = macs.copy()
+    conv = op == OP_CODE["conv"]
+    cin_g = ins[:, 2] / groups
+    red = np.where(
+        ruleset == "cpu", cin_g, np.ceil(cin_g / t) * t
+    )  # GPUs pad the reduction to 4-channel slices
+    spatial = hout[:, 0] * hout[:, 1] * np.ceil(hout[:, 2] / t) * t * k * k
+    tile[conv] = (spatial * red)[conv]
+    tile[dw] = spatial[dw]
+    n_ops = np.array([len(ks) for ks in kernels], dtype=float)
+    return np.column_stack([ins, outs, k, st, groups, n_in, act, n_ops, macs, in_elems, outs.prod(axis=1), weights,
+                            linked, tile])  # fmt: skip
 
 
 def split(g: LayerGraph, ruleset: str) -> Kernels:
-    """The kernels ``ruleset``'s runtime launches for ``g``, in launch order."""
+    """The kernels ``ruleset``'s runtime launches for ``g``, in launch order (extra pad and activation kernels of
+    the runtime come last, each naming the node it belongs to)."""
     check_ruleset(ruleset)
     rules = rules_for(ruleset)
-    cons = _consumers(g)
+    c = _Graph(g)
+    ops = c.ops
     kernels: list[list[int]] = []
-    extra: list[tuple[str, list[int]]] = []  # kernels that are not a run of nodes: pads, separate activations
-    owner = np.full(g.n_nodes, -1, dtype=np.int64)  # node -> index in kernels
+    pads: list[int] = []  # nodes whose explicit pad runs as its own kernel
+    owner = [-1] * g.n_nodes  # node -> index in kernels
+    inp, pad_free = OP_CODE["input"], {OP_CODE[o] for o in PAD_RULES[ruleset]}
     for j in range(g.n_nodes):
-        op = int(g.op[j])
-        if op == OP_CODE["input"]:
+        if ops[j] == inp:
             continue
-        i = _first_input(g, j)
-        joined = False
-        if i >= 0 and owner[i] >= 0 and cons[i] == 1 and kernels[owner[i]][-1] == i:
-            v = View(g, i, j, kernels[owner[i]][0])
+        i = c.first_in[j]
+        if i >= 0 and owner[i] >= 0 and c.consumers[i] == 1 and kernels[owner[i]][-1] == i:
+            v = View(c, i, j, kernels[owner[i]][0])
             if any(r.applies(v) for r in rules):
                 kernels[owner[i]].append(j)
                 owner[j] = owner[i]
-                joined = True
-        if joined:
-            continue
-        if i >= 0 and implied_pad(g, j, i) and OPS[op] not in PAD_RULES[ruleset]:
-            extra.append(("pad", [j]))
+                continue
+        if i >= 0 and ops[j] not in pad_free and _implied_pad(c, j, i):
+            pads.append(j)
         owner[j] = len(kernels)
         kernels.append([j])
-    types, rows, nodes = [], [], []
-    for ks in kernels:
-        types.append(TYPE_CODE[_type_of(g, ks[0])])
-        rows.append(_row(g, ks, ruleset, False))
-        nodes.append(ks)
-        if SEPARATE_ACTS[ruleset] and int(g.op[ks[0]]) in (*_CONV, OP_CODE["dense"]):
-            act = int(g.attr[ks[0], A["act"]])
-            if act not in _CLAMPS:  # hard-swish and friends: their own elementwise kernel after the conv
-                types.append(TYPE_CODE["act"])
-                r = _row(g, ks, ruleset, True)
-                r[COL["in_elems"]] = r[COL["out_elems"]]
-                rows.append(r)
+    if not kernels:
+        return Kernels(np.zeros(0, dtype=np.int64), np.zeros((0, len(COLUMNS))), [], ruleset)
+    rows = _rows(g, c, kernels, ruleset)
+    types = [TYPE_CODE[_type_of(g, ks[0])] for ks in kernels]
+    nodes = [list(ks) for ks in kernels]
+    extra_rows, extra_types = [], []
+    if SEPARATE_ACTS[ruleset]:
+        lead = (*_CONV, OP_CODE["dense"])
+        for ki, ks in enumerate(kernels):
+            if ops[ks[0]] in lead and c.attr[ks[0]][A["act"]] not in _CLAMPS:
+                r = _memory_row(rows[ki], rows[ki, COL["out_elems"]])  # hard-swish & co: their own kernel
+                extra_rows.append(r)
+                extra_types.append(TYPE_CODE["act"])
                 nodes.append([ks[0]])
-    for kind, ks in extra:
-        types.append(TYPE_CODE[kind])
-        r = _row(g, ks, ruleset, True)
-        r[COL["out_elems"]] = r[COL["in_elems"]]  # a pad writes the padded input
-        r[COL["weights"]] = 0
-        rows.append(r)
-        nodes.append(ks)
-    return Kernels(
-        np.asarray(types, dtype=np.int64),
-        np.asarray(rows, dtype=np.float64).reshape(-1, len(COLUMNS)),
-        nodes,
-        ruleset,
-    )
+    if SPLIT_BN[ruleset]:
+        bn = OP_CODE["bn"]
+        for ki, ks in enumerate(kernels):
+            if ops[ks[0]] == bn:  # the scale MUL; the kernel itself stands for the shift ADD
+                extra_rows.append(_memory_row(rows[ki], rows[ki, COL["in_elems"]]))
+                extra_types.append(TYPE_CODE["mul"])
+                nodes.append([ks[0]])
+    for j in pads:
+        r = _memory_row(rows[owner[j]], rows[owner[j], COL["in_elems"]])  # a pad writes the padded input
+        extra_rows.append(r)
+        extra_types.append(TYPE_CODE["pad"])
+        nodes.append([j])
+    if extra_rows:
+        rows = np.vstack([rows, np.array(extra_rows)])
+        types += extra_types
+    return Kernels(np.asarray(types, dtype=np.int64), rows, nodes, ruleset)
+
+
+def _memory_row(row: np.ndarray, elems: float) -> np.ndarray:
+    """A memory-bound kernel over ``elems`` elements with the shapes of ``row``: no MACs, no weights."""
+    r = row.copy()
+    r[COL["macs"]] = r[COL["tile_macs"]] = r[COL["weights"]] = r[COL["linked_elems"]] = 0.0
+    r[COL["in_elems"]] = r[COL["out_elems"]] = elems
+    r[COL["n_ops"]] = 1.0
+    return r
 
 
 __all__ = [

@@ -62,6 +62,10 @@ FEATURE_SETS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 FLOOR_MS = 1e-4  # a kernel's linear estimate never goes below this (a launch costs something)
 MIN_KERNEL_SAMPLES = 3
+TREES, TREE_RATE = (
+    100,
+    0.15,
+)  # the kernel regressor's LightGBM correction: rounds and learning rate (speed: predict)
 SHARED_TERMS = ("tile_macs", "out_elems", "count")  # terms every kernel also pays through the shared columns
 MAX_FOLDS = 40
 RIDGES = (
@@ -121,7 +125,12 @@ class KernelSamples:
         types, rows, ms = [], [], []
         for g, times in zip(graphs, node_ms, strict=True):
             k = kernels_of(g, ruleset)
-            owner = {n: i for i, ns in enumerate(k.nodes) for n in ns}
+            owner: dict[int, int] = {}
+            for i, ns in enumerate(
+                k.nodes
+            ):  # a node's own kernel comes first; extra pad/activation kernels after
+                for n in ns:
+                    owner.setdefault(n, i)
             acc: dict[int, float] = {}
             for node, t in times.items():
                 i = owner.get(int(node))
@@ -167,8 +176,17 @@ def nnls_relative(
     return coef / scale
 
 
+_GROUP_OF_TYPE = np.array(["elementwise" if t in _MEMORY else t for t in FU.TYPES], dtype=object)
+_IS_CONV = np.array([t in _CONVS for t in FU.TYPES])
+
+
 def _groups(types: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return np.array([group_of(t, r) for t, r in zip(types, rows, strict=True)], dtype=object)
+    """``group_of`` of every kernel, vectorised."""
+    types = np.asarray(types, dtype=np.int64)
+    out = _GROUP_OF_TYPE[types].copy()
+    if types.size:
+        out[_IS_CONV[types] & (rows[:, _C["h_in"]] == 1) & (rows[:, _C["w_in"]] == 1)] = "dense"
+    return out
 
 
 class KernelRegressor:
@@ -200,11 +218,11 @@ class KernelRegressor:
         # the trees learn the log-ratio to the linear model: inside the measured range they correct it (GPU
         # occupancy, tiling), outside it the linear part still scales with the work
         base = self._linear(grp, rows)
-        params = {"objective": "l2", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 10,
+        params = {"objective": "l2", "learning_rate": TREE_RATE, "num_leaves": 15, "min_data_in_leaf": 10,
                   "seed": int(self.seed), "deterministic": True, "num_threads": 1, "verbose": -1}  # fmt: skip
         ds = lgb.Dataset(kernel_x(types, rows), np.log(ms) - np.log(base), categorical_feature=[0],
                          params={"verbose": -1, "min_data_in_bin": 1})  # fmt: skip
-        self.booster_ = lgb.train(params, ds, num_boost_round=300)
+        self.booster_ = lgb.train(params, ds, num_boost_round=TREES)
         return self
 
     def _linear(self, grp: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -224,7 +242,10 @@ class KernelRegressor:
             return out
         out[known] = self._linear(grp[known], rows[known])
         if self.booster_ is not None:
-            out[known] *= np.exp(self.booster_.predict(kernel_x(types[known], rows[known]), num_threads=1))
+            # networks repeat their blocks: the trees see each distinct kernel once
+            x = kernel_x(types[known], rows[known])
+            uniq, inverse = np.unique(x, axis=0, return_inverse=True)
+            out[known] *= np.exp(self.booster_.predict(uniq, num_threads=1))[inverse.ravel()]
         return out
 
     def to_json(self) -> dict:
