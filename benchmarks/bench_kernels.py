@@ -7,8 +7,9 @@
 2. ``kernels build``: ``leti kernels build --target host-litert-cpu-1t --runs 20`` kernels per second (building the
    single-kernel .tflite and timing it). Goal: at least 5 kernels/s.
 3. ``fusion``: for each CPU fusion rule, a fused pair timed as one model against its parts timed alone, in
-   interleaved rounds (the invocation overhead, timed on a trivial model, is taken off each). A fused pair costs about
-   its main op alone; an unfused pair costs about the sum of its parts.
+   interleaved rounds; each model's figure is its least disturbed round (the minimum over rounds of the median of
+   its runs), less the invocation overhead timed on a trivial model. A fused pair costs about its main op alone; an
+   unfused pair costs about the sum of its parts.
 
 The host's load is printed; timings taken on a busy machine are noisy and should be re-run on a quiet one.
 
@@ -82,27 +83,32 @@ def bench_build(n: int) -> dict:
 
 
 def _pairs():
-    """(rule, fused graph, [part graphs], expect fused?)"""
+    """(what, pair as one model, [its parts alone])"""
     from leti.graph.builder import GraphBuilder
 
-    def one(fn, shape=(56, 56, 64)):
+    def one(fn, shape=(112, 112, 32)):  # large maps: the elementwise parts cost tens of microseconds
         b = GraphBuilder()
         fn(b, b.input(shape))
         return b.finish()
 
+    def conv(b, x, act="none"):
+        return b.conv(x, 32, 1, act=act)
+
     return [
-        ("conv+relu (clamp->producer, converter)", one(lambda b, x: b.conv(x, 64, 3, act="relu")),
-         [one(lambda b, x: b.conv(x, 64, 3)), one(lambda b, x: b.act(x, "relu"))], True),
-        ("add+relu (clamp->producer)", one(lambda b, x: b.act(b.add([x, x]), "relu")),
-         [one(lambda b, x: b.add([x, x])), one(lambda b, x: b.act(x, "relu"))], True),
-        ("conv+bn (bn->conv)", one(lambda b, x: b.bn(b.conv(x, 64, 3))),
-         [one(lambda b, x: b.conv(x, 64, 3)), one(lambda b, x: b.bn(x))], True),
-        ("conv+hswish (not fused on CPU)", one(lambda b, x: b.act(b.conv(x, 64, 3), "hswish")),
-         [one(lambda b, x: b.conv(x, 64, 3)), one(lambda b, x: b.act(x, "hswish"))], False),
-        ("dwconv+relu6 (clamp->producer)", one(lambda b, x: b.dwconv(x, 3, act="relu6")),
-         [one(lambda b, x: b.dwconv(x, 3)), one(lambda b, x: b.act(x, "relu6"))], True),
-        ("add+bn (not fused: no conv to fold into)", one(lambda b, x: b.bn(b.add([x, x]))),
-         [one(lambda b, x: b.add([x, x])), one(lambda b, x: b.bn(x))], False),
+        ("conv + relu", one(lambda b, x: conv(b, x, "relu")), [one(conv), one(lambda b, x: b.act(x, "relu"))]),
+        ("dwconv + relu6", one(lambda b, x: b.dwconv(x, 3, act="relu6")),
+         [one(lambda b, x: b.dwconv(x, 3)), one(lambda b, x: b.act(x, "relu6"))]),
+        ("maxpool + relu", one(lambda b, x: b.act(b.pool("maxpool", x, 3, 1), "relu")),
+         [one(lambda b, x: b.pool("maxpool", x, 3, 1)), one(lambda b, x: b.act(x, "relu"))]),
+        ("dense + relu", one(lambda b, x: b.dense(x, 2048, act="relu"), (1, 1, 2048)),
+         [one(lambda b, x: b.dense(x, 2048), (1, 1, 2048)), one(lambda b, x: b.act(x, "relu"), (1, 1, 2048))]),
+        ("conv + bn", one(lambda b, x: b.bn(conv(b, x))), [one(conv), one(lambda b, x: b.bn(x))]),
+        ("add + relu", one(lambda b, x: b.act(b.add([x, x]), "relu")),
+         [one(lambda b, x: b.add([x, x])), one(lambda b, x: b.act(x, "relu"))]),
+        ("mul + relu", one(lambda b, x: b.act(b.mul(x, x), "relu")),
+         [one(lambda b, x: b.mul(x, x)), one(lambda b, x: b.act(x, "relu"))]),
+        ("conv + hswish", one(lambda b, x: b.act(conv(b, x), "hswish")), [one(conv), one(lambda b, x: b.act(x, "hswish"))]),
+        ("add + bn", one(lambda b, x: b.bn(b.add([x, x]))), [one(lambda b, x: b.add([x, x])), one(lambda b, x: b.bn(x))]),
     ]  # fmt: skip
 
 
@@ -117,34 +123,37 @@ def bench_fusion(rounds: int, runs: int = 30) -> list[dict]:
     settings = target_settings("host-litert-cpu-1t", runs=runs, warmup=3)
     pairs = _pairs()
     over = build_tflite(_overhead_graph())
-    models = [(build_tflite(f), [build_tflite(p) for p in parts]) for _, f, parts, _ in pairs]
+    models = [(build_tflite(f), [build_tflite(p) for p in parts]) for _, f, parts in pairs]
     t_over: list[float] = []
     t_fused = [[] for _ in pairs]
-    t_parts = [[[] for _ in parts] for _, _, parts, _ in pairs]
+    t_parts = [[[] for _ in parts] for _, _, parts in pairs]
     for _ in range(rounds):  # interleaved: drift of the host hits every model alike
         t_over.append(runner.measure(over, settings).median_ms)
         for i, (f, parts) in enumerate(models):
             t_fused[i].append(runner.measure(f, settings).median_ms)
             for j, p in enumerate(parts):
                 t_parts[i][j].append(runner.measure(p, settings).median_ms)
-    o = float(np.median(t_over))
+    # the least disturbed round of each model: on a shared machine other processes only ever add time
+    o = float(np.min(t_over))
     out = []
-    for i, (name, fused, _parts, expect) in enumerate(pairs):
-        tf = float(np.median(t_fused[i])) - o
-        tp = [float(np.median(t)) - o for t in t_parts[i]]
-        kernels = len(FU.split(fused, "cpu"))
-        # fused when the pair costs closer to its main op alone than to the sum of its parts
-        fused_seen = abs(tf - tp[0]) < abs(tf - sum(tp))
+    rules = FU.ruleset_for_target("host-litert-cpu-1t")
+    for i, (name, fused, _parts) in enumerate(pairs):
+        tf = float(np.min(t_fused[i])) - o
+        tp = [float(np.min(t)) - o for t in t_parts[i]]
+        kernels = len(FU.split(fused, rules))
+        expect = kernels == 1  # what leti's rule table says: the pair is one kernel
+        # fused when the pair costs less than its main op plus half its second part
+        fused_seen = tf - tp[0] < 0.5 * tp[1]
         out.append({"rule": name, "fused_ms": tf, "parts_ms": tp, "sum_ms": sum(tp), "kernels": kernels,
                     "expected_fused": expect, "looks_fused": fused_seen,
-                    "agrees": fused_seen == expect and (kernels == 1) == expect})  # fmt: skip
+                    "agrees": fused_seen == expect})  # fmt: skip
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40, help="kernels to build and time")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the fusion check")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds of the fusion check")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--skip-fusion", action="store_true")
     a = ap.parse_args(argv)
@@ -159,7 +168,9 @@ def main(argv=None) -> int:
               f"= {b['kernels_per_s']:.1f} kernels/s (total {b['total_s']:.1f} s)  goal >= 5: "
               f"{'met' if b['kernels_per_s'] >= 5 else 'MISSED'}")  # fmt: skip
     if not a.skip_fusion:
-        print(f"\nfusion rules on this host (XNNPACK), {a.rounds} interleaved rounds, overhead removed:")
+        print(
+            f"\nfusion rules on this host (XNNPACK), best of {a.rounds} interleaved rounds, overhead removed:"
+        )
         print(
             "| pair | fused model ms | parts ms | sum of parts | kernels (rules) | expected | measured | agrees |"
         )

@@ -18,6 +18,7 @@ The four anchors of issue 13, on the same split:
 
     .venv/bin/python benchmarks/bench_mlbench.py [--data ../shared/data/mobile-ml-benchmark] [--devices pixel4,s10]
         [--units 1large,gpu] [--json out.json] [--plots docs/img]
+    .venv/bin/python benchmarks/bench_mlbench.py --ablation     # the kernel family's design choices, same split
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ DEFAULT_DATA = _default_data()
 DEVICES = ("pixel4", "s10", "mi8se", "a03s", "iphone7", "iphonexs")
 UNITS = ("1large", "gpu")
 GOAL = 0.85
+# --ablation: the kernel family with one choice changed (leave-one-family-out, same split)
+ABLATION = (
+    ("default", {}),
+    ("no kernel measurements (latent only)", {"kernel_model": "none"}),
+    ("linear kernel regressor", {"kernel_model": "linear"}),
+    ("work terms: full", {"features": "full"}),
+    ("work terms: small", {"features": "small"}),
+    ("no ridge", {"ridge": 0.0}),
+    ("ridge 0.01", {"ridge": 0.01}),
+)
 _OPTYPES = ("conv", "gconv", "dwconv", "dense", "maxpool", "avgpool", "gap", "concat")
 
 
@@ -137,6 +148,13 @@ def run(data: Path, devices, units, json_out: Path | None, plots: Path | None) -
                   + (f"opsum {100 * row['opsum']['acc10']:5.1f}  " if "opsum" in row else "")
                   + f"rho {k['spearman']:.3f}  noise {100 * row['noise']:.1f}%  "
                   f"{'ok' if row['met'] else 'MISS'}  ({time.perf_counter() - t1:.0f} s)", flush=True)  # fmt: skip
+            err = (k["y_pred"] - k["y_true"]) / k["y_true"]
+            miss = [
+                f"{k['models'][i]} {100 * err[i]:+.0f}%"
+                for i in np.argsort(-np.abs(err))
+                if abs(err[i]) > 0.1
+            ]
+            print(f"    outside ±10%: {', '.join(miss) or 'none'}", flush=True)
             if plots is not None:
                 plot(k["y_true"], k["y_pred"], plots / f"mlbench-{target}.png",
                      f"{target}: kernel, leave-one-family-out, acc@10 {100 * k['acc10']:.1f}%")  # fmt: skip
@@ -147,6 +165,28 @@ def run(data: Path, devices, units, json_out: Path | None, plots: Path | None) -
                         if isinstance(m, dict) else m) for a, m in r.items()} for t, r in results.items()}  # fmt: skip
         json_out.write_text(json.dumps(slim, indent=1, sort_keys=True, default=float))
     return results
+
+
+def ablation(data: Path, devices, units) -> str:
+    from leti.datasets.mlbench import import_mlbench
+    from leti.datasets.store import Store
+    from leti.predictors.family_split import evaluate_by_family
+
+    tmp = tempfile.mkdtemp(prefix="leti-mlbench-")
+    store = Store.open(Path(tmp) / "leti.db")
+    import_mlbench(store, data)
+    targets = [target_of(d, u) for u in units for d in devices]
+    lines = ["| variant | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets)]
+    for name, params in ABLATION:
+        accs = []
+        for t in targets:
+            if "kernel_model" in params and not t.endswith("-gpu"):
+                accs.append("–")  # CPU targets have no kernel measurements: same as the default
+                continue
+            accs.append(f"{100 * evaluate_by_family(store, t, 'kernel', params)['acc10']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(accs) + " |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
 
 
 def table(results: dict) -> str:
@@ -173,10 +213,14 @@ def main(argv=None) -> int:
     ap.add_argument("--units", default=",".join(UNITS))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plots", type=Path, default=None)
+    ap.add_argument("--ablation", action="store_true", help="kernel variants instead of the anchors")
     a = ap.parse_args(argv)
     if not (a.data / "tflite_cnn_e2e.csv").is_file():
         print(f"no mobile-ml-benchmark data under {a.data}", file=sys.stderr)
         return 2
+    if a.ablation:
+        print(ablation(a.data, a.devices.split(","), a.units.split(",")))
+        return 0
     run(a.data, a.devices.split(","), a.units.split(","), a.json, a.plots)
     return 0
 

@@ -47,11 +47,22 @@ def test_bn_into_conv():
 
 
 def test_clamp_into_producer():
-    g = chain(lambda b, x: b.add([x, x]), lambda b, x: b.act(x, "relu"))
+    g = chain(lambda b, x: b.pool("maxpool", x, 3, 1), lambda b, x: b.act(x, "relu6"))
     assert rule("clamp->producer").applies(view(g, 2))
-    assert kernel_ops(g, "cpu")[0] == [["add", "act"]]
-    g = chain(lambda b, x: b.add([x, x]), lambda b, x: b.act(x, "hswish"))
+    for rs in ("cpu", "litert"):
+        assert kernel_ops(g, rs)[0] == [["maxpool", "act"]]
+    g = chain(lambda b, x: b.pool("maxpool", x, 3, 1), lambda b, x: b.act(x, "hswish"))
     assert not rule("clamp->producer").applies(view(g, 2))
+    assert kernel_ops(g, "cpu")[0] == [["maxpool"], ["act"]]
+
+
+def test_clamp_into_binary_op():
+    g = chain(lambda b, x: b.add([x, x]), lambda b, x: b.act(x, "relu"))
+    assert rule("clamp->binary").applies(view(g, 2)) and not rule("clamp->producer").applies(view(g, 2))
+    assert kernel_ops(g, "cpu")[0] == [["add", "act"]]  # TFLite 2.x on phones: the add's fused activation
+    assert kernel_ops(g, "litert")[0] == [["add"], ["act"]]  # LiteRT 2.3 on the host: a second pass
+    g = chain(lambda b, x: b.add([x, x]), lambda b, x: b.act(x, "sigmoid"))
+    assert not rule("clamp->binary").applies(view(g, 2))
     assert kernel_ops(g, "cpu")[0] == [["add"], ["act"]]
     g = chain(
         lambda b, x: b.concat([x, x]), lambda b, x: b.act(x, "relu")
@@ -139,7 +150,8 @@ def test_rulesets():
     assert FU.ruleset_for_target("pixel4-tflite-cpu-1large") == "cpu"
     assert FU.ruleset_for_target("pixel4-tflite-gpu") == "gpu"
     assert FU.ruleset_for_target("iphonexs-tflite-gpu") == "metal"
-    assert FU.ruleset_for_target("host-litert-cpu-1t") == "cpu"
-    assert {r.name for r in FU.rules_for("cpu")} == {"bn->conv", "clamp->producer"}
+    assert FU.ruleset_for_target("host-litert-cpu-1t") == "litert"
+    assert {r.name for r in FU.rules_for("cpu")} == {"bn->conv", "clamp->producer", "clamp->binary"}
+    assert {r.name for r in FU.rules_for("litert")} == {"bn->conv", "clamp->producer"}
     with pytest.raises(PredictorError):
         FU.split(chain(lambda b, x: b.act(x, "relu")), "npu")

@@ -70,6 +70,19 @@ def test_explain_adds_up(graphs):
     assert sum(k["ms"] for k in e["kernels"]) + e["overhead_ms"] == pytest.approx(e["total_ms"], rel=1e-9)
     first = e["kernels"][0]
     assert {"h_in", "c_in", "c_out", "k", "stride", "groups"} <= set(first["config"]) and first["ops"]
+    assert e["kernels_outside_training_ranges"] == 0  # a training graph is inside its own ranges
+
+
+def test_kernels_outside_training_ranges(graphs, tmp_path):
+    from leti.graph.builder import GraphBuilder
+
+    p = KernelPredictor(features="full").fit(graphs, synthetic_ms(graphs))
+    b = GraphBuilder()
+    b.conv(b.input((224, 224, 3)), 4096, 3)  # far wider and larger than any leti-space conv
+    e = p.explain(b.finish())
+    assert e["kernels_outside_training_ranges"] == 1 and "c_out" in e["kernels"][0]["outside"]
+    q = load_dir(p.save(tmp_path / "k"))
+    assert q.explain(b.finish())["kernels"][0]["outside"] == e["kernels"][0]["outside"]
 
 
 def _kernel_samples(graphs, ruleset):

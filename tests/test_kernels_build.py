@@ -51,7 +51,7 @@ def test_build_is_resumable(tmp_path):
     km = st.kernel_measurements(TARGET)
     assert len(km) == 9 and (km["latency_ms"] > 0).all()  # 8 kernels and the invocation overhead
     pred = load(TARGET, "kernel")
-    assert pred.meta_["n_kernels"] >= 6 and pred.rules_ == "cpu"
+    assert pred.meta_["n_kernels"] >= 6 and pred.rules_ == "litert"
     g = KernelConfig("conv", 16, 8, 16, 3, act="relu").graph()
     assert np.isfinite(pred.predict([g])).all()
     again = build_kernels(st, Binding(TARGET), n=8, rounds=2, runs=3, warmup=1, max_macs=5_000_000)

@@ -6,7 +6,9 @@ that predicting kernels, each with its own shape configuration, is what carries 
 
 Rule sets, picked from the target (``ruleset_for_target``):
 
-* ``cpu``   TFLite on the CPU through XNNPACK (the default delegate), with the TFLite converter's own fusions;
+* ``cpu``   TFLite 2.x on a phone CPU through XNNPACK (the default delegate), with the converter's own fusions;
+* ``litert`` LiteRT (ai-edge-litert 2.x) on this host's CPU through XNNPACK: ``cpu``, except that a ReLU after an
+  add or mul is its own pass (measured: benchmarks/bench_kernels.py);
 * ``gpu``   the TFLite GPU delegate on Android (OpenCL);
 * ``metal`` the TFLite GPU delegate on iOS (Metal): ``gpu`` plus one merge of its own.
 
@@ -27,7 +29,8 @@ from leti.errors import PredictorError
 from leti.graph import shapes as S
 from leti.graph.layergraph import ACT_CODE, OP_CODE, OPS, A, LayerGraph
 
-RULESETS: tuple[str, ...] = ("cpu", "gpu", "metal")
+RULESETS: tuple[str, ...] = ("cpu", "litert", "gpu", "metal")
+CPU_RULESETS = ("cpu", "litert")
 GPU_RULESETS = ("gpu", "metal")
 
 _CLAMPS = (
@@ -112,11 +115,20 @@ class Rule:
     why: str
 
 
-_HAS_CLAMP = (*_WINDOWED, OP_CODE["dense"], OP_CODE["add"], OP_CODE["mul"], OP_CODE["bn"])
+_HAS_CLAMP = (*_WINDOWED, OP_CODE["dense"], OP_CODE["bn"])
+_BINARY = (OP_CODE["add"], OP_CODE["mul"])
+
+
+def _is_clamp(v: View) -> bool:
+    return v.op(v.j) == OP_CODE["act"] and v.attr(v.j, "act") in _CLAMPS[1:]
 
 
 def _clamp_into_producer(v: View) -> bool:
-    return v.op(v.j) == OP_CODE["act"] and v.attr(v.j, "act") in _CLAMPS[1:] and v.op(v.i) in _HAS_CLAMP
+    return _is_clamp(v) and v.op(v.i) in _HAS_CLAMP
+
+
+def _clamp_into_binary(v: View) -> bool:
+    return _is_clamp(v) and v.op(v.i) in _BINARY
 
 
 def _bn_into_conv(v: View) -> bool:
@@ -146,9 +158,15 @@ def _dw_plus_1x1(v: View) -> bool:
 RULES: tuple[Rule, ...] = (
     Rule("bn->conv", RULESETS, _bn_into_conv,
          "The TFLite converter folds a BatchNorm that follows a conv into its weights (every runtime)."),
-    Rule("clamp->producer", ("cpu",), _clamp_into_producer,
-         "ReLU / ReLU6 become the fused activation of the conv, depthwise conv, fully connected, add, mul or pool "
-         "before them (converter), and XNNPACK fuses any Clamp into its producer (xnn_subgraph_fusion)."),
+    Rule("clamp->producer", CPU_RULESETS, _clamp_into_producer,
+         "ReLU / ReLU6 become the fused activation of the conv, depthwise conv, fully connected, pool or BatchNorm "
+         "shift before them (converter), and XNNPACK fuses a Clamp into its producer (xnn_subgraph_fusion). "
+         "Measured on the host: conv, depthwise conv, dense and pools cost the same with and without it."),
+    Rule("clamp->binary", ("cpu",), _clamp_into_binary,
+         "ReLU after an add or mul: the converter makes it the add's fused activation, which TFLite 2.x's XNNPACK "
+         "applied in the same pass (assumed for the phones, not measured there). LiteRT 2.3 on the host runs it "
+         "as a second pass: add + ReLU costs add + ReLU alone (bench_kernels.py), so rule set litert leaves it "
+         "out."),
     Rule("elementwise->kernel", GPU_RULESETS, _link_elementwise,
          "The GPU delegate links a chain of elementwise ops (activations, add, mul, BatchNorm) into the shader "
          "of the kernel before them: mobile-ml-benchmark's kernel names conv_linked_:_add_linked_:_relu, on all "
@@ -166,6 +184,7 @@ PAD_RULES: dict[str, tuple[str, ...]] = {
         "conv",
         "dwconv",
     ),  # XNNPACK fuses a static constant pad into (depthwise) convolution, not pooling
+    "litert": ("conv", "dwconv"),
     "gpu": ("conv", "dwconv", "maxpool", "avgpool"),  # the GPU delegate's merge_padding_with transformations
     "metal": ("conv", "dwconv", "maxpool", "avgpool"),
 }
@@ -173,12 +192,14 @@ SPLIT_BN: dict[str, bool] = {
     # whether a standalone BatchNorm (not folded into a conv) runs as two kernels: a MUL by the scale, then an ADD
     # of the shift (that a following ReLU fuses into); the TFLite converter writes it so, XNNPACK runs them apart
     "cpu": True,
+    "litert": True,
     "gpu": False,  # both linked into one shader
     "metal": False,
 }
 SEPARATE_ACTS: dict[str, bool] = {
     # whether an activation other than ReLU/ReLU6 set on a conv runs as its own kernel
     "cpu": True,  # hard-swish, sigmoid, swish... are their own XNNPACK operators
+    "litert": True,
     "gpu": False,  # linked into the conv's shader
     "metal": False,
 }
@@ -196,13 +217,14 @@ def check_ruleset(ruleset: str) -> str:
 
 
 def ruleset_for_target(target: str) -> str:
-    """``cpu`` for CPU targets; ``metal`` for GPU targets of Apple devices; ``gpu`` for other GPU targets."""
+    """``litert`` for LiteRT CPU targets (this host); ``cpu`` for other CPU targets; ``metal`` for GPU targets of
+    Apple devices; ``gpu`` for other GPU targets."""
     from leti.targets import parse_target
 
     spec = parse_target(target)
     if spec.unit == "gpu":
         return "metal" if spec.device.startswith(("iphone", "ipad")) else "gpu"
-    return "cpu"
+    return "litert" if spec.runtime == "litert" else "cpu"
 
 
 # ---- kernel types and their configurations -------------------------------------------------------------------
@@ -236,7 +258,7 @@ def _type_of(g: LayerGraph, n: int) -> str:
     return "move"  # shuffle, slice, zero
 
 
-TILE = {"cpu": 8, "gpu": 4, "metal": 4}  # channel blocking of the conv microkernels / GPU slices
+TILE = {"cpu": 8, "litert": 8, "gpu": 4, "metal": 4}  # channel blocking of the conv microkernels / GPU slices
 
 
 @dataclass
@@ -283,7 +305,7 @@ def _rows(g: LayerGraph, c: _Graph, kernels: list[list[int]], ruleset: str) -> n
     conv = op == OP_CODE["conv"]
     cin_g = ins[:, 2] / groups
     red = np.where(
-        ruleset == "cpu", cin_g, np.ceil(cin_g / t) * t
+        ruleset in CPU_RULESETS, cin_g, np.ceil(cin_g / t) * t
     )  # GPUs pad the reduction to 4-channel slices
     spatial = hout[:, 0] * hout[:, 1] * np.ceil(hout[:, 2] / t) * t * k * k
     tile[conv] = (spatial * red)[conv]

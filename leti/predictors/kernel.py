@@ -98,6 +98,23 @@ def group_of(type_code: int, row: np.ndarray) -> str:
     return "elementwise" if t in _MEMORY else t
 
 
+RANGE_TERMS = ("h_in", "c_in", "c_out", "macs", "out_elems")  # what ``outside_ranges`` checks
+
+
+def kernel_ranges(parts) -> dict[str, dict[str, tuple[float, float]]]:
+    """group -> term -> (min, max) over the kernels of ``parts`` (pairs of types and rows)."""
+    types = np.concatenate([t for t, _ in parts]) if parts else np.zeros(0, dtype=np.int64)
+    if not types.size:
+        return {}
+    rows = np.vstack([r for _, r in parts])
+    grp = _groups(types, rows)
+    out = {}
+    for g in sorted(set(grp)):
+        m = grp == g
+        out[str(g)] = {t: (float(rows[m, _C[t]].min()), float(rows[m, _C[t]].max())) for t in RANGE_TERMS}
+    return out
+
+
 def _terms(rows: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return np.column_stack([np.ones(len(rows)) if n == "count" else rows[:, _C[n]] for n in names])
 
@@ -377,6 +394,9 @@ class KernelPredictor(Predictor):
         X = self._design(graphs, fset, with_kernel)
         self.features_, self.ridge_ = fset, ridge
         self.coef_ = nnls_relative(X, y, bool(self.relative), ridge, self._penalized(fset, with_kernel))
+        ks = [self.kernels(g) for g in graphs]
+        extra = [(s.types, s.rows)] if s is not None and len(s) else []
+        self.ranges_ = kernel_ranges([(k.types, k.rows) for k in ks] + extra)
 
     def _choose(self, graphs, y, with_kernel: bool, fsets, ridges) -> tuple[tuple[str, float], dict]:
         """The (feature set, ridge) with the best acc@10 (then the lowest MAPE) in grouped CV on the training set.
@@ -423,6 +443,7 @@ class KernelPredictor(Predictor):
         n = len(obj._columns("small"))
         obj.coef_ = np.zeros(n + 2)
         obj.coef_[-2], obj.coef_[-1] = 1.0, float(overhead_ms)
+        obj.ranges_ = kernel_ranges([(kernels.types, kernels.rows)])
         obj.n_train_ = 0
         return obj
 
@@ -442,15 +463,32 @@ class KernelPredictor(Predictor):
         kpred = self.kreg_.predict(k.types, k.rows) if self.kreg_ is not None else np.zeros(len(k))
         kcoef = float(self.coef_[n]) if self.kreg_ is not None else 0.0
         ms = K @ self.coef_[:n] + kcoef * kpred
+        outside = self.outside_ranges(k)
         rows = []
         for i in range(len(k)):
             cfg = {c: int(k.rows[i, _C[c]]) for c in FU.CONFIG}
             rows.append({"kernel": i, "type": FU.TYPES[k.types[i]], "group": group_of(k.types[i], k.rows[i]),
                          "nodes": [int(v) for v in k.nodes[i]], "ops": [graph.op_name(v) for v in k.nodes[i]],
-                         "config": cfg, "ms": float(ms[i])})  # fmt: skip
+                         "config": cfg, "ms": float(ms[i]), "outside": outside[i]})  # fmt: skip
         overhead = float(self.coef_[-1])
         total = max(sum(r["ms"] for r in rows) + overhead, 1e-6)
-        return {"rules": self.rules_, "kernels": rows, "overhead_ms": overhead, "total_ms": total}
+        n_out = sum(1 for o in outside if o)
+        return {"rules": self.rules_, "kernels": rows, "overhead_ms": overhead, "total_ms": total,
+                "kernels_outside_training_ranges": n_out}  # fmt: skip
+
+    def outside_ranges(self, k: FU.Kernels) -> list[list[str]]:
+        """Per kernel, the configuration terms outside what its group spanned in training (``[]``: inside): a
+        kernel there is extrapolated, which the linear terms do, but nothing vouches for it."""
+        ranges = getattr(self, "ranges_", {}) or {}
+        grp = _groups(k.types, k.rows)
+        out: list[list[str]] = []
+        for i in range(len(k)):
+            r = ranges.get(str(grp[i]))
+            if r is None:
+                out.append(["group"])
+                continue
+            out.append([t for t, (lo, hi) in r.items() if not lo <= k.rows[i, _C[t]] <= hi])
+        return out
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def _save(self, d: Path) -> None:
@@ -462,6 +500,7 @@ class KernelPredictor(Predictor):
             "coef": self.coef_.tolist(),
             "cv": self.cv_,
             "kernel_regressor": self.kreg_.to_json() if self.kreg_ is not None else None,
+            "ranges": getattr(self, "ranges_", {}),
         }
         if self.kreg_ is not None and self.kreg_.booster_ is not None:
             self.kreg_.booster_.save_model(str(d / KERNEL_MODEL_FILE))
@@ -488,6 +527,12 @@ class KernelPredictor(Predictor):
         if coef.shape != (n,) or not np.isfinite(coef).all() or (coef < 0).any():
             raise PredictorError(f"expected {n} finite non-negative coefficients", where)
         self.coef_ = coef
+        ranges = info.get("ranges") or {}
+        try:
+            self.ranges_ = {str(g): {str(t): (float(lo), float(hi)) for t, (lo, hi) in r.items() if t in RANGE_TERMS}
+                            for g, r in ranges.items() if g in GROUPS}  # fmt: skip
+        except (TypeError, ValueError, AttributeError):
+            raise PredictorError("malformed kernel ranges", where) from None
 
     def _load_regressor(self, kr: dict, d: Path, where: str) -> KernelRegressor:
         kind = kr.get("kind")
