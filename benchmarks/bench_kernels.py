@@ -172,7 +172,7 @@ def main(argv=None) -> int:
             f"\nfusion rules on this host (XNNPACK), best of {a.rounds} interleaved rounds, overhead removed:"
         )
         print(
-            "| pair | fused model ms | parts ms | sum of parts | kernels (rules) | expected | measured | agrees |"
+            "| pair | as one model ms | parts alone ms | sum of parts | kernels (litert rules) | rules say | measured | agrees |"
         )
         print("|---|---:|---:|---:|---:|---|---|---|")
         for r in bench_fusion(a.rounds):
