@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leti.datasets.archs import graph_of, target_data
+from leti.datasets.archs import target_data
 from leti.datasets.mlbench import import_mlbench
 from leti.datasets.split import model_family
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.graph.layergraph import A
+from leti.importers.inputs import stored_graph
 from leti.importers.mlbench import KernelName, read_mlbench, target_name
 from leti.predictors.family_split import evaluate_by_family, family_table, model_names
 from leti.space import MODEL_SPACE, parse_arch, sample
@@ -102,7 +103,7 @@ def test_import_into_store(synth, tmp_path):
     k = st.kernel_measurements("pixel4-tflite-gpu")
     assert (k["latency_ms"] > 0).all() and k["runtime_kernel"].str.contains("convolution").any()
     # the graph round-trips through its stored text
-    assert graph_of(MODEL_SPACE, d.texts[0]).n_nodes == g.n_nodes
+    assert stored_graph(MODEL_SPACE, d.texts[0]).n_nodes == g.n_nodes
 
 
 def test_bad_files_leave_the_store_unchanged(synth, tmp_path):

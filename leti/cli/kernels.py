@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from leti.cli.common import _print_json, _store
+from leti.cli.common import _Parser, _print_json, _store
 
 
 def add_kernels_parsers(sub) -> None:
     kp = sub.add_parser(
         "kernels", help="kernel datasets: single kernels measured on a target"
-    ).add_subparsers(dest="kernels_command", required=True)
+    ).add_subparsers(dest="sub", required=True, parser_class=_Parser)
     s = kp.add_parser(
         "build",
         help="sample kernel configurations of real models, measure them, add samples where the kernel regressor "

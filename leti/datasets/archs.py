@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from leti.datasets.store import ArchRecord, Store
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
-from leti.space import MODEL_SPACE, Arch, native_text, parse_arch
+from leti.importers.inputs import layergraph_json, stored_graph
+from leti.space import MODEL_SPACE, SPACES, Arch, leti_space, native_text, parse_arch
 from leti.space.hashing import digest
 
 
@@ -21,7 +21,7 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
     return ArchRecord(
         arch_id=arch.full_hash,
         hash=arch.hash,
-        space=arch.space if arch.space in ("nasbench101", "nasbench201", "fbnet") else "leti",
+        space=arch.space if arch.space in SPACES else leti_space.NAME,
         arch_text=text if text is not None else native_text(arch),
         spec_json=arch.to_json(),
         macs=g.total_macs,
@@ -56,25 +56,8 @@ def model_record(graph: LayerGraph, text: str | None = None) -> ArchRecord:
 def record_from_text(space: str, text: str) -> ArchRecord:
     """The ``parse_arch`` callback of ``import_csv``: native text -> ArchRecord."""
     if space == MODEL_SPACE:
-        return model_record(_model_graph(text), text)
+        return model_record(layergraph_json(text), text)
     return arch_record(parse_arch(space, text), text)
-
-
-def _model_graph(text: str) -> LayerGraph:
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise LetiError(f"a model's text must be LayerGraph JSON ({e})", "arch") from None
-    if not isinstance(d, dict):
-        raise LetiError("a model's text must be a LayerGraph JSON object", "arch")
-    return LayerGraph.from_dict(d)
-
-
-@lru_cache(maxsize=65536)
-def graph_of(space: str, text: str) -> LayerGraph:
-    if space == MODEL_SPACE:
-        return _model_graph(text)
-    return parse_arch(space, text).to_graph()
 
 
 @dataclass
@@ -93,7 +76,7 @@ class TargetData:
 
     def graphs(self, idx=None) -> list[LayerGraph]:
         idx = range(len(self)) if idx is None else idx
-        return [graph_of(self.spaces[i], self.texts[i]) for i in idx]
+        return [stored_graph(self.spaces[i], self.texts[i]) for i in idx]
 
     def subset(self, idx) -> TargetData:
         idx = np.asarray(idx, dtype=int)

@@ -3,13 +3,13 @@
 Each imported model (space ``model``) belongs to a family (``leti.datasets.split.model_family`` of the model name in
 its graph's metadata). For every family, a fresh predictor is fitted on the models of all the other families and
 predicts that family's models; the metrics are computed once over all the held-out predictions. A predictor whose
-``fit`` takes them also gets the training families (``groups``, for its own grouped cross-validation), the target
-(``target``) and the target's kernel measurements of the training models only (``kernels``).
+``fit`` uses them gets the training families (``groups``, for its own grouped cross-validation) and whatever else it
+reads from the store (``Predictor.store_inputs``: the kernel family's kernel measurements, of the training models
+only).
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 
 import numpy as np
@@ -47,27 +47,6 @@ def node_times(store: Store, target: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def _fit_kwargs(pred, data: TargetData, idx, families, target: str, times: dict) -> dict:
-    params = inspect.signature(pred.fit).parameters
-    kw = {}
-    if "groups" in params:
-        kw["groups"] = list(families[idx])
-    if "target" in params:
-        kw["target"] = target
-    if "kernels" in params and times:
-        from leti.predictors.fusion import ruleset_for_target
-        from leti.predictors.kernel import KernelSamples
-
-        rules = getattr(pred, "rules", "auto")
-        rules = ruleset_for_target(target) if rules == "auto" else rules
-        have = [i for i in idx if data.arch_ids[i] in times]
-        if have:
-            kw["kernels"] = KernelSamples.from_node_times(
-                data.graphs(have), [times[data.arch_ids[i]] for i in have], rules
-            )
-    return kw
-
-
 def families_of(data: TargetData) -> tuple[list[str], np.ndarray]:
     """(model names, family of each) of a target's imported models."""
     names = model_names(data)
@@ -103,12 +82,14 @@ def evaluate_by_family(
     """Leave-one-family-out metrics of predictor ``family`` on the imported models of ``target``."""
     data = target_data(store, target, MODEL_SPACE)
     names, fams = families_of(data)
-    times = node_times(store, target) if use_kernels else {}
     t0 = time.perf_counter()
+    used_kernels = []
 
     def fit_predict(tr, te):
         pred = make(family, **(params or {}))
-        pred.fit(data.graphs(tr), data.latency_ms[tr], **_fit_kwargs(pred, data, tr, fams, target, times))
+        extra = pred.store_inputs(store, target, data.arch_ids[tr]) if use_kernels else {}
+        used_kernels.append("kernels" in extra)
+        pred.fit(data.graphs(tr), data.latency_ms[tr], groups=list(fams[tr]), **extra)
         return pred.predict(data.graphs(te))
 
     pred_ms = leave_one_family_out(fams, fit_predict, progress)
@@ -121,7 +102,7 @@ def evaluate_by_family(
         "n_families": n_fam,
         "n_test": len(data),
         "n_train": int(round(len(data) * (n_fam - 1) / n_fam)),
-        "kernel_measurements": bool(times),
+        "kernel_measurements": any(used_kernels),
         "seconds": round(time.perf_counter() - t0, 2),
     })  # fmt: skip
     if return_predictions:

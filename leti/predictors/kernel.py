@@ -368,16 +368,34 @@ class KernelPredictor(Predictor):
         self.rules_ = (
             self.rules if self.rules != "auto" else (FU.ruleset_for_target(target) if target else "cpu")
         )
-        self._groups = None if groups is None else np.asarray(list(groups), dtype=object)
         self._samples = kernels
         try:
-            return super().fit(graphs, latencies_ms)
+            return super().fit(graphs, latencies_ms, groups)
         finally:
-            self._groups = self._samples = None
+            self._samples = None
+
+    def store_inputs(self, store, target: str, arch_ids) -> dict:
+        """The target (for the rule set) and its kernel measurements of the archs ``arch_ids``."""
+        out: dict = {"target": target}
+        if self.kernel_model == "none":
+            return out
+        df = store.kernel_measurements(target=target)
+        if df.empty:
+            return out
+        df = df[df["arch_id"].isin(set(arch_ids))].drop_duplicates(["arch_id", "node"])
+        if df.empty:
+            return out
+        from leti.importers.inputs import stored_graph
+
+        rules = self.rules if self.rules != "auto" else FU.ruleset_for_target(target)
+        graphs, times = [], []
+        for _, part in df.groupby("arch_id", sort=True):
+            graphs.append(stored_graph(str(part["space"].iloc[0]), str(part["arch_text"].iloc[0])))
+            times.append(dict(zip(part["node"].astype(int), part["latency_ms"].astype(float), strict=True)))
+        out["kernels"] = KernelSamples.from_node_times(graphs, times, rules)
+        return out
 
     def _fit(self, graphs, y):
-        if self._groups is not None and self._groups.size != y.size:
-            raise PredictorError(f"{self._groups.size} groups for {y.size} graphs", "groups")
         s = self._samples
         self.kreg_ = None
         if s is not None and len(s) and self.kernel_model != "none":

@@ -305,9 +305,9 @@ def build_kernels(
         df = store.measurements(space=MODEL_SPACE)
         texts = [t for t in dict.fromkeys(df["arch_text"]) if '"kernel"' not in t] if not df.empty else []
         if texts:
-            from leti.datasets.archs import graph_of
+            from leti.importers.inputs import stored_graph
 
-            graphs = [graph_of(MODEL_SPACE, t) for t in texts]
+            graphs = [stored_graph(MODEL_SPACE, t) for t in texts]
             pool, prior_name = prior_configs(graphs, rules), f"{len(graphs)} imported models"
         else:
             pool, prior_name = builtin_prior(), "built-in CNN layers"
@@ -397,7 +397,7 @@ def _measured(store: Store, target: str, key: str) -> set[str]:
 
 def _samples(store: Store, target: str, key: str, configs: list[KernelConfig], rules: str):
     """(KernelSamples of ``configs`` measured so far, the overhead times) from the store."""
-    from leti.datasets.archs import graph_of
+    from leti.importers.inputs import stored_graph
 
     df = store.kernel_measurements(target=target, settings_key=key)
     times = {
@@ -411,7 +411,7 @@ def _samples(store: Store, target: str, key: str, configs: list[KernelConfig], r
         rec = model_record(c.graph())
         ms = times.get((rec.arch_id, 1))
         if ms is not None:
-            graphs.append(graph_of(MODEL_SPACE, text_of[rec.arch_id]))
+            graphs.append(stored_graph(MODEL_SPACE, text_of[rec.arch_id]))
             node_ms.append({1: ms})
     return KernelSamples.from_node_times(graphs, node_ms, rules), overheads
 
