@@ -26,15 +26,28 @@ def test_import_evaluate_train_explain(imported, capsys):
     assert main(["import", "--format", "mobile-ml-benchmark", str(imported)]) == 0
     assert "0 new measurements" in capsys.readouterr().out  # importing again adds nothing
 
-    argv = ["evaluate", "--target", "pixel4-tflite-gpu", "--predictor", "kernel", "--split", "family", "--json"]
+    argv = [
+        "evaluate",
+        "--target",
+        "pixel4-tflite-gpu",
+        "--predictor",
+        "kernel",
+        "--split",
+        "family",
+        "--json",
+    ]
     assert main(argv) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["split"] == "family" and m["n_families"] == 5 and m["n_test"] == 24 and m["kernel_measurements"]
     assert {"acc5", "acc10", "acc20", "rmse", "mape", "r2", "spearman", "kendall", "n_train"} <= set(m)
 
-    assert main(["train", "--target", "pixel4-tflite-gpu", "--predictor", "kernel", "--train-size", "16"]) == 0
+    assert (
+        main(["train", "--target", "pixel4-tflite-gpu", "--predictor", "kernel", "--train-size", "16"]) == 0
+    )
     capsys.readouterr()
-    assert main(["predict", "--target", "pixel4-tflite-gpu", "--predictor", "kernel", "--explain", NB201]) == 0
+    assert (
+        main(["predict", "--target", "pixel4-tflite-gpu", "--predictor", "kernel", "--explain", NB201]) == 0
+    )
     out = capsys.readouterr().out
     assert "gpu rules" in out and "overhead" in out and "conv" in out
     argv = ["predict", "--target", "pixel4-tflite-gpu", "--predictor", "kernel", "--explain", "--json", NB201]
@@ -60,7 +73,10 @@ def test_kernels_build(imported, capsys):
         (["import", "--format", "mobile-ml-benchmark", "a", "b"], "files"),
         (["import", "--format", "mobile-ml-benchmark", "/nonexistent/dir"], "/nonexistent/dir"),
         (["evaluate", "--target", "pixel4-tflite-gpu", "--split", "family"], "--predictor"),
-        (["evaluate", "--target", "pixel4-tflite-gpu", "--split", "family", "--predictor", "svm"], "--predictor"),
+        (
+            ["evaluate", "--target", "pixel4-tflite-gpu", "--split", "family", "--predictor", "svm"],
+            "--predictor",
+        ),
         (["kernels", "build", "--target", "host-litert-cpu-1t", "--rounds", "0"], "rounds"),
         (["kernels", "build", "--target", "pixel4-tflite-gpu"], "target"),
     ],
