@@ -117,12 +117,12 @@ def bench_fusion(rounds: int, runs: int = 30) -> list[dict]:
     from leti.measurement import target_settings
     from leti.predictors import fusion as FU
     from leti.tflite.convert import build_tflite
-    from leti.workflows.kernels import _overhead_graph
+    from leti.workflows.lut_build import overhead_graph
 
     runner = LocalRunner()
     settings = target_settings("host-litert-cpu-1t", runs=runs, warmup=3)
     pairs = _pairs()
-    over = build_tflite(_overhead_graph())
+    over = build_tflite(overhead_graph())
     models = [(build_tflite(f), [build_tflite(p) for p in parts]) for _, f, parts in pairs]
     t_over: list[float] = []
     t_fused = [[] for _ in pairs]

@@ -45,6 +45,19 @@ def add_predictors_parsers(sub) -> None:
 
 
 FAMILY_CHOICES = FAMILIES
+EVALUATE_KEYS = (
+    "acc5",
+    "acc10",
+    "acc20",
+    "rmse",
+    "mape",
+    "r2",
+    "spearman",
+    "kendall",
+    "n_train",
+    "n_test",
+    "family",
+)
 
 
 def _metrics_table(title: str, rows: list[tuple[str, dict]]):
@@ -91,21 +104,8 @@ def cmd_evaluate(args) -> int:
 
         y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
         plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, acc@10 {100 * m['acc10']:.1f}%")
-    keys = (
-        "acc5",
-        "acc10",
-        "acc20",
-        "rmse",
-        "mape",
-        "r2",
-        "spearman",
-        "kendall",
-        "n_train",
-        "n_test",
-        "family",
-    )
     if args.json:
-        _print_json({k: m[k] for k in keys})
+        _print_json({k: m[k] for k in EVALUATE_KEYS})
         return 0
     rec = store.get_target(args.target)
     floor = (
@@ -116,21 +116,6 @@ def cmd_evaluate(args) -> int:
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
-
-
-EVALUATE_KEYS = (
-    "acc5",
-    "acc10",
-    "acc20",
-    "rmse",
-    "mape",
-    "r2",
-    "spearman",
-    "kendall",
-    "n_train",
-    "n_test",
-    "family",
-)
 
 
 def _evaluate_by_family(args, store) -> int:

@@ -649,19 +649,25 @@ class Store:
             )
         with self.transaction() as conn:
             self.ensure_targets(targets)
-            before = conn.total_changes
-            try:
-                conn.executemany(
-                    "INSERT INTO measurements (arch_id, target, settings_key, latency_ms, source, measured_at, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (arch_id, target, settings_key) DO NOTHING",
-                    values,
-                )
-            except sqlite3.IntegrityError:
-                missing = self._missing_archs(conn, (v[0] for v in values))
-                if missing:
-                    raise self._unknown_arch_error(missing) from None
-                raise
-            return conn.total_changes - before
+            return self._insert_rows(
+                conn,
+                "INSERT INTO measurements (arch_id, target, settings_key, latency_ms, source, measured_at, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (arch_id, target, settings_key) DO NOTHING",
+                values,
+            )
+
+    def _insert_rows(self, conn: sqlite3.Connection, sql: str, values: list[tuple]) -> int:
+        """``executemany`` of rows whose first value is an arch id; an unknown arch gives one clear LetiError.
+        Returns how many rows were new."""
+        before = conn.total_changes
+        try:
+            conn.executemany(sql, values)
+        except sqlite3.IntegrityError:
+            missing = self._missing_archs(conn, (v[0] for v in values))
+            if missing:
+                raise self._unknown_arch_error(missing) from None
+            raise
+        return conn.total_changes - before
 
     def add_kernel_measurements(self, rows: Iterable[Mapping]) -> int:
         """Store kernel times: mappings with arch_id, target, node, latency_ms and optionally settings_key (default
@@ -685,20 +691,13 @@ class Store:
                            str(r.get("source") or ""), now))  # fmt: skip
         with self.transaction() as conn:
             self.ensure_targets(targets)
-            before = conn.total_changes
-            try:
-                conn.executemany(
-                    "INSERT INTO kernel_measurements (arch_id, target, settings_key, node, latency_ms,"
-                    " runtime_kernel, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (arch_id, target, settings_key, node) DO NOTHING",
-                    values,
-                )
-            except sqlite3.IntegrityError:
-                missing = self._missing_archs(conn, (v[0] for v in values))
-                if missing:
-                    raise self._unknown_arch_error(missing) from None
-                raise
-            return conn.total_changes - before
+            return self._insert_rows(
+                conn,
+                "INSERT INTO kernel_measurements (arch_id, target, settings_key, node, latency_ms, runtime_kernel,"
+                " source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (arch_id, target, settings_key, node) DO NOTHING",
+                values,
+            )
 
     def kernel_measurements(self, target: str | None = None, settings_key: str | None = None) -> pd.DataFrame:
         """Kernel times joined with their archs: arch_id, space, arch_text, target, settings_key, node, latency_ms,

@@ -167,6 +167,17 @@ def _model_name(text: str, where: str) -> str:
     return text
 
 
+def _data_rows(path: Path, rows: list[list[str]], width: int):
+    """(line number, fields, where) of the non-empty data rows; a row of the wrong width is an error."""
+    for ln, r in enumerate(rows[1:], start=2):
+        if not r:
+            continue
+        where = f"{path.name} line {ln}"
+        if len(r) != width:
+            raise LetiError(f"{len(r)} fields, the header has {width}", where)
+        yield ln, r, where
+
+
 def read_op_rows(path: str | Path) -> list[OpRow]:
     path = Path(path)
     rows = _open_csv(path)
@@ -179,12 +190,7 @@ def read_op_rows(path: str | Path) -> list[OpRow]:
     ix = {h: i for i, h in enumerate(head)}
     devices = [d for d in DEVICES if f"{d}|gpu|float" in ix and f"{d}|gpu|kernel" in ix]
     out = []
-    for ln, r in enumerate(rows[1:], start=2):
-        if not r:
-            continue
-        where = f"{path.name} line {ln}"
-        if len(r) != len(head):
-            raise LetiError(f"{len(r)} fields, the header has {len(head)}", where)
+    for ln, r, where in _data_rows(path, rows, len(head)):
         out.append(
             OpRow(
                 model=_model_name(r[ix["model"]], f"{where}, column model"),
@@ -216,12 +222,7 @@ def read_e2e(path: str | Path, precisions=("float",)) -> tuple[dict[str, dict], 
     mean: dict[str, dict] = {}
     std: dict[str, dict] = {}
     mi = head.index("model")
-    for ln, r in enumerate(rows[1:], start=2):
-        if not r:
-            continue
-        where = f"{path.name} line {ln}"
-        if len(r) != len(head):
-            raise LetiError(f"{len(r)} fields, the header has {len(head)}", where)
+    for _, r, where in _data_rows(path, rows, len(head)):
         name = _model_name(r[mi], f"{where}, column model")
         for i, j, target in cols:
             if not r[i].strip():

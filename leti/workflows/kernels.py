@@ -36,6 +36,7 @@ from leti.predictors import fusion as FU
 from leti.predictors.kernel import KernelPredictor, KernelRegressor, KernelSamples, kernels_of
 from leti.space import MODEL_SPACE
 from leti.targets import parse_target
+from leti.workflows.lut_build import overhead_graph
 
 SOURCE = "leti kernels build"
 DEFAULT_MAX_MACS = 400_000_000  # one kernel above this takes seconds to time 20 times on a phone core
@@ -247,12 +248,6 @@ class KernelsBuildReport:
         return asdict(self)
 
 
-def _overhead_graph() -> LayerGraph:
-    b = GraphBuilder(block="kernel:overhead")
-    b.act(b.input((1, 1, 1)), "relu")  # one trivial op: what remains is the cost of an invocation
-    return b.finish({"kernel": "overhead"})
-
-
 def _cv_errors(samples: KernelSamples, seed: int, folds: int = 5) -> np.ndarray:
     """Relative error of each measured kernel when the regressor is fitted without its fold."""
     n = len(samples)
@@ -318,7 +313,7 @@ def build_kernels(
         store.upsert_target(TargetRecord.from_name(target))
 
     runner = None
-    over = _overhead_graph()
+    over = overhead_graph()
     over_rec = model_record(over)
     store.upsert_archs([over_rec])
     seen: set[str] = set()
@@ -403,7 +398,7 @@ def _samples(store: Store, target: str, key: str, configs: list[KernelConfig], r
     times = {
         (a, int(nd)): float(ms) for a, nd, ms in zip(df["arch_id"], df["node"], df["latency_ms"], strict=True)
     }
-    over_id = model_record(_overhead_graph()).arch_id
+    over_id = model_record(overhead_graph()).arch_id
     overheads = [ms for (a, _), ms in times.items() if a == over_id]
     graphs, node_ms = [], []
     text_of = dict(zip(df["arch_id"], df["arch_text"], strict=True))
