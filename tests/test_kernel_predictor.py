@@ -140,3 +140,16 @@ def test_from_kernels(graphs, tmp_path):
     assert float(q.predict([g])[0]) == pytest.approx(float(p.predict([g])[0]))
     with pytest.raises(PredictorError):
         KernelPredictor.from_kernels(KernelSamples.empty(), "cpu")
+
+
+def test_a_model_with_no_kernels_is_refused(graphs):
+    from leti.graph.builder import GraphBuilder
+
+    p = KernelPredictor(features="full").fit(graphs, synthetic_ms(graphs))
+    b = GraphBuilder()
+    b.input((8, 8, 3))
+    empty = b.finish()
+    with pytest.raises(PredictorError, match="no kernels"):
+        p.predict([graphs[0], empty])
+    with pytest.raises(PredictorError, match="no kernels"):
+        p.explain(empty)

@@ -467,6 +467,9 @@ class KernelPredictor(Predictor):
 
     # ---- prediction -----------------------------------------------------------------------------------------
     def _predict(self, graphs):
+        for i, g in enumerate(graphs):
+            if not len(self.kernels(g)):
+                raise PredictorError("the model runs no kernels (it has no layers)", f"graphs[{i}]")
         X = self._design(graphs, self.features_, self.kreg_ is not None)
         return np.maximum(X @ self.coef_, 1e-6)
 
@@ -476,6 +479,8 @@ class KernelPredictor(Predictor):
         if not hasattr(self, "coef_"):
             raise PredictorError("this kernel predictor is not fitted yet", "predictor")
         k = self.kernels(graph)
+        if not len(k):
+            raise PredictorError("the model runs no kernels (it has no layers)", "graph")
         K = self._kernel_matrix(k, self.features_)
         n = K.shape[1]
         kpred = self.kreg_.predict(k.types, k.rows) if self.kreg_ is not None else np.zeros(len(k))
