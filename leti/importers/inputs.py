@@ -13,7 +13,8 @@ Accepted forms:
   .keras, .h5; ``input_shape`` fixes a dynamic input). Only the CLI helpers here read files; ``graph_of``, which the
   service calls, never touches the file system;
 * in the Python API also an in-memory model: a ``torch.nn.Module`` (exported through ONNX; needs ``input_shape``)
-  or a Keras model.
+  or a Keras model;
+* with space ``model`` (imported real models in the store): the LayerGraph JSON itself (``LayerGraph.to_dict``).
 
 Parsed graphs are cached by their input text (``graph_of``), because NAS loops and training re-read the same archs.
 """
@@ -33,7 +34,7 @@ import numpy as np
 from leti.errors import ArchError, LetiError
 from leti.graph.layergraph import LayerGraph
 from leti.importers.models import is_model_file, read_model
-from leti.space import Arch, canonical_space, fbnet, nb101, nb201, parse_arch
+from leti.space import MODEL_SPACE, Arch, canonical_space, fbnet, nb101, nb201, parse_arch
 
 
 # ---- one arch or many ----------------------------------------------------------------------------------------------
@@ -226,6 +227,22 @@ def _cache_key(obj, space: str | None):
     return None
 
 
+def layergraph_json(obj) -> LayerGraph:
+    """A LayerGraph from its JSON (a dict or a string): the arch form of space ``model``."""
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except ValueError as e:
+            raise ArchError(f"a model's arch must be LayerGraph JSON ({e})", "arch") from None
+    if not isinstance(obj, dict):
+        raise ArchError("a model's arch must be a LayerGraph JSON object", "arch")
+    return LayerGraph.from_dict(obj)
+
+
+def _make_graph(obj, space: str | None) -> LayerGraph:
+    return layergraph_json(obj) if space == MODEL_SPACE else to_arch(obj, space).to_graph()
+
+
 def graph_of(
     obj,
     space: str | None = None,
@@ -251,8 +268,8 @@ def graph_of(
             return obj.to_graph()
         key = _cache_key(obj, space)
         if key is None:
-            return to_arch(obj, space).to_graph()
-        return cache.get_or_make(key, lambda: to_arch(obj, space).to_graph())
+            return _make_graph(obj, space)
+        return cache.get_or_make(key, lambda: _make_graph(obj, space))
     except LetiError as e:
         raise rebase(e, field) from None
     except (RecursionError, MemoryError) as e:
