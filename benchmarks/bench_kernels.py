@@ -6,7 +6,8 @@
    fresh graph (nothing memoised). Goal: under 20 ms.
 2. ``kernels build``: ``leti kernels build --target host-litert-cpu-1t --runs 20`` kernels per second (building the
    single-kernel .tflite and timing it). Goal: at least 5 kernels/s.
-3. ``fusion``: for each CPU fusion rule, a fused pair timed as one model against its parts timed alone, in
+3. ``fusion``: for each CPU fusion rule (and the kernel types of the IR's pad, reshape and resize), a pair timed
+   as one model against its parts timed alone, in
    interleaved rounds; each model's figure is its least disturbed round (the minimum over rounds of the median of
    its runs), less the invocation overhead timed on a trivial model. A fused pair costs about its main op alone; an
    unfused pair costs about the sum of its parts.
@@ -88,8 +89,9 @@ def bench_build(n: int, mlbench: Path | None = None) -> dict:
 
 
 def _pairs():
-    """(what, pair as one model, [its parts alone])"""
+    """(what, pair as one model, [its parts alone]); the main op comes first among the parts"""
     from leti.graph.builder import GraphBuilder
+    from leti.graph.shapes import PAD_VALID
 
     def one(fn, shape=(112, 112, 32)):  # large maps: the elementwise parts cost tens of microseconds
         b = GraphBuilder()
@@ -99,6 +101,11 @@ def _pairs():
     # (a dense layer is left out: the ReLU of its short output vector takes less time than the noise)
     def conv(b, x, act="none"):
         return b.conv(x, 32, 1, act=act)
+
+    V = PAD_VALID
+
+    def pad(b, x, mode="constant"):
+        return b.pad(x, 2, 2, 2, 2, mode)
 
     return [
         ("conv + relu", one(lambda b, x: conv(b, x, "relu")), [one(conv), one(lambda b, x: b.act(x, "relu"))]),
@@ -113,6 +120,22 @@ def _pairs():
          [one(lambda b, x: b.mul(x, x)), one(lambda b, x: b.act(x, "relu"))]),
         ("conv + hswish", one(lambda b, x: b.act(conv(b, x), "hswish")), [one(conv), one(lambda b, x: b.act(x, "hswish"))]),
         ("add + bn", one(lambda b, x: b.bn(b.add([x, x]))), [one(lambda b, x: b.add([x, x])), one(lambda b, x: b.bn(x))]),
+        # the IR's pad, reshape and resize (a 2-pixel border: the VALID window after it cannot become SAME, so the
+        # converter's own folding does not hide the PAD)
+        ("pad + conv", one(lambda b, x: b.conv(pad(b, x), 8, 3, pad=V)),
+         [one(lambda b, x: b.conv(x, 8, 3, pad=V), (116, 116, 32)), one(pad)]),
+        ("pad + dwconv", one(lambda b, x: b.dwconv(pad(b, x), 3, pad=V)),
+         [one(lambda b, x: b.dwconv(x, 3, pad=V), (116, 116, 32)), one(pad)]),
+        ("pad + maxpool", one(lambda b, x: b.pool("maxpool", pad(b, x), 3, 1, pad=V)),
+         [one(lambda b, x: b.pool("maxpool", x, 3, 1, pad=V), (116, 116, 32)), one(pad)]),
+        ("reflect pad + dwconv", one(lambda b, x: b.dwconv(pad(b, x, "reflect"), 3, pad=V)),
+         [one(lambda b, x: b.dwconv(x, 3, pad=V), (116, 116, 32)), one(lambda b, x: pad(b, x, "reflect"))]),
+        ("conv + reshape", one(lambda b, x: b.reshape(conv(b, x), (1, 1, 112 * 112 * 32), flat=True)),
+         [one(conv), one(lambda b, x: b.reshape(x, (1, 1, 112 * 112 * 32), flat=True))]),
+        ("conv + resize bilinear", one(lambda b, x: b.resize(conv(b, x), 224, 224, "bilinear")),
+         [one(conv), one(lambda b, x: b.resize(x, 224, 224, "bilinear"))]),
+        ("conv + resize nearest", one(lambda b, x: b.resize(conv(b, x), 224, 224, "nearest")),
+         [one(conv), one(lambda b, x: b.resize(x, 224, 224, "nearest"))]),
     ]  # fmt: skip
 
 

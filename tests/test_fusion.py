@@ -152,6 +152,77 @@ def test_rulesets():
     assert FU.ruleset_for_target("iphonexs-tflite-gpu") == "metal"
     assert FU.ruleset_for_target("host-litert-cpu-1t") == "litert"
     assert {r.name for r in FU.rules_for("cpu")} == {"bn->conv", "clamp->producer", "clamp->binary"}
+    assert {r.name for r in FU.rules_for("litert", "consumer")} == {"pad->conv"}
+    assert {r.name for r in FU.rules_for("gpu", "consumer")} == {"pad->conv", "pad->pool"}
     assert {r.name for r in FU.rules_for("litert")} == {"bn->conv", "clamp->producer"}
     with pytest.raises(PredictorError):
         FU.split(chain(lambda b, x: b.act(x, "relu")), "npu")
+
+
+# ---- the IR's pad, reshape and resize nodes ---------------------------------------------------------------------
+def pad_then(op, mode="constant"):
+    """input -> an explicit pad -> ``op`` reading it with VALID padding."""
+
+    def consumer(b, x):
+        if op == "conv":
+            return b.conv(x, 8, 3, pad=1)
+        if op == "dwconv":
+            return b.dwconv(x, 3, pad=1)
+        return b.pool(op, x, 3, 1, pad=1)
+
+    return chain(lambda b, x: b.pad(x, 1, 1, 2, 2, mode), consumer)
+
+
+def consumer_view(g, j):
+    r = next(n for n in range(g.n_nodes) if j in g.inputs_of(n))
+    return FU.View.of(g, r, j, r)
+
+
+def test_zero_pad_folds_into_the_conv_after_it():
+    for op in ("conv", "dwconv"):
+        g = pad_then(op)
+        assert rule("pad->conv").applies(consumer_view(g, 1))
+        for rs in FU.RULESETS:
+            ops, names = kernel_ops(g, rs)
+            assert ops == [[op, "pad"]] and "pad" not in names  # one kernel, headed by the conv
+    g = pad_then("conv", "reflect")  # MIRROR_PAD: never folded
+    assert not rule("pad->conv").applies(consumer_view(g, 1))
+    assert kernel_ops(g, "litert") == ([["pad"], ["conv"]], ["pad", "conv3x3"])
+    # a pad read by two convs (NASNet shares them) is copied once, for both
+    b = GraphBuilder()
+    p = b.pad(b.input((8, 8, 4)), 0, 0, 1, 1)
+    b.add([b.conv(p, 4, 3, pad=1, sh=2), b.conv(p, 4, 3, pad=1, sh=2)])
+    g = b.finish()
+    assert FU.split(g, "litert").names() == ["pad", "conv3x3", "conv3x3", "add"]
+
+
+def test_zero_pad_folds_into_pooling_on_gpus_only():
+    g = pad_then("maxpool")
+    v = consumer_view(g, 1)
+    assert rule("pad->pool").applies(v) and not rule("pad->conv").applies(v)
+    assert kernel_ops(g, "gpu")[0] == [["maxpool", "pad"]]
+    assert kernel_ops(g, "litert") == ([["pad"], ["maxpool"]], ["pad", "pool"])
+    g = chain(lambda b, x: b.pad(x, 1, 1, 1, 1), lambda b, x: b.act(x, "relu"))  # nothing to fold into
+    assert not rule("pad->pool").applies(consumer_view(g, 1))
+    assert FU.split(g, "gpu").names()[0] == "pad"
+
+
+def test_resize_and_reshape_are_memory_kernels():
+    g = chain(lambda b, x: b.conv(x, 8, 1), lambda b, x: b.resize(x, 32, 32, "bilinear"))
+    k = FU.split(g, "litert")
+    assert k.names() == ["conv1x1", "resize"]  # measured: conv + resize costs both
+    row = dict(zip(FU.COLUMNS, k.rows[1], strict=True))
+    assert (row["k"], row["h_out"], row["out_elems"], row["weights"]) == (2, 32, 32 * 32 * 8, 0)
+    near = FU.split(chain(lambda b, x: b.resize(x, 32, 32, "nearest")), "litert")
+    assert near.rows[0][FU.COL["k"]] == 1  # one tap per axis
+    g = chain(lambda b, x: b.conv(x, 8, 1), lambda b, x: b.reshape(x, (1, 1, 16 * 16 * 8), flat=True))
+    assert FU.split(g, "litert").names() == ["conv1x1", "reshape"]  # measured: XNNPACK copies it
+    assert FU.split(g, "gpu").names() == ["conv1x1", "reshape"]
+    pad = dict(zip(FU.COLUMNS, FU.split(pad_then("conv", "edge"), "cpu").rows[0], strict=True))
+    assert (pad["k"], pad["stride"], pad["in_elems"], pad["out_elems"]) == (0, 0, 16 * 16 * 8, 19 * 19 * 8)
+
+
+def test_non_square_windows_count_their_taps():
+    g = chain(lambda b, x: b.dwconv(x, 3, 1), shape=(16, 16, 8))
+    r = dict(zip(FU.COLUMNS, FU.split(g, "cpu").rows[0], strict=True))
+    assert r["tile_macs"] == 16 * 16 * 8 * 3 == r["macs"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from leti.errors import PredictorError
 from leti.graph import shapes as S
-from leti.graph.layergraph import ACT_CODE, OP_CODE, OPS, A, LayerGraph
+from leti.graph.layergraph import ACT_CODE, OP_CODE, OPS, PAD_MODES, RESIZE_MODES, A, LayerGraph
 
 RULESETS: tuple[str, ...] = ("cpu", "litert", "gpu", "metal")
 CPU_RULESETS = ("cpu", "litert")
@@ -63,8 +63,12 @@ class _Graph:
                 g.src.astype(np.int64) * g.n_nodes + g.dst
             )  # distinct consumers: x + x reads x once
             self.consumers = np.bincount(pairs // g.n_nodes, minlength=g.n_nodes).tolist()
+            last = np.full(g.n_nodes, -1, dtype=np.int64)
+            last[pairs // g.n_nodes] = pairs % g.n_nodes
+            self.reader = last.tolist()  # a consumer of each node (the only one where consumers == 1)
         else:
             self.consumers = [0] * g.n_nodes
+            self.reader = [-1] * g.n_nodes
 
 
 class View:
@@ -107,12 +111,15 @@ def implied_pad(g: LayerGraph, j: int, i: int) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
-    """One fusion rule: in ``rulesets``, node ``j`` joins the kernel of its producer when ``applies``."""
+    """One fusion rule: in ``rulesets``, node ``j`` joins the kernel of its producer ``i`` when ``applies``; a rule
+    with ``joins="consumer"`` instead folds ``j`` into the kernel of its only consumer (then ``View.i`` is that
+    consumer and ``View.head`` too)."""
 
     name: str
     rulesets: tuple[str, ...]
     applies: Callable[[View], bool]
     why: str
+    joins: str = "producer"
 
 
 _HAS_CLAMP = (*_WINDOWED, OP_CODE["dense"], OP_CODE["bn"])
@@ -155,6 +162,23 @@ def _dw_plus_1x1(v: View) -> bool:
     )
 
 
+def _zero_pad(v: View) -> bool:
+    """An explicit constant (zero) pad that only grows the map: what a converter writes for asymmetric SAME
+    padding or a framework's ZeroPadding2D."""
+    if v.op(v.j) != OP_CODE["pad"] or v.attr(v.j, "extra") != PAD_MODES.index("constant"):
+        return False
+    return min(v.attr(v.j, "kh"), v.attr(v.j, "kw"), v.attr(v.j, "sh"), v.attr(v.j, "sw")) >= 0
+
+
+def _pad_into(ops: tuple[str, ...]) -> Callable[[View], bool]:
+    codes = tuple(OP_CODE[o] for o in ops)
+
+    def applies(v: View) -> bool:
+        return _zero_pad(v) and v.op(v.i) in codes
+
+    return applies
+
+
 RULES: tuple[Rule, ...] = (
     Rule("bn->conv", RULESETS, _bn_into_conv,
          "The TFLite converter folds a BatchNorm that follows a conv into its weights (every runtime)."),
@@ -175,11 +199,21 @@ RULES: tuple[Rule, ...] = (
          "TFLite Metal runs a 3x3 depthwise conv of at most 16 channels and the 1x1 conv (at most 32 outputs) after "
          "it as one kernel: depthwise_conv_plus_1x1_conv in mobile-ml-benchmark's iPhone 7 / XS columns (12 of "
          "the 18 such pairs there)."),
+    Rule("pad->conv", RULESETS, _pad_into(("conv", "dwconv")),
+         "An explicit zero PAD read only by a conv or depthwise conv becomes that conv's padding: XNNPACK fuses a "
+         "static constant pad into (depthwise) convolution, the GPU delegate merges it (merge_padding_with). "
+         "Measured on the host: pad + conv and pad + depthwise conv cost the conv alone (bench_kernels.py). A "
+         "reflect or edge pad (MIRROR_PAD) is never folded: it is a pad kernel, and a slow one.", "consumer"),
+    Rule("pad->pool", GPU_RULESETS, _pad_into(("maxpool", "avgpool")),
+         "The GPU delegate also merges a zero pad into pooling (merge_padding_with); XNNPACK does not (measured "
+         "on the host: pad + max / average pool costs the pad plus the pool), so on CPUs it stays a pad kernel.",
+         "consumer"),
 )  # fmt: skip
 
 # Not fusions, but part of the same table of facts, used when a kernel's own cost is worked out:
 PAD_RULES: dict[str, tuple[str, ...]] = {
-    # where an explicit zero PAD in front of a windowed op costs nothing: ops it is merged into
+    # where a zero pad in front of a windowed op costs nothing: ops it is merged into (the rules pad->conv and
+    # pad->pool for an IR pad node; here for a pad an op-list graph only implies by its shapes)
     "cpu": (
         "conv",
         "dwconv",
@@ -205,9 +239,11 @@ SEPARATE_ACTS: dict[str, bool] = {
 }
 
 
-def rules_for(ruleset: str) -> tuple[Rule, ...]:
+def rules_for(ruleset: str, joins: str = "producer") -> tuple[Rule, ...]:
+    """The rules of ``ruleset`` that fold a node into its producer's kernel (``joins="producer"``) or into its
+    consumer's (``"consumer"``)."""
     check_ruleset(ruleset)
-    return tuple(r for r in RULES if ruleset in r.rulesets)
+    return tuple(r for r in RULES if ruleset in r.rulesets and r.joins == joins)
 
 
 def check_ruleset(ruleset: str) -> str:
@@ -231,6 +267,7 @@ def ruleset_for_target(target: str) -> str:
 TYPES: tuple[str, ...] = (
     "conv1x1", "conv3x3", "convkxk", "gconv", "dwconv3x3", "dwconvkxk", "dense", "pool", "gap", "concat",
     "add", "mul", "bn", "act", "pad", "move",
+    "resize", "reshape",  # appended (codes are saved with kernel regressors: append only)
 )  # fmt: skip
 TYPE_CODE = {t: i for i, t in enumerate(TYPES)}
 
@@ -253,8 +290,8 @@ def _type_of(g: LayerGraph, n: int) -> str:
         return "dwconv3x3" if k == 3 else "dwconvkxk"
     if op in ("maxpool", "avgpool"):
         return "pool"
-    if op in ("dense", "gap", "concat", "add", "mul", "bn", "act"):
-        return op
+    if op in ("dense", "gap", "concat", "add", "mul", "bn", "act", "pad", "resize", "reshape"):
+        return op  # a pad here is one no rule folded away: it copies the map into a larger one
     return "move"  # shuffle, slice, zero
 
 
@@ -286,6 +323,11 @@ def _rows(g: LayerGraph, c: _Graph, kernels: list[list[int]], ruleset: str) -> n
     a = g.attr[H]
     op = g.op[H]
     k, st = a[:, A["kh"]].astype(float), a[:, A["sh"]].astype(float)
+    window = k * a[:, A["kw"]].astype(float)  # a CP factor's (k, 1) depthwise conv has k taps, not k * k
+    moves = np.isin(op, (OP_CODE["pad"], OP_CODE["resize"], OP_CODE["reshape"]))
+    k[moves] = st[moves] = 0.0  # a pad keeps its amounts in the window fields: no window
+    rsz = op == OP_CODE["resize"]
+    k[rsz] = np.where(a[rsz, A["extra"]] == RESIZE_MODES.index("bilinear"), 2.0, 1.0)  # taps per axis
     groups = np.maximum(a[:, A["groups"]], 1).astype(float)
     dw = op == OP_CODE["dwconv"]
     groups[dw] = ins[dw, 2]
@@ -307,7 +349,7 @@ def _rows(g: LayerGraph, c: _Graph, kernels: list[list[int]], ruleset: str) -> n
     red = np.where(
         ruleset in CPU_RULESETS, cin_g, np.ceil(cin_g / t) * t
     )  # GPUs pad the reduction to 4-channel slices
-    spatial = hout[:, 0] * hout[:, 1] * np.ceil(hout[:, 2] / t) * t * k * k
+    spatial = hout[:, 0] * hout[:, 1] * np.ceil(hout[:, 2] / t) * t * window
     tile[conv] = (spatial * red)[conv]
     tile[dw] = spatial[dw]
     n_ops = np.array([len(ks) for ks in kernels], dtype=float)
@@ -319,16 +361,23 @@ def split(g: LayerGraph, ruleset: str) -> Kernels:
     """The kernels ``ruleset``'s runtime launches for ``g``, in launch order (extra pad and activation kernels of
     the runtime come last, each naming the node it belongs to)."""
     check_ruleset(ruleset)
-    rules = rules_for(ruleset)
+    rules, into_consumer = rules_for(ruleset), rules_for(ruleset, "consumer")
     c = _Graph(g)
     ops = c.ops
     kernels: list[list[int]] = []
     pads: list[int] = []  # nodes whose explicit pad runs as its own kernel
+    folded: dict[int, list[int]] = {}  # consumer -> nodes folded into its kernel (a zero pad before a conv)
     owner = [-1] * g.n_nodes  # node -> index in kernels
     inp, pad_free = OP_CODE["input"], {OP_CODE[o] for o in PAD_RULES[ruleset]}
     for j in range(g.n_nodes):
         if ops[j] == inp:
             continue
+        rd = c.reader[j]
+        if into_consumer and c.consumers[j] == 1 and c.first_in[rd] == j:
+            v = View(c, rd, j, rd)
+            if any(rule.applies(v) for rule in into_consumer):
+                folded.setdefault(rd, []).append(j)
+                continue
         i = c.first_in[j]
         if i >= 0 and owner[i] >= 0 and c.consumers[i] == 1 and kernels[owner[i]][-1] == i:
             v = View(c, i, j, kernels[owner[i]][0])
@@ -344,7 +393,7 @@ def split(g: LayerGraph, ruleset: str) -> Kernels:
         return Kernels(np.zeros(0, dtype=np.int64), np.zeros((0, len(COLUMNS))), [], ruleset)
     rows = _rows(g, c, kernels, ruleset)
     types = [TYPE_CODE[_type_of(g, ks[0])] for ks in kernels]
-    nodes = [list(ks) for ks in kernels]
+    nodes = [list(ks) + folded.get(ks[0], []) for ks in kernels]  # the head stays first
     extra_rows, extra_types = [], []
     if SEPARATE_ACTS[ruleset]:
         lead = (*_CONV, OP_CODE["dense"])

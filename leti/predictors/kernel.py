@@ -5,7 +5,7 @@ delegate on Android or iOS); each kernel is a configuration (input and output sh
 activation, linked ops) with its work terms (MACs, MACs rounded up to the runtime's channel tiles, elements read
 and written, weights). Kernels are grouped by how they compute (``group_of``): 1x1 / 3x3 / larger / grouped conv,
 3x3 / larger depthwise conv, dense (a 1x1 conv on a 1x1 map is one), pooling, global pooling, concat, and every
-other memory-bound op (add, mul, BatchNorm, activations, pads, moves) as ``elementwise``.
+other memory-bound op (add, mul, BatchNorm, activations, pads, resizes, reshapes, moves) as ``elementwise``.
 
 Each group has a linear cost in its work terms with non-negative coefficients (``FEATURE_SETS``), so the model
 extrapolates to layers wider or larger than any it saw. With whole-model times only, the per-kernel costs are
@@ -40,7 +40,7 @@ KERNEL_MODEL_FILE = "kernel_model.txt"
 KERNEL_MODELS = ("lightgbm", "linear", "none")
 FEATURE_CHOICES = ("auto", "full", "small")
 _CONVS = ("conv1x1", "conv3x3", "convkxk", "gconv")
-_MEMORY = ("add", "mul", "bn", "act", "pad", "move")
+_MEMORY = ("add", "mul", "bn", "act", "pad", "move", "resize", "reshape")
 GROUPS: tuple[str, ...] = (*_CONVS, "dwconv3x3", "dwconvkxk", "dense", "pool", "gap", "concat", "elementwise")
 
 # work terms per group ("count" = one per kernel: its launch cost)

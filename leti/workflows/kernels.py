@@ -45,8 +45,10 @@ _CLAMP = ("none", "relu", "relu6")
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """One kernel to measure: ``op`` (an IR op), input size ``h`` x ``h`` x ``cin``, output channels, window, groups,
-    activation and number of inputs (add, concat)."""
+    """One kernel to measure: ``op`` (an IR op), input size ``h`` x ``h`` x ``cin``, output channels, window (``kw``
+    when it is not square: a CP factor's (k, 1) depthwise conv), stride, groups, activation and number of inputs
+    (add, concat). A ``pad`` grows each side by ``k`` in total (zeros, split as converters split SAME padding);
+    a ``resize`` scales by ``s`` with ``k`` taps per axis (1 nearest, 2 bilinear); a ``reshape`` flattens."""
 
     op: str
     h: int
@@ -57,19 +59,21 @@ class KernelConfig:
     groups: int = 1
     act: str = "none"
     n_in: int = 1
+    kw: int = 0
 
     def key(self) -> str:
-        return f"{self.op}|h{self.h}|c{self.cin}>{self.cout}|k{self.k}|s{self.s}|g{self.groups}|{self.act}|n{self.n_in}"
+        key = f"{self.op}|h{self.h}|c{self.cin}>{self.cout}|k{self.k}|s{self.s}|g{self.groups}|{self.act}|n{self.n_in}"
+        return key + (f"|kw{self.kw}" if self.kw else "")  # square windows keep the keys stored before kw
 
     def graph(self) -> LayerGraph:
         """input -> this kernel, SAME padding."""
         b = GraphBuilder(block=f"kernel:{self.op}")
         x = b.input((self.h, self.h, self.cin))
-        op = self.op
+        op, kw = self.op, self.kw or None
         if op == "conv":
-            b.conv(x, self.cout, self.k, sh=self.s, groups=self.groups, act=self.act, bias=True)
+            b.conv(x, self.cout, self.k, kw, sh=self.s, groups=self.groups, act=self.act, bias=True)
         elif op == "dwconv":
-            b.dwconv(x, self.k, sh=self.s, act=self.act, bias=True)
+            b.dwconv(x, self.k, kw, sh=self.s, act=self.act, bias=True)
         elif op == "dense":
             b.dense(x, self.cout, act=self.act)
         elif op in ("maxpool", "avgpool"):
@@ -86,6 +90,12 @@ class KernelConfig:
             b.act(x, self.act)
         elif op == "bn":
             b.bn(x)
+        elif op == "pad":
+            b.pad(x, self.k // 2, self.k // 2, self.k - self.k // 2, self.k - self.k // 2)
+        elif op == "resize":
+            b.resize(x, self.h * self.s, self.h * self.s, "bilinear" if self.k == 2 else "nearest")
+        elif op == "reshape":
+            b.reshape(x, (1, 1, self.h * self.h * self.cin), flat=True)
         else:
             raise GraphError(f"no single-kernel graph for op {op!r}", "kernel")
         return b.finish({"kernel": self.key()})
@@ -104,6 +114,7 @@ def config_of(g: LayerGraph, nodes: list[int]) -> KernelConfig | None:
     op = OPS[int(g.op[h])]
     a = g.attr[h]
     k, s = int(a[A["kh"]]), max(int(a[A["sh"]]), 1)
+    kw = int(a[A["kw"]]) if op in ("conv", "dwconv") and int(a[A["kw"]]) != k else 0
     cin, cout = int(g.in_shape[h, 2]), int(g.out_shape[h, 2])
     size = int(g.in_shape[h, 0])
     if op in ("conv", "dwconv", "maxpool", "avgpool") and int(a[A["pad"]]) == 1 and k > 1:
@@ -112,11 +123,10 @@ def config_of(g: LayerGraph, nodes: list[int]) -> KernelConfig | None:
     if op == "conv":
         if size == 1 and k == 1:
             return KernelConfig("dense", 1, cin, cout, act=act if act in _CLAMP else "none")
-        return KernelConfig(
-            "conv", size, cin, cout, k, s, max(int(a[A["groups"]]), 1), act if act in _CLAMP else "none"
-        )
+        return KernelConfig("conv", size, cin, cout, k, s, max(int(a[A["groups"]]), 1),
+                            act if act in _CLAMP else "none", kw=kw)  # fmt: skip
     if op == "dwconv":
-        return KernelConfig("dwconv", size, cin, cin, k, s, act=act if act in _CLAMP else "none")
+        return KernelConfig("dwconv", size, cin, cin, k, s, act=act if act in _CLAMP else "none", kw=kw)
     if op == "dense":
         return KernelConfig(
             "dense", 1, int(np.prod(g.in_shape[h])), cout, act=act if act in _CLAMP else "none"
@@ -134,6 +144,18 @@ def config_of(g: LayerGraph, nodes: list[int]) -> KernelConfig | None:
         return KernelConfig(op, size, cin, cin)
     if op == "act":
         return KernelConfig("act", size, cin, cin, act=act)
+    if op == "pad":
+        top, left, bottom, right = (int(a[A[f]]) for f in ("kh", "kw", "sh", "sw"))
+        if int(a[A["extra"]]) != 0 or min(top, left, bottom, right) < 0:
+            return None  # mirror pads and crops are not sampled
+        return KernelConfig("pad", size, cin, cin, max(top + bottom, left + right))
+    if op == "resize":
+        out = int(g.out_shape[h, 0])
+        if out % size:
+            return None  # only whole upsampling factors are sampled
+        return KernelConfig("resize", size, cin, cin, 2 if int(a[A["extra"]]) == 1 else 1, out // size)
+    if op == "reshape":
+        return KernelConfig("reshape", size, cin, cin)
     return None
 
 
@@ -158,8 +180,10 @@ def prior_configs(graphs, ruleset: str) -> list[KernelConfig]:
 
 
 def builtin_prior() -> list[KernelConfig]:
-    """Typical CNN kernels when no real models are at hand: a stem, 1x1 / 3x3 / depthwise stages over the usual
-    resolutions and widths, pools, heads and elementwise ops."""
+    """Typical CNN kernels when no real models are at hand, over the ranges of real models (3-2,048 channels, 7-224
+    px, windows 1-7): stems, 1x1 / 3x3 / 5x5 convs, 3x3-7x7 depthwise convs and wide 1x1 expansions per stage,
+    squeeze-excite (global pool, two small dense layers, the broadcast scale), DenseNet-style concats, hard-swish
+    and swish, pools, explicit pads, resizes, reshapes and classifier heads."""
     out = [KernelConfig("conv", 224, 3, c, k, 2, act="relu") for c in (16, 32, 64) for k in (3, 7)]
     for h, cs in ((112, (16, 32, 64)), (56, (24, 64, 128, 256)), (28, (40, 128, 256, 512)),
                   (14, (80, 256, 512, 1024)), (7, (160, 512, 1024, 2048))):  # fmt: skip
@@ -168,7 +192,16 @@ def builtin_prior() -> list[KernelConfig]:
                     KernelConfig("conv", h, c, c, 3, act="relu"), KernelConfig("dwconv", h, c * 4, c * 4, 3, act="relu"),
                     KernelConfig("dwconv", h, c * 4, c * 4, 5, act="relu"), KernelConfig("add", h, c, c, n_in=2),
                     KernelConfig("act", h, c * 4, c * 4, act="hswish"), KernelConfig("concat", h, c, 2 * c, n_in=2)]  # fmt: skip
-        out += [KernelConfig("maxpool", h, cs[0], cs[0], 3, 2), KernelConfig("gap", h, cs[-1], cs[-1])]
+        c = cs[len(cs) // 2]
+        out += [KernelConfig("maxpool", h, cs[0], cs[0], 3, 2), KernelConfig("gap", h, cs[-1], cs[-1]),
+                KernelConfig("avgpool", h, c, c, 2, 2), KernelConfig("conv", h, c, c, 5, act="relu"),
+                KernelConfig("dwconv", h, c * 6, c * 6, 7), KernelConfig("dwconv", h, c * 6, c * 6, 3, 2),
+                KernelConfig("act", h, c * 6, c * 6, act="swish"), KernelConfig("act", h, c, c, act="sigmoid"),
+                KernelConfig("mul", h, c * 6, c * 6), KernelConfig("dense", 1, c * 6, max(8, c // 4), act="relu"),
+                KernelConfig("dense", 1, max(8, c // 4), c * 6), KernelConfig("concat", h, c, 4 * c, n_in=4),
+                KernelConfig("pad", h, c, c, 1), KernelConfig("pad", h, c, c, 2),
+                KernelConfig("resize", h, c, c, 1, 2), KernelConfig("resize", h, c, c, 2, 2),
+                KernelConfig("reshape", h, c, c)]  # fmt: skip
     out += [
         KernelConfig("dense", 1, c, u) for c, u in ((1024, 1000), (1280, 1000), (2048, 1000), (576, 1024))
     ]
@@ -195,7 +228,7 @@ def _jitter(c: KernelConfig, rng: np.random.Generator, lo: float, hi: float) -> 
     cin = _round8(c.cin * f) if c.cin > 4 else c.cin  # an RGB stem keeps its 3 channels
     if g > 1:
         cin = max(g, cin // g * g)
-    if c.op in ("dwconv", "maxpool", "avgpool", "gap", "add", "mul", "act", "bn"):
+    if c.op in ("dwconv", "maxpool", "avgpool", "gap", "add", "mul", "act", "bn", "pad", "resize", "reshape"):
         cout = cin
     elif c.op == "concat":
         cout = cin * c.n_in
@@ -203,7 +236,7 @@ def _jitter(c: KernelConfig, rng: np.random.Generator, lo: float, hi: float) -> 
         cout = _round8(c.cout * f)
         if g > 1:
             cout = max(g, cout // g * g)
-    return KernelConfig(c.op, h, cin, cout, c.k, c.s, g, c.act, c.n_in)
+    return KernelConfig(c.op, h, cin, cout, c.k, c.s, g, c.act, c.n_in, c.kw)
 
 
 def _valid(c: KernelConfig, max_macs: int) -> bool:
