@@ -37,3 +37,49 @@ def test_round_robin_measures_every_model_each_pass_and_builds_once():
         round_robin(LocalRunner(), settings, [_model(4)], 0)
     with pytest.raises(LetiError, match="stat"):
         round_robin(LocalRunner(), settings, [_model(4)], 1, "p99")
+
+
+def test_lut_calibrate_scales_the_saved_table_to_the_stored_models(tmp_path, capsys):
+    """``leti lut calibrate``: a saved lut (here from a table, no measuring) is scaled to whole models in the store."""
+    import json
+
+    import numpy as np
+
+    from leti.cli import main
+    from leti.datasets.archs import arch_record
+    from leti.datasets.store import Store
+    from leti.predictors.lut import LUTPredictor, layer_signatures
+    from leti.predictors.registry import load, save_trained
+    from leti.space import sample
+
+    target = "pixel4-tflite-cpu-1large"
+    archs = [a for a, _ in sample("nb201", 12, seed=4)]
+    graphs = [a.to_graph() for a in archs]
+    table = {
+        s: 0.01 + 1e-3 * i
+        for i, s in enumerate(sorted({s for g in graphs for s in layer_signatures(g, "skip")}))
+    }
+    lut = LUTPredictor.from_table(table, states="skip", overhead_ms=0.1)
+    save_trained(lut, target, {"source": "test table"})
+    store_path = tmp_path / "s.db"
+    st = Store.open(store_path)
+    recs = [arch_record(a) for a in archs]
+    st.upsert_archs(recs)
+    y = 1.7 * lut.predict(graphs)  # the whole models run 1.7x the sum of their layers
+    st.add_measurements_bulk([{"arch_id": r.arch_id, "target": target, "latency_ms": float(v)}
+                              for r, v in zip(recs, y, strict=True)])  # fmt: skip
+    assert (
+        main(["--store", str(store_path), "lut", "calibrate", "--target", target, "-n", "8", "--json"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_models"] == 8 and out["scale_before"] == 1.0 and out["scale"] == pytest.approx(1.7)
+    assert out["mape_before"] == pytest.approx(0.7 / 1.7) and out["mape_after"] < 1e-9
+    again = load(target, "lut")
+    assert np.allclose(again.predict(graphs), y) and again.meta_["source"] == "test table"
+    assert again.meta_["calibration"]["n_models"] == 8
+    # nothing measured on another target: a one-line error, exit 2, the saved table unchanged
+    save_trained(lut, "s10-tflite-cpu-1large")
+    assert main(["--store", str(store_path), "lut", "calibrate", "--target", "s10-tflite-cpu-1large"]) == 2
+    assert "no whole-model measurements" in capsys.readouterr().err
+    assert main(["--store", str(store_path), "lut", "calibrate", "--target", "mi8se-tflite-cpu-1large"]) == 2
+    assert "no trained lut predictor" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from leti.errors import ArchError, LetiError
+from leti.graph.layergraph import A
 from leti.importers.inputs import to_arch
 from leti.space import Arch, canonical_space, fbnet, native_text, nb101, nb201, parse_arch, sample
 
@@ -311,6 +312,36 @@ def test_leti_space_is_wide():
     ops = {x["op"] for a in archs for x in a.layers}
     assert min(sizes) < 100 < max(sizes)
     assert {"conv", "mbconv", "dwconv", "sepconv", "tucker2", "cp"} <= ops
+
+
+def test_leti_space_reaches_real_model_ranges():
+    """Issue 13: 3-2,048 channels, 7-224 px, windows 1-7, up to ~4 G MACs, wide 1x1 convs, DenseNet-style concats,
+    squeeze-excite, hard-swish and swish."""
+    from leti.graph.layergraph import ACT_CODE
+
+    archs = [a for a, _ in sample("leti", 200, seed=7)]
+    graphs = [a.to_graph() for a in archs]
+    macs = np.array([g.total_macs for g in graphs])
+    assert macs.max() <= 4_000_000_000 and macs.max() > 1_500_000_000 and np.median(macs) < 600_000_000
+    conv = [(g, i) for g in graphs for i in range(g.n_nodes) if g.op_name(i) == "conv"]
+    assert max(int(g.out_shape[i, 2]) for g, i in conv if g.attr[i, A["kh"]] == 1) >= 1024  # wide 1x1 convs
+    assert min(int(g.in_shape[i, 2]) for g, i in conv) <= 3  # RGB stems
+    assert {int(g.attr[i, A["kh"]]) for g, i in conv} >= {1, 3, 5, 7}
+    sizes = {int(g.out_shape[i, 0]) for g, i in conv}
+    assert 7 in sizes and max(sizes) >= 112
+    acts = {int(g.attr[i, A["act"]]) for g in graphs for i in range(g.n_nodes)}
+    assert {
+        ACT_CODE["hswish"],
+        ACT_CODE["swish"],
+        ACT_CODE["hsigmoid"],
+    } <= acts  # hsigmoid: squeeze-excite gates
+    assert any(x == {"op": "concat"} or x.get("op") == "concat" for a in archs for x in a.layers)
+    dense = [
+        g
+        for g in graphs
+        if any(g.op_name(i) == "concat" and len(g.inputs_of(i)) >= 3 for i in range(g.n_nodes))
+    ]
+    assert dense  # concats of three or more feature maps
 
 
 # ---- robustness: whatever comes in, the only exception is a LetiError ---------------------------------------------

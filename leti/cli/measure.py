@@ -1,8 +1,9 @@
-"""``leti generate``, ``bench``, ``devices`` and ``lut build``: measuring on this machine or on phones."""
+"""``leti generate``, ``bench``, ``devices``, ``lut build`` and ``lut calibrate``: measuring on this machine or on phones."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from leti.cli.common import _Parser, _print_json, _store, wide_console
@@ -74,6 +75,15 @@ def add_measure_parsers(sub) -> None:
     )
     s.add_argument("--benchmark-binary")
     s.set_defaults(func=cmd_lut_build)
+    s = lut.add_parser(
+        "calibrate", help="scale the target's lut predictor to the whole models measured on it in the store"
+    )
+    s.add_argument("--target", required=True)
+    s.add_argument("--space", help="only the measured archs of this space")
+    s.add_argument("-n", type=int, help="at most this many archs, drawn with --seed (default: all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_lut_calibrate)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
@@ -199,6 +209,18 @@ def cmd_devices(args) -> int:
         )
     wide_console().print(t)
     return 0 if all(i.state != "unreachable" for i in infos) else 1
+
+
+def cmd_lut_calibrate(args) -> int:
+    from leti.workflows.lut_build import calibrate_lut
+
+    r = calibrate_lut(_store(args), args.target, args.space, args.n, args.seed)
+    if args.json:
+        _print_json(asdict(r))
+        return 0
+    print(f"lut for {r.target} calibrated on {r.n_models} measured models: scale {r.scale_before:.4g} -> "
+          f"{r.scale:.4g}, MAPE on them {100 * r.mape_before:.1f}% -> {100 * r.mape_after:.1f}% -> {r.path}")  # fmt: skip
+    return 0
 
 
 def cmd_lut_build(args) -> int:

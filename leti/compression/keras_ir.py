@@ -46,6 +46,9 @@ __all__ = [
 FACTOR_METHODS = {"tucker2": 3, "cp": 4, "svd": 2}
 FACTOR_RE = re.compile(r"^(?P<unit>.+)__(?P<method>tucker2|cp|svd)_(?P<i>\d)$")
 _PASS = ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "Identity")
+# per-channel affine preprocessing layers (EfficientNet's, MobileNetV3's); on the input the converter folds them into
+# the first conv (measured: the converted EfficientNets run no separate MUL / ADD there)
+_AFFINE_INPUT = ("Rescaling", "Normalization")
 
 
 def factor_name(unit: str, method: str, i: int) -> str:
@@ -153,6 +156,18 @@ def _square(node: KNode, key: str, value) -> int:
     return int(a)
 
 
+_WINDOWED = ("Conv2D", "DepthwiseConv2D", "MaxPooling2D", "AveragePooling2D")
+
+
+def _pad_folds(r: _Reader, node: KNode) -> bool:
+    """A ZeroPadding2D read only by one 'valid' windowed layer: the pair is that layer padded 'same' when the sizes
+    agree (``_check_same`` on the reader says whether they do), as converters and leti's importers fold it."""
+    if len(node.consumers) != 1:
+        return False
+    reader = r.nodes[node.consumers[0]]
+    return reader.kind in _WINDOWED and reader.layer.get_config().get("padding") == "valid"
+
+
 def _check_same(node: KNode, in_shape, k: int, stride: int, dil: int = 1) -> None:
     """The IR pads 'same'; a 'valid' layer is fine only where it gives the same output size."""
     want = (
@@ -177,7 +192,11 @@ class _Reader:
         self.units: dict[str, int] = {}
 
     def shape_in(self, node: KNode) -> tuple[int, ...]:
-        return self.nodes[node.inputs[0]].shape
+        """The shape ``node`` reads; through a ZeroPadding2D folded into it, the unpadded one (the IR pads SAME)."""
+        src = self.nodes[node.inputs[0]]
+        while src.kind == "ZeroPadding2D" and _pad_folds(self, src):
+            src = self.nodes[src.inputs[0]]
+        return src.shape
 
     def add(self, spec: dict, layers: list[str], inputs: tuple[str, ...], unit: str | None = None) -> None:
         idx = len(self.specs)
@@ -320,6 +339,29 @@ def _plain_spec(r: _Reader, node: KNode) -> dict | None:
         return None if act == "none" else {"op": "act", "fn": act}
     if kind == "ChannelShuffle":
         return {"op": "shuffle", "groups": layer.groups}
+    if kind == "Multiply":
+        if len(node.inputs) != 2:
+            raise _fail(node, "only the product of two tensors maps onto the IR")
+        return {"op": "mul"}
+    if kind == "ZeroPadding2D":
+        if not _pad_folds(r, node):
+            raise _fail(
+                node, "only a zero pad read by one 'valid' conv or pool maps onto the IR (as its padding)"
+            )
+        return None
+    if kind in _AFFINE_INPUT:
+        src = r.nodes[node.inputs[0]]
+        while src.kind in _AFFINE_INPUT:
+            src = r.nodes[src.inputs[0]]
+        if src.kind != "InputLayer":
+            raise _fail(
+                node, "maps onto the IR only right after the model input (the converter folds it there)"
+            )
+        return None
+    if kind == "Reshape":
+        if math.prod(node.shape) != node.shape[-1] or math.prod(r.shape_in(node)) != r.shape_in(node)[-1]:
+            raise _fail(node, "only reshaping a channel vector ((C,) <-> (1, 1, C)) maps onto the IR")
+        return None
     if kind in _PASS:
         return None
     if kind == "Flatten":

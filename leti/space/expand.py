@@ -156,18 +156,26 @@ def _cell_nb101(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
         b.block, b.live = f"n{t}:{layers[t]['op']}", live[t]
         if vc[t] < 1:
             raise GraphError("vertex gets no channels", f"layers[{t}]")
+        srcs = [src for src in range(1, t) if adj[src][t]]
+        concat = layers[t]["op"] == "concat"
+        # a concat vertex (DenseNet-style) shares its channels among its inputs, so it still has vc[t] of them
+        n_in = len(srcs) + adj[0][t]
+        widths = [vc[t] // n_in + (k < vc[t] % n_in) for k in range(n_in)] if concat else [vc[t]] * n_in
+        if min(widths, default=1) < 1:
+            raise GraphError(f"{vc[t]} channels cannot be shared among {n_in} inputs", f"layers[{t}]")
         ins = []
-        for src in range(1, t):
-            if adj[src][t]:
-                have = b.shape(tensors[src])[2]
-                if have < vc[t]:
-                    raise GraphError(
-                        f"input from node {src} has {have} channels, fewer than {vc[t]}", f"layers[{t}]"
-                    )
-                ins.append(b.slice(tensors[src], vc[t]))
+        for src, width in zip(srcs, widths, strict=False):
+            have = b.shape(tensors[src])[2]
+            if have < width:
+                raise GraphError(
+                    f"input from node {src} has {have} channels, fewer than {width}", f"layers[{t}]"
+                )
+            ins.append(b.slice(tensors[src], width))
         if adj[0][t]:
-            ins.append(projection(vc[t]))
-        x = b.add(ins) if layers[t]["op"] != "concat" else b.concat(ins)
+            ins.append(projection(widths[-1]))
+        if layers[t]["op"] == "mul":
+            raise GraphError("a mul vertex needs merge 'sum'", f"layers[{t}]")
+        x = b.concat(ins) if concat else b.add(ins)
         tensors[t] = apply_layer_cached(b, layers[t], x, vc[t])
     b.block, b.live = f"n{n - 1}:output", True
     final = [tensors[t] for t in range(1, n - 1) if adj[t][n - 1]]
@@ -179,6 +187,14 @@ def _cell_nb101(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
     return out
 
 
+def _gate(b: GraphBuilder, ins: list[int]) -> int:
+    """A mul vertex: the larger input scaled by the other (a (1, 1, C) gate, or a map of the same shape)."""
+    if len(ins) != 2:
+        raise GraphError(f"a mul vertex multiplies two inputs, got {len(ins)}", b.block or "mul")
+    x, gate = sorted(ins, key=lambda t: -b.shape(t)[0] * b.shape(t)[1])
+    return b.mul(x, gate)
+
+
 def _cell_sum(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
     layers, preds, names = arch.layers, arch.preds, arch.vertex_names
     n = len(layers)
@@ -188,6 +204,9 @@ def _cell_sum(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
         op = L["op"]
         b.block, b.live = names[v], live[v]
         ins = [tensors[u] for u in preds[v]]
+        if op == "mul":
+            tensors[v] = _gate(b, ins)
+            continue
         x = ins[0] if len(ins) == 1 else b.concat(ins) if op == "concat" else b.add(ins)
         tensors[v] = x if op in ("add", "concat", "output") else apply_layer_cached(b, L, x, channels)
     return tensors[n - 1]

@@ -91,6 +91,7 @@ SCHEMAS: dict[str, dict[str, tuple]] = {
     "identity": {"channels": (_INT, None, (1, 8192)), "stride": (_INT, 1, (1, 4))},
     "zero": {},
     "add": {},
+    "mul": {},  # a vertex multiplying its two inputs: a map by a (1, 1, C) gate (squeeze-excite), merge "sum" only
     "concat": {},
     "bn": {},
     "act": {"fn": (_STR, "relu", ACTS[1:])},

@@ -1,7 +1,10 @@
 """The wide ``leti`` space: random cells over the full layer vocabulary with a random macro network.
 
 This is LETI's parametrisation: a random DAG cell plus a config (input size 32-224, channels, stacks, cells per
-stack, downsampling), so that one predictor sees a broad range of shapes and ops. Its native text is the Arch JSON.
+stack, downsampling), so that one predictor sees a broad range of shapes and ops. It reaches the ranges of real CNNs
+(issue 13): 3-2,048 channels, maps of 224 down to 7 px and below, windows 1-7, wide 1x1 convs, squeeze-excite and
+DenseNet-style concats, ReLU / ReLU6 / hard-swish / swish, and (``DEFAULT_CONSTRAINTS``) up to 4 G MACs. Its native
+text is the Arch JSON.
 The space protocol (``leti.space.Space``): ``NAME``, ``ALIASES``, ``parse``, ``sample``, ``to_string``.
 """
 
@@ -14,18 +17,18 @@ from leti.space.arch import Arch, live_nodes
 NAME = "leti"
 ALIASES: tuple[str, ...] = ()
 INPUT_SIZES = tuple(range(32, 225, 16))
-CHANNELS = (8, 16, 24, 32, 48, 64)
+CHANNELS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # x2 per stack: up to 2,048 channels, as real CNNs
 DOWNSAMPLE = ("maxpool", "conv", "resblock", "avgpool")
 
 
 def random_layer(rng: np.random.Generator) -> dict:
     kind = rng.choice(["conv", "conv", "dwconv", "sepconv", "mbconv", "mbconv", "maxpool", "avgpool",
-                       "identity", "tucker2", "cp"])  # fmt: skip
+                       "identity", "tucker2", "cp", "concat"])  # fmt: skip
     if kind == "conv":
         return {
             "op": "conv",
             "k": int(rng.choice([1, 3, 5, 7])),
-            "act": str(rng.choice(["relu", "relu6", "hswish"])),
+            "act": str(rng.choice(["relu", "relu6", "hswish", "swish"])),
         }
     if kind == "dwconv":
         return {"op": "dwconv", "k": int(rng.choice([3, 5, 7]))}
@@ -37,7 +40,7 @@ def random_layer(rng: np.random.Generator) -> dict:
             "k": int(rng.choice([3, 5, 7])),
             "e": int(rng.choice([1, 3, 6])),
             "se": float(rng.choice([0.0, 0.25])),
-            "act": str(rng.choice(["relu", "relu6", "hswish"])),
+            "act": str(rng.choice(["relu", "relu6", "hswish", "swish"])),
         }
     if kind in ("maxpool", "avgpool"):
         return {"op": kind, "k": 3}
@@ -50,6 +53,8 @@ def random_layer(rng: np.random.Generator) -> dict:
         }
     if kind == "cp":
         return {"op": "cp", "k": 3, "rank": int(rng.choice([4, 8, 16, 32]))}
+    if kind == "concat":
+        return {"op": "concat"}  # DenseNet-style: the vertex concatenates what reaches it
     return {"op": "identity"}
 
 

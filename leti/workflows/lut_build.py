@@ -9,6 +9,8 @@ stretch of the table. Two flows use it, and both give a ``LUTPredictor``:
   phone). A layer's time still includes the runtime's fixed cost of one invocation, so that cost is measured once
   on the smallest model we can build and subtracted from every layer; the LUT adds it back once per network
   (``overhead_ms``). The table is saved as the target's ``lut`` predictor.
+* ``leti lut calibrate`` (``calibrate_lut``): the target's saved ``lut`` predictor scaled so that it matches the
+  whole models measured on that target in the store (single-layer times need not add up to a network's).
 * ``LayerLUT``: a table on this machine that fills itself on demand (``prepare``), measures whole models in the same
   passes as layers, and is calibrated on them (``scale``, ``per_layer_ms``). ``leti compress`` wires it in as the
   predictor of a host target that has no trained one; ``to_lut_predictor()`` gives the ``lut`` family predictor.
@@ -156,6 +158,56 @@ def build_lut(
     path = save_trained(pred, binding.target, meta, root=root)
     return LutBuildReport(binding.target, space, n, len(table), overhead, time.perf_counter() - t0, str(path),
                           tuple(unbuilt))  # fmt: skip
+
+
+# ---- leti lut calibrate ---------------------------------------------------------------------------------------------
+@dataclass
+class LutCalibrateReport:
+    target: str
+    n_models: int
+    scale_before: float
+    scale: float
+    mape_before: float  # on the calibration models
+    mape_after: float
+    path: str
+
+
+def calibrate_lut(store, target: str, space: str | None = None, n: int | None = None, seed: int = 0,
+                  root=None) -> LutCalibrateReport:  # fmt: skip
+    """Scale the ``target``'s saved lut predictor to the whole models measured on ``target`` in ``store`` (of
+    ``space`` only, ``n`` of them drawn with ``seed``; each arch's median over its measurements) and save it back."""
+    from leti.importers.inputs import stored_graph
+    from leti.predictors.registry import load
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise LetiError(f"must be a positive integer, got {n!r}", "n")
+    pred = load(target, "lut", root=root)
+    df = store.measurements(target=target, space=canonical_space(space) if space else None)
+    if df.empty:
+        where = f" of space {space}" if space else ""
+        raise LetiError(
+            f"no whole-model measurements{where} on {target} in the store to calibrate on", "target"
+        )
+    per = df.groupby("arch_id", sort=True).agg(space=("space", "first"), text=("arch_text", "first"),
+                                               ms=("latency_ms", "median"))  # fmt: skip
+    per = per[per["ms"] > 0]
+    if n is not None and n < len(per):
+        per = per.iloc[np.sort(np.random.default_rng(seed).choice(len(per), n, replace=False))]
+    graphs = [stored_graph(sp, t) for sp, t in zip(per["space"], per["text"], strict=True)]
+    y = per["ms"].to_numpy(dtype=float)
+    before = float(pred.scale_)
+    mape_before = float(np.mean(np.abs(pred.predict(graphs) - y) / y))
+    pred.calibrate(graphs, y)
+    mape_after = float(np.mean(np.abs(pred.predict(graphs) - y) / y))
+    # save() writes these afresh
+    own = ("family", "target", "params", "feature_version", "n_train", "versions")
+    meta = {k: v for k, v in (getattr(pred, "meta_", None) or {}).items() if k not in own}
+    meta["calibration"] = {"n_models": len(graphs), "space": space, "seed": seed, "scale": pred.scale_,
+                           "mape_before": mape_before, "mape_after": mape_after}  # fmt: skip
+    path = save_trained(pred, target, meta, root=root)
+    return LutCalibrateReport(
+        target, len(graphs), before, float(pred.scale_), mape_before, mape_after, str(path)
+    )
 
 
 # ---- a table filled on demand on this machine ----------------------------------------------------------------------
