@@ -313,7 +313,7 @@ def cmd_lut_build(args) -> int:
 
 
 # ---- predictors ----------------------------------------------------------------------------------------------------
-FAMILY_CHOICES = ("lut", "flops", "xgboost", "catboost", "lightgbm", "gcn", "auto")
+FAMILY_CHOICES = ("lut", "flops", "linear", "xgboost", "catboost", "lightgbm", "gcn", "auto")
 
 
 def _metrics_table(title: str, rows: list[tuple[str, dict]]):

@@ -6,7 +6,7 @@
     save_trained(pred, "pixel4-tflite2.1-cpu-a76", meta)
     load("pixel4-tflite2.1-cpu-a76")           # the target's best saved predictor
 
-Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``registry.FAMILIES``). Training, evaluation and
+Families: lut, flops, linear, xgboost, lightgbm, catboost, gcn, auto (see ``registry.FAMILIES``). Training, evaluation and
 reports on a store live in ``leti.predictors.evaluate``.
 """
 
@@ -33,6 +33,7 @@ _LAZY = {
     "layer_signatures": ("leti.predictors.lut", "layer_signatures"),
     "signature_graph": ("leti.predictors.lut", "signature_graph"),
     "FlopsPredictor": ("leti.predictors.flops", "FlopsPredictor"),
+    "LinearPredictor": ("leti.predictors.linear", "LinearPredictor"),
     "XGBoostPredictor": ("leti.predictors.boosting", "XGBoostPredictor"),
     "LightGBMPredictor": ("leti.predictors.boosting", "LightGBMPredictor"),
     "CatBoostPredictor": ("leti.predictors.boosting", "CatBoostPredictor"),

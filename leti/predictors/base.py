@@ -58,7 +58,9 @@ class Predictor:
         return f"{type(self).__name__}({args})"
 
     # ---- the interface -----------------------------------------------------------------------------------------
-    def fit(self, graphs: list[LayerGraph], latencies_ms) -> Predictor:
+    def fit(self, graphs: list[LayerGraph], latencies_ms, groups=None) -> Predictor:
+        """Learn from ``graphs`` and their latencies. ``groups`` (canonical arch hashes) is for families that
+        cross-validate inside ``fit``; the others ignore it."""
         y = np.asarray(latencies_ms, dtype=float).ravel()
         if len(graphs) != y.size:
             raise PredictorError(f"{len(graphs)} graphs but {y.size} latencies", "latencies_ms")

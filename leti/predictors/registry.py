@@ -20,6 +20,7 @@ from leti.predictors.base import META_FILE, Predictor, read_meta
 _FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "lut": ("leti.predictors.lut", "LUTPredictor"),
     "flops": ("leti.predictors.flops", "FlopsPredictor"),
+    "linear": ("leti.predictors.linear", "LinearPredictor"),
     "xgboost": ("leti.predictors.boosting", "XGBoostPredictor"),
     "lightgbm": ("leti.predictors.boosting", "LightGBMPredictor"),
     "catboost": ("leti.predictors.boosting", "CatBoostPredictor"),
