@@ -182,16 +182,6 @@ class AutoPredictor(Predictor):
     def _candidates(self) -> list[tuple[str, dict]]:
         return _normalise(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
 
-    def fit(self, graphs, latencies_ms, groups=None) -> AutoPredictor:
-        """As ``Predictor.fit``; ``groups`` (e.g. canonical arch hashes) keeps groups within one fold."""
-        if groups is not None and len(groups) != len(graphs):
-            raise PredictorError(f"{len(groups)} groups for {len(graphs)} graphs", "groups")
-        self._groups = None if groups is None else list(groups)
-        try:
-            return super().fit(graphs, latencies_ms)
-        finally:
-            self._groups = None
-
     def _check(self, n: int) -> None:
         if self.select not in SELECT:
             raise PredictorError(f"must be one of {', '.join(SELECT)}, got {self.select!r}", "select")

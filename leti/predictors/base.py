@@ -59,8 +59,9 @@ class Predictor:
 
     # ---- the interface -----------------------------------------------------------------------------------------
     def fit(self, graphs: list[LayerGraph], latencies_ms, groups=None) -> Predictor:
-        """Learn from ``graphs`` and their latencies. ``groups`` (canonical arch hashes) is for families that
-        cross-validate inside ``fit``; the others ignore it."""
+        """Learn from ``graphs`` and their latencies. ``groups`` (e.g. canonical arch hashes) is for families that
+        cross-validate inside ``fit``: they read it as ``self._groups`` during ``_fit`` (None when not given), so
+        isomorphic archs stay on one side of their folds; the others ignore it."""
         y = np.asarray(latencies_ms, dtype=float).ravel()
         if len(graphs) != y.size:
             raise PredictorError(f"{len(graphs)} graphs but {y.size} latencies", "latencies_ms")
@@ -68,7 +69,13 @@ class Predictor:
             raise PredictorError("cannot fit on zero archs", "graphs")
         if (y <= 0).any() or not np.isfinite(y).all():
             raise PredictorError("latencies must be positive and finite", "latencies_ms")
-        self._fit(list(graphs), y)
+        if groups is not None and len(groups) != y.size:
+            raise PredictorError(f"{len(groups)} groups for {y.size} graphs", "groups")
+        self._groups = None if groups is None else list(groups)
+        try:
+            self._fit(list(graphs), y)
+        finally:
+            self._groups = None
         self.n_train_ = int(y.size)
         return self
 

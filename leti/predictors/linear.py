@@ -106,16 +106,6 @@ class LinearPredictor(Predictor):
             raise PredictorError(f"must be a positive number, got {self.delta!r}", "delta")
         design_columns(self.topology)  # an unknown topology group fails here
 
-    def fit(self, graphs, latencies_ms, groups=None) -> LinearPredictor:
-        """As ``Predictor.fit``; ``groups`` (canonical hashes) keeps isomorphic archs in one fold of the alpha CV."""
-        if groups is not None and len(groups) != len(graphs):
-            raise PredictorError(f"{len(groups)} groups for {len(graphs)} graphs", "groups")
-        self._groups = None if groups is None else list(groups)
-        try:
-            return super().fit(graphs, latencies_ms)
-        finally:
-            self._groups = None
-
     def _design(self, X: np.ndarray) -> np.ndarray:
         Z = (X[:, self.columns_] - self.mean_) / self.scale_
         return np.hstack([np.ones((X.shape[0], 1)), Z])
