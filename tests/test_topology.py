@@ -11,7 +11,6 @@ from leti.predictors import features as F
 from leti.predictors import topology as T
 from leti.space import parse_arch
 
-
 NAMES = F.design_names()
 
 
@@ -50,7 +49,10 @@ def test_same_layers_wired_differently_differ_only_in_topology():
     assert col(X, "topo.path.log2n").tolist() == [1.0, 1.0]
     assert col(X, "topo.path.macs")[0] == pytest.approx((m3 + m1) / 2 + madd)
     assert col(X, "topo.path.macs")[1] == pytest.approx((m3 + m1) / 2 + madd)
-    assert col(X, "topo.path.nodes").tolist() == [(4 + 2) / 2, 3.0]  # input, convs, add; input, add on the skip
+    assert col(X, "topo.path.nodes").tolist() == [
+        (4 + 2) / 2,
+        3.0,
+    ]  # input, convs, add; input, add on the skip
     assert col(X, "topo.ptok.convk").tolist() == [0.5, 0.5]
     # what feeds what: only the chain has a conv feeding a conv; only the side-by-side one has two convs at a depth
     assert col(X, "topo.big.convk>conv1").tolist() == [1, 0]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from leti.datasets.store import ArchRecord, Store
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
-from leti.space import Arch, native_text, parse_arch
+from leti.importers.inputs import layergraph_json, stored_graph
+from leti.space import MODEL_SPACE, SPACES, Arch, leti_space, native_text, parse_arch
+from leti.space.hashing import digest
 
 
 def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
@@ -19,7 +21,7 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
     return ArchRecord(
         arch_id=arch.full_hash,
         hash=arch.hash,
-        space=arch.space if arch.space in ("nasbench101", "nasbench201", "fbnet") else "leti",
+        space=arch.space if arch.space in SPACES else leti_space.NAME,
         arch_text=text if text is not None else native_text(arch),
         spec_json=arch.to_json(),
         macs=g.total_macs,
@@ -29,14 +31,33 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
     )
 
 
+def model_text(graph: LayerGraph) -> str:
+    """The arch text of an imported model (space ``model``): its LayerGraph as compact, key-sorted JSON."""
+    return json.dumps(graph.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def model_record(graph: LayerGraph, text: str | None = None) -> ArchRecord:
+    """The store row of an imported model. Its id and hash are the digest of its text: a model is its own class."""
+    text = model_text(graph) if text is None else text
+    h = digest(text)
+    return ArchRecord(
+        arch_id=h,
+        hash=h,
+        space=MODEL_SPACE,
+        arch_text=text,
+        spec_json=json.dumps({"space": MODEL_SPACE, "model": graph.meta.get("model", "")}),
+        macs=graph.total_macs,
+        params=graph.total_params,
+        peak_bytes=graph.peak_bytes(),
+        n_nodes=graph.n_nodes,
+    )
+
+
 def record_from_text(space: str, text: str) -> ArchRecord:
     """The ``parse_arch`` callback of ``import_csv``: native text -> ArchRecord."""
+    if space == MODEL_SPACE:
+        return model_record(layergraph_json(text), text)
     return arch_record(parse_arch(space, text), text)
-
-
-@lru_cache(maxsize=65536)
-def graph_of(space: str, text: str) -> LayerGraph:
-    return parse_arch(space, text).to_graph()
 
 
 @dataclass
@@ -55,7 +76,7 @@ class TargetData:
 
     def graphs(self, idx=None) -> list[LayerGraph]:
         idx = range(len(self)) if idx is None else idx
-        return [graph_of(self.spaces[i], self.texts[i]) for i in idx]
+        return [stored_graph(self.spaces[i], self.texts[i]) for i in idx]
 
     def subset(self, idx) -> TargetData:
         idx = np.asarray(idx, dtype=int)

@@ -272,9 +272,8 @@ class AutoPredictor(Predictor):
         return out
 
     def _fit_one(self, fam: str, params: dict, graphs, y, rows: np.ndarray) -> Predictor:
-        model = make(fam, **params)
-        groups = None if self._groups is None else [self._groups[i] for i in rows]
-        return model.fit(graphs, y, groups=groups)
+        groups = None if self._groups is None else self._groups[rows]  # e.g. the GCN early stopping
+        return make(fam, **params).fit(graphs, y, groups=groups)
 
     @property
     def model_(self) -> Predictor:

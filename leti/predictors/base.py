@@ -1,8 +1,10 @@
 """The predictor interface: scikit-learn-like estimators over LayerGraphs.
 
-Hyper-parameters go in ``__init__`` (stored as attributes of the same name, nothing computed there); ``fit`` learns;
-``predict`` returns milliseconds; ``save(dir)`` writes the library's own portable format plus ``meta.json``;
-``load(dir)`` reads them back. Nothing is ever pickled.
+Hyper-parameters go in ``__init__`` (stored as attributes of the same name, nothing computed there); ``fit`` learns
+(``groups``, e.g. canonical arch hashes, keeps isomorphic archs together wherever a family splits its training
+rows: the auto family's folds, the GCN's early-stopping split); ``predict`` returns milliseconds; ``save(dir)``
+writes the library's own portable format plus ``meta.json``; ``load(dir)`` reads them back. Nothing is ever
+pickled.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from leti.errors import PredictorError
 from leti.graph.layergraph import LayerGraph
 
 META_FILE = "meta.json"
-FEATURE_VERSION = 1  # bump when features change meaning: saved predictors then refuse to load
+FEATURE_VERSION = 2  # bump when features change meaning: saved predictors then refuse to load
 
 
 def library_versions() -> dict:
@@ -59,9 +61,9 @@ class Predictor:
 
     # ---- the interface -----------------------------------------------------------------------------------------
     def fit(self, graphs: list[LayerGraph], latencies_ms, groups=None) -> Predictor:
-        """Learn from ``graphs`` and their latencies. ``groups`` (e.g. canonical arch hashes) is for families that
-        cross-validate inside ``fit``: they read it as ``self._groups`` during ``_fit`` (None when not given), so
-        isomorphic archs stay on one side of their folds; the others ignore it."""
+        """Learn from ``graphs`` and their latencies (ms); ``groups`` (one label per graph, or None) is kept in
+        ``self._groups`` while ``_fit`` runs, for families that split their training rows."""
+        graphs = list(graphs)
         y = np.asarray(latencies_ms, dtype=float).ravel()
         if len(graphs) != y.size:
             raise PredictorError(f"{len(graphs)} graphs but {y.size} latencies", "latencies_ms")
@@ -69,15 +71,22 @@ class Predictor:
             raise PredictorError("cannot fit on zero archs", "graphs")
         if (y <= 0).any() or not np.isfinite(y).all():
             raise PredictorError("latencies must be positive and finite", "latencies_ms")
-        if groups is not None and len(groups) != y.size:
-            raise PredictorError(f"{len(groups)} groups for {y.size} graphs", "groups")
-        self._groups = None if groups is None else list(groups)
+        if groups is not None:
+            groups = np.asarray(list(groups), dtype=object)
+            if groups.ndim != 1 or groups.size != len(graphs):
+                raise PredictorError(f"{groups.size} groups but {len(graphs)} graphs", "groups")
+        self._groups = groups
         try:
-            self._fit(list(graphs), y)
+            self._fit(graphs, y)
         finally:
             self._groups = None
         self.n_train_ = int(y.size)
         return self
+
+    def store_inputs(self, store, target: str, arch_ids) -> dict:
+        """Extra ``fit`` keyword arguments this family reads from the store for ``target``'s training archs
+        ``arch_ids`` (the kernel family takes the target and its kernel measurements). None by default."""
+        return {}
 
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         if not hasattr(self, "n_train_"):

@@ -6,7 +6,6 @@ training archs' hashes in the metadata so that ``evaluate`` can later test a sav
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,13 +19,14 @@ from leti.datasets.split import split_by_hash
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
+from leti.predictors.families import FAMILIES
 from leti.predictors.features import FEATURES_ID
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, save_trained
 from leti.space import canonical_space
 
-DEFAULT_FAMILIES = ("lut", "flops", "xgboost", "lightgbm", "catboost", "gcn", "auto")
+DEFAULT_FAMILIES = FAMILIES
 
 
 def versions() -> dict:
@@ -46,13 +46,11 @@ def _check_size(train_size, n: int) -> None:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
 
 
-def _fit(pred: Predictor, data: TargetData, idx: np.ndarray) -> Predictor:
-    """Fit on rows ``idx``; families whose ``fit`` takes ``groups`` (auto, gcn) get the canonical hashes."""
-    graphs = data.graphs(idx)
-    y = data.latency_ms[idx]
-    if "groups" in inspect.signature(pred.fit).parameters:
-        return pred.fit(graphs, y, groups=list(data.hashes[idx]))
-    return pred.fit(graphs, y)
+def _fit(pred: Predictor, data: TargetData, idx: np.ndarray, store: Store) -> Predictor:
+    """Fit on rows ``idx``, grouped by canonical hash (auto's folds and the GCN's early stopping use the groups),
+    with whatever else the family reads from the store (``Predictor.store_inputs``)."""
+    extra = pred.store_inputs(store, data.target, data.arch_ids[idx])
+    return pred.fit(data.graphs(idx), data.latency_ms[idx], groups=list(data.hashes[idx]), **extra)
 
 
 def train(
@@ -77,7 +75,7 @@ def train(
     pred = make(family, **(params or {}))
     tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
     t0 = time.perf_counter()
-    _fit(pred, data, tr)
+    _fit(pred, data, tr, store)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     p = pred.predict(data.graphs(te))
@@ -296,7 +294,7 @@ def learning_curve(
         tr, _ = split_by_hash(data.hashes, s, seed)
         pred = make(family, **(params or {}))
         t0 = time.perf_counter()
-        _fit(pred, data, tr)
+        _fit(pred, data, tr, store)
         fit_s = time.perf_counter() - t0
         m = metrics(data.latency_ms[test], pred.predict(gte))
         out.append({"train_size": s, "n_test": int(test.size), "family": family, "fit_seconds": fit_s, **m})
