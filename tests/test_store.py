@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from leti.datasets.store import FRAME_COLUMNS, ArchRecord, Job, Store, TargetRecord
+from leti.datasets.export import export_measurements
+from leti.datasets.store import FRAME_COLUMNS, SCHEMA_VERSION, ArchRecord, Job, Store, TargetRecord
 from leti.errors import LetiError, StoreError
 from leti.measurement import Measurement
 
@@ -46,7 +47,7 @@ def n_rows(path: Path, sql: str) -> int:
 def test_open_creates_parent_dirs_wal_and_schema_version(tmp_path):
     path = tmp_path / "a" / "b" / "leti.db"
     with Store.open(path) as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == SCHEMA_VERSION
     assert path.is_file()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -269,24 +270,34 @@ def test_measurements_frame_filters_and_is_ordered(store):
 def test_export_round_trips_csv_and_parquet(store, tmp_path):
     fill(store)
     expected = store.measurements()
-    assert store.export(tmp_path / "out" / "all.parquet") == 5
+    (tmp_path / "out").mkdir()
+    assert export_measurements(store, tmp_path / "out" / "all.parquet") == 5
     back = pd.read_parquet(tmp_path / "out" / "all.parquet")
     assert back["macs"].dtype == "Int64" and back["latency_ms"].dtype == "float64"
-    pd.testing.assert_frame_equal(back.astype(FRAME_COLUMNS), expected)  # text may come back as str dtype
-    assert store.export(tmp_path / "gpu.csv", target="p3-gpu") == 2
+    frame = back[list(FRAME_COLUMNS)].astype(FRAME_COLUMNS)  # text may come back as str dtype
+    pd.testing.assert_frame_equal(frame, expected)
+    assert export_measurements(store, tmp_path / "gpu.csv", target="p3-gpu") == 2
     back = pd.read_csv(
         tmp_path / "gpu.csv", float_precision="round_trip", keep_default_na=False, na_values=[""]
     )
     want = store.measurements(target="p3-gpu")
-    assert list(back.columns) == list(want.columns)
+    assert list(back.columns) == list(want.columns) + ["raw", "created"]
     assert list(back["arch_id"]) == list(want["arch_id"])
     assert list(back["latency_ms"]) == list(want["latency_ms"])
     assert json.loads(back["stats"].dropna().iloc[0]) == json.loads(want["stats"].dropna().iloc[0])
 
 
-def test_export_unknown_suffix_names_the_path(store, tmp_path):
+def test_export_refuses_bad_paths_and_unknown_targets(store, tmp_path):
+    fill(store)
     with pytest.raises(LetiError, match="out.xlsx"):
-        store.export(tmp_path / "out.xlsx")
+        export_measurements(store, tmp_path / "out.xlsx")
+    with pytest.raises(LetiError, match=r"^output: .*folder .*nonexistent.* does not exist"):
+        export_measurements(store, tmp_path / "nonexistent" / "dir" / "x.csv")
+    with pytest.raises(
+        LetiError, match=r"^target: no measurements for 'nosuch' \(measured targets: p3-cpu, p3-gpu\)"
+    ):
+        export_measurements(store, tmp_path / "x.csv", target="nosuch")
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*tmp*"))
 
 
 # -- runs and jobs -------------------------------------------------------------------------------------

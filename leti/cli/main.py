@@ -135,7 +135,9 @@ def cmd_dataset_stats(args) -> int:
 
 
 def cmd_dataset_export(args) -> int:
-    n = _store(args).export(args.output, target=args.target)
+    from leti.datasets.export import export_measurements
+
+    n = export_measurements(_store(args), args.output, target=args.target)
     print(f"wrote {n} measurements to {args.output}")
     return 0
 
