@@ -11,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from leti.cli.common import _Parser, _print_json, _store, run_parser, wide_console
+from leti.cli.common import _Parser, _print_json, _store, add_store_option, run_parser, wide_console
 from leti.cli.compress import add_compress_parser
+from leti.cli.farm import adb_options, add_farm_parser, add_phone_options, lease_seconds
 from leti.cli.predict import add_predict_parser, add_serve_parser
 from leti.errors import LetiError
 
@@ -90,9 +91,9 @@ def cmd_space_show(args) -> int:
 def cmd_targets(args) -> int:
     from leti.targets import host_targets
 
-    store = _store(args)
-    stats = store.stats()["per_target"]
-    known = {t.name: t for t in store.list_targets()}
+    store = _targets_store(args)
+    stats = store.stats()["per_target"] if store else {}
+    known = {t.name: t for t in store.list_targets()} if store else {}
     rows = []
     for name in sorted(set(host_targets()) | set(known)):
         rec = known.get(name)
@@ -113,17 +114,32 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def _targets_store(args):
+    """The store `leti targets` reads: none yet at the default location is fine (nothing measured), a named one
+    that does not exist is an error."""
+    import os
+
+    from leti.datasets.location import ENV_VAR
+
+    named = getattr(args, "store", None) or os.environ.get(ENV_VAR)
+    try:
+        return _store(args, create=False)
+    except LetiError:
+        if named:
+            raise
+        return None
+
+
 def cmd_dataset_stats(args) -> int:
-    st = _store(args).stats()
+    store = _store(args, create=False)
+    st = store.stats()
     if args.json:
         _print_json({"targets": st["per_target"], "targets_by_space": st["per_target_space"],
                      "archs": st["archs"], "measurements": st["measurements"]})  # fmt: skip
         return 0
     from rich.table import Table
 
-    t = Table(
-        title=f"store {args.store or '$LETI_HOME/leti.db'}: {st['archs']} archs, {st['measurements']} measurements"
-    )
+    t = Table(title=f"store {store.location.display}: {st['archs']} archs, {st['measurements']} measurements")
     t.add_column("target")
     t.add_column("space")
     t.add_column("measured archs", justify="right")
@@ -137,7 +153,7 @@ def cmd_dataset_stats(args) -> int:
 def cmd_dataset_export(args) -> int:
     from leti.datasets.export import export_measurements
 
-    n = export_measurements(_store(args), args.output, target=args.target)
+    n = export_measurements(_store(args, create=False), args.output, target=args.target)
     print(f"wrote {n} measurements to {args.output}")
     return 0
 
@@ -149,6 +165,7 @@ def cmd_import(args) -> int:
     from leti.datasets.csvio import import_csv
 
     store = _store(args)
+    reports = []
     for f in args.files:
         if not Path(f).is_file():
             raise LetiError("no such file", f)
@@ -158,8 +175,12 @@ def cmd_import(args) -> int:
             def progress(done, total, task=task, prog=prog):
                 prog.update(task, completed=done, total=total)
 
-            report = import_csv(store, f, record_from_text, progress=progress)
-        print(report.summary())
+            report = import_csv(store, f, record_from_text, progress=progress, on_conflict=args.on_conflict)
+        reports.append(report)
+        if not args.json:
+            print(report.summary())
+    if args.json:
+        _print_json({"files": [r.to_dict() for r in reports]})
     return 0
 
 
@@ -174,10 +195,9 @@ def cmd_generate(args) -> int:
         TimeRemainingColumn,
     )
 
-    from leti.device_runner.bindings import parse_binding
     from leti.workflows.generate import generate
 
-    bindings = [parse_binding(t) for t in args.target]
+    bindings = [_generate_binding(t, args.enqueue_only) for t in args.target]
     constraints = json.loads(args.constraints) if args.constraints else None
     store = _store(args)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -198,23 +218,22 @@ def cmd_generate(args) -> int:
         def progress(worker, done):
             prog.update(tasks[worker], completed=done)
 
-        adb_options = {
-            "max_temp_c": args.max_temp,
-            "cooldown_max_wait_s": args.cooldown_wait,
-            "cooldown_poll_s": args.cooldown_poll,
-            "backoff_s": args.backoff,
-            "min_battery": args.min_battery,
-            "command_timeout_s": args.command_timeout,
-            "attempts": args.attempts,
-        }
         report = generate(store, args.space, args.n, args.seed, bindings, runs=args.runs, warmup=args.warmup,
                           min_time_s=args.min_time, constraints=constraints, repeat_check=args.repeat_check,
-                          benchmark_binary=args.benchmark_binary, adb_options=adb_options,
-                          max_failures=args.max_failures, progress=progress, on_start=on_start)  # fmt: skip
+                          benchmark_binary=args.benchmark_binary, adb_options=adb_options(args),
+                          max_failures=args.max_failures, progress=progress, on_start=on_start,
+                          enqueue_only=args.enqueue_only, retry_failed=args.retry_failed, lease_s=args.lease,
+                          max_attempts=args.max_attempts)  # fmt: skip
+    p = report.progress
+    left = p["pending"] + p["running"] + p["failed"]
     if args.json:
         _print_json(report.to_dict())
+        return 0 if args.enqueue_only or left == 0 else 1
+    if args.enqueue_only:
+        print(f"run {report.run_id}: {report.enqueued} jobs queued ({p['pending']} pending, {p['done']} done, "
+              f"{p['failed']} failed of {p['total']}) in {store.location.display}; start workers with "
+              f"leti farm worker --store STORE --target TARGET@DEVICE")  # fmt: skip
         return 0
-    p = report.progress
     print(f"run {report.run_id}{' (resumed)' if report.resumed else ''}: {p['done']} done, {p['failed']} failed, "
           f"{p['pending']} pending of {p['total']} jobs in {report.wall_s:.1f}s")  # fmt: skip
     for w in report.workers:
@@ -226,7 +245,19 @@ def cmd_generate(args) -> int:
             print(f"    {e}")
     for target, floor in report.noise_floor.items():
         print(f"  noise floor {target}: median |Δ|/latency = {floor * 100:.2f}%")
-    return 0 if p["pending"] == 0 and p["running"] == 0 else 1
+    if p["failed"]:
+        print(f"  {p['failed']} jobs failed for good; rerun with --retry-failed to try them again")
+    return 0 if left == 0 else 1
+
+
+def _generate_binding(text: str, enqueue_only: bool):
+    """A --target of generate: bound to a device to measure here; a bare target name when only queueing."""
+    from leti.device_runner.bindings import Binding, parse_binding
+    from leti.targets import validate_name
+
+    if enqueue_only and "@" not in text:
+        return Binding(validate_name(text.strip()))
+    return parse_binding(text)
 
 
 def cmd_bench(args) -> int:
@@ -338,7 +369,7 @@ def cmd_train(args) -> int:
     params = json.loads(args.params) if args.params else None
     if params is not None and not isinstance(params, dict):
         raise LetiError("must be a JSON object of hyper-parameters", "--params")
-    pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, params, args.space,
+    pred, meta = train(_store(args, create=False), args.target, args.predictor, args.train_size, args.seed, params, args.space,
                        save=True)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
     if args.json:
@@ -353,7 +384,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from leti.predictors.evaluate import evaluate
 
-    store = _store(args)
+    store = _store(args, create=False)
     m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
     if args.plot:
         from leti.predictors.evaluate import plot
@@ -395,7 +426,7 @@ def cmd_report(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    store = _store(args)
+    store = _store(args, create=False)
     with Progress(console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task(f"report on {args.space}", total=None)
 
@@ -415,7 +446,7 @@ def cmd_report(args) -> int:
 # ---- parser --------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
-    p.add_argument("--store", help="measurement store (default $LETI_HOME/leti.db, LETI_HOME=~/.leti)")
+    add_store_option(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sp = sub.add_parser("space", help="sample and inspect architectures").add_subparsers(
@@ -436,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_targets)
 
     ds = sub.add_parser("dataset", help="the measurement store").add_subparsers(
@@ -443,14 +475,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s = ds.add_parser("stats", help="measured archs per target and space")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_dataset_stats)
     s = ds.add_parser("export", help="write measurements to .csv or .parquet")
     s.add_argument("--target")
     s.add_argument("-o", "--output", required=True)
+    add_store_option(s)
     s.set_defaults(func=cmd_dataset_export)
 
-    s = sub.add_parser("import", help="import measurement CSV files (space,arch,target,latency_ms,source)")
+    s = sub.add_parser("import", help="import measurement files: exchange CSV (space,arch,target,latency_ms,source) "
+                       "or a `leti dataset export` (.csv/.parquet)")  # fmt: skip
     s.add_argument("files", nargs="+")
+    s.add_argument("--on-conflict", choices=("keep-first", "keep-both", "reject"), default="keep-first",
+                   help="a row whose arch, target and settings are stored with another latency: keep the stored "
+                   "value (default), keep both (a repeat measurement), or reject the file")  # fmt: skip
+    s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
@@ -467,27 +507,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeat-check", type=int, default=0, metavar="K",
                    help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
     s.add_argument("--constraints", help='JSON sampler constraints, e.g. {"max_macs": 2e8}')
-    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
-    g = s.add_argument_group("phone hygiene (Android targets)")
-    g.add_argument(
-        "--max-temp", type=float, default=45.0, help="wait for every thermal zone to cool below this (°C)"
-    )
-    g.add_argument(
-        "--cooldown-wait", type=float, default=300.0, help="give up waiting for cool-down after S seconds"
-    )
-    g.add_argument(
-        "--cooldown-poll", type=float, default=5.0, help="re-read temperatures every S seconds while waiting"
-    )
-    g.add_argument(
-        "--backoff", type=float, default=1.0, help="first retry delay (s), doubling on each failure"
-    )
-    g.add_argument("--min-battery", type=int, default=20, help="do not measure below this battery level (%%)")
-    g.add_argument("--command-timeout", type=float, default=30.0, help="per-command timeout (s)")
-    g.add_argument("--attempts", type=int, default=3, help="tries per command on transport errors (backoff)")
-    g.add_argument("--max-failures", type=int, default=3,
-                   help="quarantine a device after this many failed jobs in a row")  # fmt: skip
+    add_phone_options(s)
+    q = s.add_argument_group("queue")
+    q.add_argument("--enqueue-only", action="store_true",
+                   help="only fill the queue (TARGET without @device is fine): farm workers measure it")  # fmt: skip
+    q.add_argument("--retry-failed", action="store_true", help="give the run's failed jobs another go")
+    q.add_argument("--max-attempts", type=int, default=5, help="claims per job before it fails for good")
+    q.add_argument("--lease", type=lease_seconds, default=60.0,
+                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("bench", help="measure one .tflite file on a target")
@@ -526,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", help="only archs of this space")
     s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser(
@@ -536,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="predicted-vs-measured scatter (log-log, ±10%% band)")
+    add_store_option(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
@@ -544,11 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--families", help="comma-separated (default: all)")
     s.add_argument("--out", help="folder for report.md and one plot per target")
+    add_store_option(s)
     s.set_defaults(func=cmd_report)
 
     add_predict_parser(sub)
     add_serve_parser(sub)
     add_compress_parser(sub)
+    add_farm_parser(sub)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")

@@ -130,7 +130,10 @@ class PostgresDialect(Dialect):
         return conn.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE
 
     def table_exists(self, conn, table: str) -> bool:
-        return conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
+        # a plain catalog query: to_regclass() may answer from a stale cache after another session's CREATE TABLE
+        sql = ("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+               " WHERE c.relname = %s AND n.nspname = current_schema()")  # fmt: skip
+        return conn.execute(sql, (table,)).fetchone() is not None
 
     def lock_schema(self, conn) -> None:
         conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")

@@ -74,14 +74,17 @@ def resolve(spec: str | os.PathLike | StoreLocation | None = None) -> StoreLocat
 def _postgres(text: str) -> StoreLocation:
     try:
         parts = urlsplit(text)
-        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
         host, user, password = parts.hostname or "", parts.username or "", parts.password or ""
-    except ValueError as e:
-        raise StoreError(
-            f"malformed PostgreSQL URL ({e}): use postgresql://USER@HOST:PORT/DB", "store"
-        ) from None
+    except ValueError:
+        raise StoreError("malformed PostgreSQL URL: use postgresql://USER@HOST:PORT/DB", "store") from None
+    try:
+        port = parts.port or 5432  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise StoreError("malformed PostgreSQL URL: the port must be a number in 1..65535", "store")
     db = unquote(parts.path.lstrip("/"))
-    display = f"postgresql://{user + '@' if user else ''}{host}{f':{port}' if port else ''}/{db}"
+    display = f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
     problems = []
     if not host:
         problems.append("no host")
@@ -94,4 +97,4 @@ def _postgres(text: str) -> StoreLocation:
     if problems:
         raise StoreError(f"malformed PostgreSQL URL {display!r}: {'; '.join(problems)}", "store")
     url = text if parts.scheme == "postgresql" else "postgresql" + text[len(parts.scheme) :]
-    return StoreLocation("postgresql", display, url=url, host=host, port=port or 5432, password=password)
+    return StoreLocation("postgresql", display, url=url, host=host, port=port, password=password)
