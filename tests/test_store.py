@@ -504,3 +504,28 @@ def test_two_processes_never_claim_the_same_job(tmp_path):
     ids = [int(x) for out, _ in outs for x in out.split()]
     assert len(ids) == len(set(ids)) == n
     check_consistent(db, n)
+
+
+def test_import_into_a_store_with_an_overwritten_page_is_refused_with_a_recovery_hint(
+    tmp_path, capsys, monkeypatch
+):
+    from leti.cli import main
+    from leti.space import sample
+
+    monkeypatch.setenv("LETI_HOME", str(tmp_path))
+    rows = [f"nb201,{t},dev-cpu,{1 + i / 10},x" for i, (_, t) in enumerate(sample("nb201", 260, seed=0))]
+    head = "space,arch,target,latency_ms,source\n"
+    (tmp_path / "a.csv").write_text(head + "\n".join(rows[:200]) + "\n")
+    (tmp_path / "b.csv").write_text(head + "\n".join(rows[200:]) + "\n")
+    assert main(["import", str(tmp_path / "a.csv")]) == 0
+    db = tmp_path / "leti.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with open(db, "r+b") as f:  # a page the next import does not touch: only a check of the file can tell
+        f.seek(10 * page_size)
+        f.write(bytes(range(256)) * (page_size // 256))
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is corrupt" in err and ".recover" in err and "Nothing was written" in err

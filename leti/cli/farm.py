@@ -91,7 +91,7 @@ def cmd_farm_worker(args) -> int:
             print(f"{worker}: {done} measured", flush=True)
 
     try:
-        run = run_worker(store, bindings, benchmark_binary=args.benchmark_binary, adb_options=adb_options(args),
+        run = run_worker(store, bindings, benchmark_binary=args.benchmark_binary or None, adb_options=adb_options(args),
                          lease_s=args.lease, drain=args.until_empty, stop=stop, max_failures=args.max_failures,
                          progress=progress)  # fmt: skip
     finally:

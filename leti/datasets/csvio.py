@@ -229,7 +229,7 @@ def import_csv(
     ``parse_arch(space, arch_text)`` turns a row's arch into an ArchRecord (the space module's importer); each
     distinct (space, arch_text) is parsed once, and an export row's arch_id must match it. Everything is
     validated before anything is written, and the writes happen in one transaction, so a bad file leaves the
-    store untouched. Rows that conflict with stored ones are handled as ``on_conflict`` says (see
+    store untouched (and a damaged SQLite file is refused first). Rows that conflict with stored ones are handled as ``on_conflict`` says (see
     ``Store.import_measurements``). ``progress(done, total)`` is called while parsing, every 1000 rows and at
     the end.
     """
@@ -276,6 +276,7 @@ def import_csv(
         if progress is not None and (i % _PROGRESS_EVERY == 0 or i == total):
             progress(i, total)
     report = ImportReport(str(path), rows=total, archs=len(archs), on_conflict=on_conflict, format=fmt)
+    store.check_integrity()
     try:
         with store.transaction():
             report.archs_new = store.upsert_archs(archs.values())

@@ -213,18 +213,28 @@ class Database:
             return StoreCorrupt(self._corruption_message(reason), "store")
         return StoreError(f"cannot {action} {where}: {reason}", "store")
 
-    def _corruption_message(self, reason: str) -> str:
-        check = ""
-        with suppress(Exception):
-            conn = sqlite3.connect(str(self.path), timeout=5)
-            try:
-                rows = conn.execute("PRAGMA quick_check(3)").fetchall()
-                check = "; quick_check: " + " | ".join(str(r[0]) for r in rows)
-            finally:
-                conn.close()
+    def _corruption_message(self, reason: str, damage: list[str] | None = None) -> str:
+        if damage is None:
+            damage = []
+            with suppress(Exception):
+                conn = sqlite3.connect(str(self.path), timeout=5)
+                try:
+                    damage = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
+                finally:
+                    conn.close()
+        check = f"; quick_check: {' | '.join(damage)}" if damage else ""
         p = self.path
         return (f"{p} is corrupt ({reason}{check}). Nothing was written. Recover the readable rows with "
                 f"`sqlite3 {p} .recover | sqlite3 {p}.recovered` and use that file, or restore a backup")  # fmt: skip
+
+    def check_integrity(self) -> None:
+        """Refuse a damaged SQLite file before a bulk write (``PRAGMA quick_check``: a damaged page can go unnoticed
+        by the writes themselves). PostgreSQL checks its own pages."""
+        if self.is_postgres:
+            return
+        damage = [str(r[0]) for r in self._read("PRAGMA quick_check(3)")]
+        if damage != ["ok"]:
+            raise StoreCorrupt(self._corruption_message("quick_check failed", damage), "store")
 
     def _check_sqlite_path(self, create: bool) -> None:
         p = self.path
