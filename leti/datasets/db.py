@@ -251,31 +251,39 @@ class Database:
 
     # -- connections and transactions ---------------------------------------------------------------------
 
-    def _conn(self):
+    def _conn(self, queue: bool = False):
+        """This thread's connection. On PostgreSQL the job queue's transitions use a second one whose commits
+        do not wait for the disk (``synchronous_commit = off``): a transition lost in a server crash only
+        returns its job to an earlier state (a claim to the queue, a result and its job's completion together),
+        so the job is measured again, never twice and never lost. Everything else commits durably."""
         if self._closed:
             raise StoreError(f"{self.location.display} is closed", "store")
         if os.getpid() != self._pid:  # forked: a parent's connection must not be used in the child
             self._pid, self._local, self._conns = os.getpid(), threading.local(), []
-        conn = getattr(self._local, "conn", None)
+        slot = "qconn" if queue and self.is_postgres else "conn"
+        conn = getattr(self._local, slot, None)
         if conn is not None:
             return conn
         try:
             conn = self.dialect.connect(self.location)
+            if slot == "qconn":
+                conn.execute("SET synchronous_commit = off")
         except StoreError:
             raise
         except Exception as e:
             if self.dialect.kind(e) is None:
                 raise
             raise self._error("connect to" if self.is_postgres else "open", e) from None
-        self._local.conn = conn
+        setattr(self._local, slot, conn)
         with self._lock:
             self._conns.append(conn)
         return conn
 
-    def _drop_conn(self) -> None:
+    def _drop_conn(self, queue: bool = False) -> None:
         """Forget this thread's connection (after the server went away); the next call reconnects."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
+        slot = "qconn" if queue and self.is_postgres else "conn"
+        conn = getattr(self._local, slot, None)
+        setattr(self._local, slot, None)
         if conn is not None:
             with self._lock:
                 if conn in self._conns:
@@ -283,16 +291,17 @@ class Database:
             with suppress(Exception):
                 conn.close()
 
-    def _fail(self, action: str, e: BaseException) -> StoreError:
+    def _fail(self, action: str, e: BaseException, queue: bool = False) -> StoreError:
         err = self._error(action, e)
         if isinstance(err, StoreUnavailable) and self.is_postgres:
-            self._drop_conn()
+            self._drop_conn(queue)
         return err
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """One write transaction. Store calls made inside it join it, so they commit or roll back together."""
-        conn = self._conn()
+    def transaction(self, queue: bool = False) -> Iterator[Any]:
+        """One write transaction. Store calls made inside it join it, so they commit or roll back together.
+        ``queue``: a job-queue transition (see ``_conn``)."""
+        conn = self._conn(queue)
         d = self.dialect
         if d.in_transaction(conn):
             yield conn
@@ -302,7 +311,7 @@ class Database:
         except Exception as e:
             if d.kind(e) is None:
                 raise
-            raise self._fail("write to", e) from None
+            raise self._fail("write to", e, queue) from None
         try:
             yield conn
         except BaseException as exc:
@@ -310,7 +319,7 @@ class Database:
                 if d.in_transaction(conn):
                     conn.execute("ROLLBACK")
             if d.kind(exc) is not None:
-                raise self._fail("write to", exc) from None
+                raise self._fail("write to", exc, queue) from None
             raise
         try:
             conn.execute("COMMIT")
@@ -320,7 +329,7 @@ class Database:
                     conn.execute("ROLLBACK")
             if d.kind(e) is None:
                 raise
-            raise self._fail("write to", e) from None
+            raise self._fail("write to", e, queue) from None
 
     def _x(self, conn, sql: str, params: Sequence = ()):
         """Execute one statement written with ``?`` placeholders; returns the cursor."""
@@ -348,9 +357,9 @@ class Database:
                 raise
             raise self._fail("read", e) from None
 
-    def _write(self, sql: str, params: Iterable = ()) -> list[tuple]:
+    def _write(self, sql: str, params: Iterable = (), queue: bool = False) -> list[tuple]:
         """One statement in its own transaction (autocommit); returns the rows of a RETURNING clause."""
-        conn = self._conn()
+        conn = self._conn(queue)
         if self.dialect.in_transaction(conn):
             cur = self._x(conn, sql, tuple(params))
             return cur.fetchall() if cur.description else []
@@ -360,7 +369,7 @@ class Database:
         except Exception as e:
             if self.dialect.kind(e) is None:
                 raise
-            raise self._fail("write to", e) from None
+            raise self._fail("write to", e, queue) from None
 
     def db_now(self) -> float:
         """The database's clock (epoch seconds): leases are measured on it, never on a worker's own clock."""

@@ -138,7 +138,10 @@ class JobQueue(Database):
             if missing:
                 raise self._unknown_arch_error(missing)
             self._ensure_target_names(conn, (v[2] for v in values))
-            return self._many(conn, sql, values)
+            added = self._many(conn, sql, values)
+        if added > 1000 and self.is_postgres:  # fresh statistics, so that claims plan on the partial indexes
+            self._write("ANALYZE jobs")
+        return added
 
     def retry_failed(self, run_id: str) -> int:
         """Put the run's failed jobs back in the queue with a fresh retry budget; returns how many."""
@@ -236,7 +239,7 @@ class JobQueue(Database):
         """One read-modify-write statement. SQLite needs BEGIN IMMEDIATE for it to never fail on a stale snapshot;
         PostgreSQL runs it alone (its row locks suffice), saving two round trips."""
         if self.is_postgres:
-            return self._write(sql, params)
+            return self._write(sql, params, queue=True)
         with self.transaction() as conn:
             return self._x(conn, sql, params).fetchall()
 
@@ -248,7 +251,7 @@ class JobQueue(Database):
         if not workers:
             return set()
         now = self.dialect.now
-        with self.transaction() as conn:
+        with self.transaction(queue=True) as conn:
             rows = self._x(
                 conn,
                 f"UPDATE jobs SET lease_until = {now} + ?, heartbeat_at = {now} WHERE state = 'running'"
@@ -302,12 +305,12 @@ class JobQueue(Database):
             f" error = {err}, lease_until = NULL, updated = ?"
             f" WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND {where}{self.dialect.skip_locked})"
         )
-        with self.transaction() as conn:
+        with self.transaction(queue=True) as conn:
             return self._x(conn, sql, [*err_params, now_text(), *params]).rowcount
 
     def release_job(self, job_id: int, attempt: int) -> bool:
         """Give a held job back to the queue without an error (shutting down); False if no longer held."""
-        with self.transaction() as conn:
+        with self.transaction(queue=True) as conn:
             return (
                 self._x(
                     conn,
@@ -340,6 +343,8 @@ class JobQueue(Database):
         whose lease (``attempt``) expired, is stored if the job is not done yet: the work is not wasted, and
         the worker that took the job over finds it done.
         """
+        if self.is_postgres:
+            return self._complete_pg(job_id, measurement, source, worker)
         with self.transaction() as conn:
             job = self._lock_job(conn, job_id)
             if job is None:
@@ -356,6 +361,26 @@ class JobQueue(Database):
             )
             self._finish_job(conn, job_id)
         return new
+
+    def _complete_pg(self, job_id: int, measurement, source: str, worker: str | None) -> bool:
+        """complete_job in one statement (one round trip): lock the job unless done, insert its measurement with
+        the job's keys, mark it done."""
+        values = measurement_values("-", "x", "-", measurement, source)[3:]  # validated; the keys come from the job
+        cols = ", ".join(MEAS_COLS)
+        sql = (
+            "WITH j AS (SELECT id, arch_id, target, settings_key FROM jobs WHERE id = ? AND state <> 'done' FOR UPDATE),"
+            f" m AS (INSERT INTO measurements ({cols}) SELECT j.arch_id, j.target, j.settings_key,"
+            f" {', '.join('?' * len(values))} FROM j ON CONFLICT (arch_id, target, settings_key, rep) DO NOTHING"
+            " RETURNING 1),"
+            " u AS (UPDATE jobs SET state = 'done', error = NULL, lease_until = NULL,"
+            f" finished_at = {self.dialect.now}, worker = COALESCE(?, worker), updated = ?"
+            " WHERE id IN (SELECT id FROM j) RETURNING 1)"
+            " SELECT (SELECT COUNT(*) FROM m), (SELECT COUNT(*) FROM u), (SELECT COUNT(*) FROM jobs WHERE id = ?)"
+        )
+        new, _, exists = self._write(sql, [job_id, *values, worker, now_text(), job_id], queue=True)[0]
+        if not exists:
+            raise LetiError(f"no job {job_id!r}", "job_id")
+        return bool(new)
 
     def _finish_job(self, conn, job_id: int) -> None:
         """Hook run inside complete_job's transaction, after both writes (tests kill a process here)."""
@@ -374,7 +399,7 @@ class JobQueue(Database):
         Returns the job's new state. A job already done stays done, and with ``attempt`` (the claim's) a job
         that was taken over by another worker is left alone: this worker's report is stale.
         """
-        with self.transaction() as conn:
+        with self.transaction(queue=True) as conn:
             job = self._lock_job(conn, job_id)
             if job is None:
                 raise LetiError(f"no job {job_id!r}", "job_id")

@@ -89,7 +89,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE jobs ADD COLUMN max_attempts {int} NOT NULL DEFAULT 5",
         # jobs a version-1 run left running have no lease: let them expire at once
         "UPDATE jobs SET lease_until = 0 WHERE state = 'running'",
+        # claims take the oldest pending job of some targets (farm worker) or of a run's target (generate)
         "CREATE INDEX jobs_pending ON jobs(target, id) WHERE state = 'pending'",
+        "CREATE INDEX jobs_run_pending ON jobs(run_id, target, id) WHERE state = 'pending'",
         "CREATE INDEX jobs_leased ON jobs(lease_until) WHERE state = 'running'",
         "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE state = 'done'",
         _MEASUREMENTS_V2.replace("{name}", "measurements_v2"),

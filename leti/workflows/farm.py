@@ -189,9 +189,10 @@ class Farm:
 
     # -- store calls that survive outages ---------------------------------------------------------------------
 
-    def _call(self, report: WorkerReport, fn: Callable, *, must_finish: bool = False):
+    def _call(self, report: WorkerReport, fn: Callable, *, must_finish: bool = False, timed: bool = True):
         """``fn()``, retried with a growing pause while the store is unavailable. Gives up (re-raising) when
-        ``stop`` is set, unless ``must_finish`` (a result in hand), or after ``store_wait_s``."""
+        ``stop`` is set, unless ``must_finish`` (a job in hand), or after ``store_wait_s``. ``timed``: count the
+        time as the store's."""
         t0, pause = time.monotonic(), 0.2
         while True:
             t = time.perf_counter()
@@ -202,7 +203,8 @@ class Farm:
                 if (self.stop.is_set() and not must_finish) or time.monotonic() - t0 > self.store_wait_s:
                     raise
             finally:
-                report.store_s += time.perf_counter() - t
+                if timed:
+                    report.store_s += time.perf_counter() - t
             time.sleep(pause * random.uniform(0.5, 1.0))  # jitter: many workers must not reconnect in step
             pause = min(pause * 2, 5.0)
 
@@ -276,9 +278,13 @@ class Farm:
     ) -> Measurement | str:
         """Build and measure: a Measurement, or 'job' (the job failed for good) or 'device' (retried elsewhere)."""
         t = time.perf_counter()
-        try:
-            model = self.model_for(job.arch_id, precision)
-            settings = self.settings_for(job)
+        try:  # both may read the store (the arch's spec, the run's settings): ride out an outage
+            model = self._call(
+                report, lambda: self.model_for(job.arch_id, precision), must_finish=True, timed=False
+            )
+            settings = self._call(report, lambda: self.settings_for(job), must_finish=True, timed=False)
+        except StoreUnavailable:
+            raise
         except (GraphError, ModelFileError, LetiError) as e:  # no device will do better
             self._fail(job, report, str(e), requeue=False)
             report.failed_jobs += 1
