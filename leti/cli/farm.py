@@ -8,53 +8,9 @@ import threading
 import time
 
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
+from leti.cli.measure import adb_options, add_phone_options, lease_seconds
 
 DEFAULT_LEASE_S = 60.0  # mirrors leti.datasets.queue.DEFAULT_LEASE_S (not imported: keeps --help fast)
-
-
-def add_phone_options(p: argparse.ArgumentParser) -> None:
-    """The flags of Android measurements (shared by generate and farm worker)."""
-    p.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
-    g = p.add_argument_group("phone hygiene (Android targets)")
-    g.add_argument(
-        "--max-temp", type=float, default=45.0, help="wait for every thermal zone to cool below this (°C)"
-    )
-    g.add_argument(
-        "--cooldown-wait", type=float, default=300.0, help="give up waiting for cool-down after S seconds"
-    )
-    g.add_argument(
-        "--cooldown-poll", type=float, default=5.0, help="re-read temperatures every S seconds while waiting"
-    )
-    g.add_argument(
-        "--backoff", type=float, default=1.0, help="first retry delay (s), doubling on each failure"
-    )
-    g.add_argument("--min-battery", type=int, default=20, help="do not measure below this battery level (%%)")
-    g.add_argument("--command-timeout", type=float, default=30.0, help="per-command timeout (s)")
-    g.add_argument("--attempts", type=int, default=3, help="tries per command on transport errors (backoff)")
-    g.add_argument("--max-failures", type=int, default=3,
-                   help="quarantine a device after this many failed jobs in a row")  # fmt: skip
-
-
-def adb_options(args) -> dict:
-    return {
-        "max_temp_c": args.max_temp,
-        "cooldown_max_wait_s": args.cooldown_wait,
-        "cooldown_poll_s": args.cooldown_poll,
-        "backoff_s": args.backoff,
-        "min_battery": args.min_battery,
-        "command_timeout_s": args.command_timeout,
-        "attempts": args.attempts,
-    }
-
-
-def lease_seconds(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        x = float("nan")
-    if not 1.0 <= x <= 86400.0:
-        raise argparse.ArgumentTypeError(f"must be 1..86400 seconds, got {text!r}")
-    return x
 
 
 def watch_seconds(text: str) -> float:

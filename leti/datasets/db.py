@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -74,7 +75,11 @@ class SqliteDialect(Dialect):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            for _ in range(50):  # a new file's first openers race to switch it; the loser gets the old mode back
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    break
+                time.sleep(0.05)
             conn.execute("PRAGMA synchronous = NORMAL")  # in WAL this survives a process crash
             conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:

@@ -365,7 +365,9 @@ class JobQueue(Database):
     def _complete_pg(self, job_id: int, measurement, source: str, worker: str | None) -> bool:
         """complete_job in one statement (one round trip): lock the job unless done, insert its measurement with
         the job's keys, mark it done."""
-        values = measurement_values("-", "x", "-", measurement, source)[3:]  # validated; the keys come from the job
+        values = measurement_values("-", "x", "-", measurement, source)[
+            3:
+        ]  # validated; the keys come from the job
         cols = ", ".join(MEAS_COLS)
         sql = (
             "WITH j AS (SELECT id, arch_id, target, settings_key FROM jobs WHERE id = ? AND state <> 'done' FOR UPDATE),"

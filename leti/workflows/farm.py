@@ -26,6 +26,7 @@ from pathlib import Path
 
 from leti.datasets.queue import DEFAULT_LEASE_S
 from leti.datasets.store import Job, Store, StoreUnavailable
+from leti.device_runner.base import Runner
 from leti.device_runner.bindings import Binding
 from leti.errors import DeviceError, GraphError, LetiError, ModelFileError
 from leti.measurement import Measurement, Settings
@@ -58,7 +59,7 @@ class WorkerReport:
         return asdict(self)
 
 
-RunnerFactory = Callable[[Binding], object]
+RunnerFactory = Callable[[Binding], Runner]
 ModelSource = Callable[[str, str], bytes]  # (arch_id, precision) -> .tflite bytes
 SettingsSource = Callable[[Job], Settings]
 Progress = Callable[[str, int], None]  # (worker, jobs finished so far by it)
@@ -268,9 +269,7 @@ class Farm:
         finally:
             if runner is not None:
                 report.faults = dict(getattr(runner, "fault_counts", {}) or {})
-                close = getattr(runner, "close", None)
-                if close:
-                    close()
+                runner.close()
             report.seconds = time.perf_counter() - t0
 
     def _measure(

@@ -109,9 +109,7 @@ def run_worker(
     usable, skipped = [], []
     for b in bindings:
         try:
-            close = getattr(factory(b), "close", None)  # the runner contacts its device on first use only
-            if close:
-                close()
+            factory(b).close()  # the runner contacts its device on first use only
             usable.append(b)
         except LetiError as e:
             skipped.append(f"{b.worker}: {e}")
