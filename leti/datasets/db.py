@@ -75,7 +75,9 @@ class SqliteDialect(Dialect):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            for _ in range(50):  # a new file's first openers race to switch it; the loser gets the old mode back
+            for _ in range(
+                50
+            ):  # a new file's first openers race to switch it; the loser gets the old mode back
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() == "wal":
                     break
