@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import threading
 import time
 
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
-from leti.cli.measure import adb_options, add_phone_options, lease_seconds
+from leti.cli.measure import adb_options, add_phone_options, lease_seconds, seconds_in
 
 DEFAULT_LEASE_S = 60.0  # mirrors leti.datasets.queue.DEFAULT_LEASE_S (not imported: keeps --help fast)
-
-
-def watch_seconds(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        x = float("nan")
-    if not 0.1 <= x <= 3600:
-        raise argparse.ArgumentTypeError(f"must be 0.1..3600 seconds, got {text!r}")
-    return x
 
 
 def cmd_farm_worker(args) -> int:
@@ -128,7 +117,7 @@ def add_farm_parser(sub) -> None:
     s = farm.add_parser("status", help="queued, leased, done and failed jobs per target and per worker")
     s.add_argument("--run", help="only this run's jobs")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--watch", type=watch_seconds, nargs="?", const=2.0, default=None, metavar="S",
+    s.add_argument("--watch", type=seconds_in(0.1, 3600.0), nargs="?", const=2.0, default=None, metavar="S",
                    help="a live table, refreshed every S seconds (default 2) until Ctrl-C")  # fmt: skip
     add_store_option(s)
     s.set_defaults(func=cmd_farm_status)

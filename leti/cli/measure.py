@@ -45,14 +45,22 @@ def adb_options(args) -> dict:
     }
 
 
-def lease_seconds(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        x = float("nan")
-    if not 1.0 <= x <= 86400.0:
-        raise argparse.ArgumentTypeError(f"must be 1..86400 seconds, got {text!r}")
-    return x
+def seconds_in(lo: float, hi: float):
+    """An argparse type: seconds within [lo, hi]."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            x = float("nan")
+        if not lo <= x <= hi:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must be {lo:g}..{hi:g} seconds, got {text!r}")
+        return x
+
+    return parse
+
+
+lease_seconds = seconds_in(1.0, 86400.0)
 
 
 def add_measure_parsers(sub) -> None:
