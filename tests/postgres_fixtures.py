@@ -6,6 +6,7 @@ Without the server binaries the tests skip with the reason, or fail when ``CI`` 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
@@ -29,10 +30,11 @@ def pg_server():
 
 
 @pytest.fixture
-def pg_url(pg_server) -> str:
-    """The URL (password included) of a new, empty database on the session's server."""
-    if not (
-        pg_server.dir / "data" / "postmaster.pid"
-    ).exists():  # a test stopped it and failed before restarting
+def pg_url(pg_server):
+    """The URL (password included) of a new, empty database on the session's server; dropped afterwards."""
+    if not (pg_server.dir / "data" / "postmaster.pid").exists():  # a test stopped it, failed, did not restart
         pg_server.start()
-    return pg_server.create_database(f"t{os.getpid()}_{next(_names)}")
+    name = f"t{os.getpid()}_{next(_names)}"
+    yield pg_server.create_database(name)
+    with contextlib.suppress(Exception):  # best effort: the server goes away with the session anyway
+        pg_server.drop_database(name)
