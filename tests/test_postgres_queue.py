@@ -199,3 +199,21 @@ def test_farm_status_per_target_and_worker_and_json_without_password(pg_url, cap
     assert main(["farm", "status", "--store", pg_url]) == 0
     table = capsys.readouterr().out
     assert TARGET in table and "h/dev-cpu@usb:1" in table and "leti-secret-pw" not in table
+
+
+def test_generate_enqueue_only_fills_the_queue_once_and_status_watch_shows_it(pg_url, capsys):
+    argv = ["generate", "--store", pg_url, "--enqueue-only", "--space", "nb201", "-n", "3", "--seed", "2",
+            "--target", "pixel4-tflite-cpu-1t", "--target", "mi9-tflite-gpu", "--runs", "5"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "6 jobs queued" in out and "leti farm worker" in out and "leti-secret-pw" not in out
+    assert main(argv) == 0
+    assert "0 jobs queued (6 pending" in capsys.readouterr().out
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    p = subprocess.Popen([sys.executable, "-m", "leti.cli", "farm", "status", "--store", pg_url, "--watch", "0.2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    time.sleep(4)
+    p.send_signal(__import__("signal").SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and "pixel4-tflite-cpu-1t" in out and "mi9-tflite-gpu" in out
+    assert "leti-secret-pw" not in out + err
