@@ -1,10 +1,12 @@
 """The store on a real PostgreSQL server next to SQLite: one API, one schema, the same idempotency; migrations;
-export -> import round trips between the engines; store URLs and their errors (never a password)."""
+export -> import round trips between the engines (imported real models and kernel measurements included); store URLs
+and their errors (never a password)."""
 
 from __future__ import annotations
 
 import sqlite3
 
+import pandas as pd
 import psycopg
 import pytest
 
@@ -13,11 +15,15 @@ from leti.datasets.archs import arch_record, record_from_text
 from leti.datasets.csvio import import_csv
 from leti.datasets.export import export_measurements
 from leti.datasets.location import resolve
+from leti.datasets.mlbench import import_mlbench
+from leti.datasets.records import KERNEL_FRAME_COLUMNS
 from leti.datasets.schema import SCHEMA_VERSION, statements
 from leti.datasets.store import Store, TargetRecord
 from leti.errors import LetiError, StoreError
 from leti.measurement import Measurement
-from leti.space import sample
+from leti.predictors.kernel import KernelPredictor
+from leti.space import MODEL_SPACE, sample
+from leti.testing.mlbench_synth import write_mlbench
 from leti.testing.postgres import free_port
 
 TARGET = "pixel4-tflite-cpu-1t"
@@ -66,8 +72,6 @@ def test_same_api_and_results_on_both_engines(tmp_path, pg_url):
             frames.append(s.measurements())
             stats.append(s.stats())
     assert stats[0] == stats[1] and stats[0]["measurements"] == 4 + 6 + 1
-    import pandas as pd
-
     pd.testing.assert_frame_equal(frames[0], frames[1])
     assert sorted(frames[1]["rep"].tolist()).count(1) == 1  # the repeat measurement kept under rep 1
 
@@ -90,6 +94,93 @@ def test_export_import_export_round_trips_between_engines(tmp_path, pg_url):
             assert back.export_rows() == src.export_rows()
             export_measurements(back, csv3)
     assert csv1.read_bytes() == csv2.read_bytes() == csv3.read_bytes()
+
+
+def test_kernel_measurements_on_both_engines(location):
+    with Store.open(location) as s:
+        empty = s.kernel_measurements()
+        assert empty.empty and list(empty.columns) == list(KERNEL_FRAME_COLUMNS)
+        recs = [arch_record(a, t) for a, t in sample("nb201", 2, seed=5)]
+        s.upsert_archs(recs)
+        a, b = recs[0].arch_id, recs[1].arch_id
+        rows = [{"arch_id": b, "target": "p4-gpu", "node": 3, "latency_ms": 0.5, "runtime_kernel": "conv",
+                 "source": "prof"},
+                {"arch_id": a, "target": "p4-gpu", "node": 1, "latency_ms": 0.0},  # a profiler's 0 is a time
+                {"arch_id": b, "target": "p4-gpu", "node": 3, "latency_ms": 9.0},  # same key: the first wins
+                {"arch_id": a, "target": "p4-gpu", "node": 1, "latency_ms": 0.25, "settings_key": "k2"}]  # fmt: skip
+        assert s.add_kernel_measurements(rows) == 3
+        assert s.add_kernel_measurements(rows) == 0  # idempotent
+        df = s.kernel_measurements(target="p4-gpu")
+        want = sorted([(a, "import", 1, 0.0, "", ""), (b, "import", 3, 0.5, "conv", "prof"),
+                       (a, "k2", 1, 0.25, "", "")], key=lambda r: (r[1], r[0]))  # fmt: skip
+        cols = ["arch_id", "settings_key", "node", "latency_ms", "runtime_kernel", "source"]
+        assert [tuple(r) for r in df[cols].values.tolist()] == want
+        assert df["node"].dtype == "int64" and set(df["space"]) == {"nasbench201"}
+        assert (
+            len(s.kernel_measurements(settings_key="k2")) == 1 and s.kernel_measurements(target="x-cpu").empty
+        )
+        assert s.get_target("p4-gpu") is not None  # added by name
+        st = s.stats()
+        assert st["kernel_measurements"] == 3 and st["measurements"] == 0  # never mixed with whole-model data
+        with pytest.raises(LetiError, match=r"^arch_id: unknown arch 'nope'"):
+            s.add_kernel_measurements([{"arch_id": a, "target": "p4-gpu", "node": 7, "latency_ms": 1.0},
+                                       {"arch_id": "nope", "target": "p4-gpu", "node": 1, "latency_ms": 1.0}])  # fmt: skip
+        for bad, where in (({"latency_ms": -1.0}, r"rows\[0\]\.latency_ms"), ({"latency_ms": True}, "latency_ms"),
+                           ({"node": -1}, r"rows\[0\]\.node"), ({"node": 1.5}, "node"), ({"node": None}, "node"),
+                           ({"target": "Bad Target"}, "target")):  # fmt: skip
+            with pytest.raises(LetiError, match=where):
+                s.add_kernel_measurements(
+                    [{"arch_id": a, "target": "p4-gpu", "node": 9, "latency_ms": 1.0, **bad}]
+                )
+        with pytest.raises(LetiError, match="missing key 'node'"):
+            s.add_kernel_measurements([{"arch_id": a, "target": "p4-gpu", "latency_ms": 1.0}])
+        assert s.stats()["kernel_measurements"] == 3  # nothing of the refused batches was written
+
+
+def test_imported_models_and_kernel_measurements_move_from_sqlite_to_postgresql(tmp_path, pg_url, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    synth = write_mlbench(tmp_path / "mlbench")
+    with Store.open(tmp_path / "src.db") as src:
+        fill(src)
+        imp = import_mlbench(src, synth)
+        kernels = src.kernel_measurements()
+        n_meas = src.stats()["measurements"]
+        assert imp.kernel_measurements == len(kernels) > 0 and n_meas == 11 + imp.measurements
+        assert export_measurements(src, out / "a.csv") == n_meas + len(kernels)
+        assert (
+            main(["import", "--store", pg_url, "--json", str(out / "a.csv")]) == 0
+        )  # the CLI, as a user moves it
+        (report,) = __import__("json").loads(capsys.readouterr().out)["files"]
+        assert (report["measurements_new"], report["kernel_measurements_new"]) == (n_meas, len(kernels))
+        with Store.open(pg_url) as pg:
+            assert pg.export_rows() == src.export_rows()
+            pd.testing.assert_frame_equal(pg.kernel_measurements(), kernels)
+            pd.testing.assert_frame_equal(
+                pg.measurements(space=MODEL_SPACE), src.measurements(space=MODEL_SPACE)
+            )
+            # the kernel family reads its training kernels from either engine alike
+            gpu = "pixel4-tflite-gpu"
+            ids = sorted(set(src.measurements(target=gpu)["arch_id"]))
+            a, b = (KernelPredictor().store_inputs(st, gpu, ids)["kernels"] for st in (src, pg))
+            assert len(a) == len(b) > 0
+            assert main(["dataset", "export", "--store", pg_url, "-o", str(out / "b.csv")]) == 0
+            assert export_measurements(pg, out / "c.parquet") == n_meas + len(kernels)
+            again = import_csv(pg, out / "a.csv", record_from_text)  # idempotent
+            assert (again.measurements_new, again.kernel_measurements_new, again.duplicates) == (
+                0,
+                0,
+                again.rows,
+            )
+            # one target's export carries its kernel rows too
+            only = export_measurements(pg, out / "gpu.csv", target=gpu)
+            assert only == len(pg.measurements(target=gpu)) + len(pg.kernel_measurements(target=gpu))
+        with Store.open(tmp_path / "back.db") as back:
+            rep = import_csv(back, out / "c.parquet", record_from_text)
+            assert (rep.measurements_new, rep.kernel_measurements_new) == (n_meas, len(kernels))
+            assert back.export_rows() == src.export_rows()
+            export_measurements(back, out / "d.csv")
+    assert (out / "a.csv").read_bytes() == (out / "b.csv").read_bytes() == (out / "d.csv").read_bytes()
 
 
 def test_import_conflicts_keep_first_keep_both_or_reject(location, tmp_path, capsys):
@@ -138,6 +229,11 @@ def v1_store(conn, dialect: str, execute) -> None:
 def check_upgraded(loc) -> None:
     with Store.open(loc) as s:
         assert s.schema_version() == SCHEMA_VERSION
+        assert s.kernel_measurements().empty
+        assert (
+            s.add_kernel_measurements([{"arch_id": "a1", "target": "dev-cpu", "node": 0, "latency_ms": 0.5}])
+            == 1
+        )
         assert s.measurements()[["arch_id", "latency_ms", "rep"]].values.tolist() == [["a1", 1.25, 0]]
         job = s.claim_job(
             "r", "new-worker", lease_s=5
@@ -154,6 +250,31 @@ def test_a_version_1_store_upgrades_in_place_on_both_engines(tmp_path, pg_url):
     with psycopg.connect(pg_url, autocommit=True) as conn:
         v1_store(conn, "postgresql", conn.execute)
     check_upgraded(pg_url)
+
+
+def test_a_version_2_store_gains_kernel_measurements_on_both_engines(tmp_path, pg_url):
+    def v2_store(execute, dialect: str) -> None:
+        for v in (1, 2):
+            for stmt in statements(v, dialect):
+                execute(stmt)
+        execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        execute("INSERT INTO archs VALUES ('a1', 'h1', 'nasbench201', 'txt', '{}', 10, 2, 3, 4, 't0')")
+        execute("INSERT INTO targets (name, created, updated) VALUES ('dev-cpu', 't0', 't0')")
+        execute("INSERT INTO measurements (arch_id, target, settings_key, latency_ms, source, created)"
+                " VALUES ('a1', 'dev-cpu', 'import', 1.25, 'old', 't0')")  # fmt: skip
+
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:
+        v2_store(conn.execute, "sqlite")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        v2_store(conn.execute, "postgresql")
+    for loc in (path, pg_url):
+        with Store.open(loc) as s:
+            assert s.schema_version() == SCHEMA_VERSION == 3
+            assert s.measurements()[["arch_id", "latency_ms"]].values.tolist() == [["a1", 1.25]]
+            assert s.add_kernel_measurements([{"arch_id": "a1", "target": "dev-cpu", "node": 2, "latency_ms": 0.5,
+                                               "runtime_kernel": "conv"}]) == 1  # fmt: skip
+            assert s.kernel_measurements()[["node", "runtime_kernel"]].values.tolist() == [[2, "conv"]]
 
 
 def test_a_newer_schema_is_refused_with_exit_2(location, capsys):

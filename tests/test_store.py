@@ -92,6 +92,42 @@ def test_newer_schema_is_refused(tmp_path):
         Store.open(path)
 
 
+def test_a_version_1_file_with_the_kernel_table_upgrades_keeping_its_kernel_rows(tmp_path):
+    """leti wrote version-1 files with a kernel_measurements table before schema 2; the schema-3 migration that adds
+    the table keeps it and its rows."""
+    from leti.datasets.schema import statements
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for stmt in statements(1, "sqlite"):
+            conn.execute(stmt)
+        conn.execute("""CREATE TABLE kernel_measurements (
+            id INTEGER PRIMARY KEY,
+            arch_id TEXT NOT NULL REFERENCES archs(arch_id),
+            target TEXT NOT NULL REFERENCES targets(name),
+            settings_key TEXT NOT NULL,
+            node INTEGER NOT NULL CHECK (node >= 0),
+            latency_ms REAL NOT NULL CHECK (latency_ms >= 0),
+            runtime_kernel TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            UNIQUE (arch_id, target, settings_key, node))""")
+        conn.execute("CREATE INDEX kernel_measurements_target ON kernel_measurements(target, settings_key)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO archs VALUES ('a1', 'h1', 'model', '{}', '{}', 10, 2, 3, 4, 't0')")
+        conn.execute("INSERT INTO targets (name, created, updated) VALUES ('p4-gpu', 't0', 't0')")
+        conn.execute("INSERT INTO kernel_measurements (arch_id, target, settings_key, node, latency_ms,"
+                     " runtime_kernel, source, created) VALUES ('a1', 'p4-gpu', 'import', 3, 0.75, 'conv', 'x', 't0')")  # fmt: skip
+    with Store.open(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        df = s.kernel_measurements()
+        assert df[["arch_id", "node", "latency_ms", "runtime_kernel"]].values.tolist() == [
+            ["a1", 3, 0.75, "conv"]
+        ]
+        row = {"arch_id": "a1", "target": "p4-gpu", "node": 3, "latency_ms": 9.0}
+        assert s.add_kernel_measurements([row]) == 0  # its unique key survived the upgrade
+
+
 def test_closed_store_refuses_use(tmp_path):
     s = Store.open(tmp_path / "leti.db")
     s.close()
@@ -281,7 +317,8 @@ def test_export_round_trips_csv_and_parquet(store, tmp_path):
         tmp_path / "gpu.csv", float_precision="round_trip", keep_default_na=False, na_values=[""]
     )
     want = store.measurements(target="p3-gpu")
-    assert list(back.columns) == list(want.columns) + ["raw", "created"]
+    assert list(back.columns) == list(want.columns) + ["raw", "created", "kernel_node", "runtime_kernel"]
+    assert back["kernel_node"].isna().all()  # whole-model rows only
     assert list(back["arch_id"]) == list(want["arch_id"])
     assert list(back["latency_ms"]) == list(want["latency_ms"])
     assert json.loads(back["stats"].dropna().iloc[0]) == json.loads(want["stats"].dropna().iloc[0])

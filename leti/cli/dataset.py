@@ -8,6 +8,8 @@ from pathlib import Path
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
 
+IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
+
 
 def add_dataset_parsers(sub) -> None:
     s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
@@ -23,16 +25,26 @@ def add_dataset_parsers(sub) -> None:
     add_store_option(s)
     s.set_defaults(func=cmd_dataset_stats)
     s = ds.add_parser(
-        "export", help="write every measurement, all columns, to .csv or .parquet (leti import reads it)"
+        "export",
+        help="write every measurement and kernel measurement, all columns, to .csv or .parquet "
+        "(leti import reads it)",
     )
     s.add_argument("--target", help="only this target's measurements")
     s.add_argument("-o", "--output", required=True, help="the .csv or .parquet file (its folder must exist)")
     add_store_option(s)
     s.set_defaults(func=cmd_dataset_export)
 
-    s = sub.add_parser("import", help="import measurement files: exchange CSV (space,arch,target,latency_ms,source) "
-                       "or a `leti dataset export` (.csv/.parquet)")  # fmt: skip
-    s.add_argument("files", nargs="+")
+    s = sub.add_parser(
+        "import",
+        help="import measurement files: exchange CSV (space,arch,target,latency_ms,source) or a `leti dataset "
+        "export` (.csv/.parquet); or a mobile-ml-benchmark directory with --format mobile-ml-benchmark",
+    )
+    s.add_argument(
+        "files", nargs="+", help="CSV/parquet files (--format csv) or one directory (mobile-ml-benchmark)"
+    )
+    s.add_argument("--format", choices=IMPORT_FORMATS, default="csv")
+    s.add_argument("--precision", default="float",
+                   help="mobile-ml-benchmark precisions, comma-separated: float, quant (default float)")  # fmt: skip
     s.add_argument("--on-conflict", choices=("keep-first", "keep-both", "reject"), default="keep-first",
                    help="a row whose arch, target and settings are stored with another latency: keep the stored "
                    "value (default), keep both (a repeat measurement), or reject the file")  # fmt: skip
@@ -86,11 +98,15 @@ def cmd_dataset_stats(args) -> int:
     st = store.stats()
     if args.json:
         _print_json({"targets": st["per_target"], "targets_by_space": st["per_target_space"],
-                     "archs": st["archs"], "measurements": st["measurements"]})  # fmt: skip
+                     "archs": st["archs"], "measurements": st["measurements"],
+                     "kernel_measurements": st["kernel_measurements"]})  # fmt: skip
         return 0
     from rich.table import Table
 
-    t = Table(title=f"store {store.location.display}: {st['archs']} archs, {st['measurements']} measurements")
+    kernels = f", {st['kernel_measurements']} kernel measurements" if st["kernel_measurements"] else ""
+    t = Table(
+        title=f"store {store.location.display}: {st['archs']} archs, {st['measurements']} measurements{kernels}"
+    )
     t.add_column("target")
     t.add_column("space")
     t.add_column("measured archs", justify="right")
@@ -105,7 +121,7 @@ def cmd_dataset_export(args) -> int:
     from leti.datasets.export import export_measurements
 
     n = export_measurements(_store(args, create=False), args.output, target=args.target)
-    print(f"wrote {n} measurements to {args.output}")
+    print(f"wrote {n} rows to {args.output}")
     return 0
 
 
@@ -115,6 +131,8 @@ def cmd_import(args) -> int:
     from leti.datasets.archs import record_from_text
     from leti.datasets.csvio import import_csv
 
+    if args.format == "mobile-ml-benchmark":
+        return _import_mlbench(args)
     store = _store(args)
     reports = []
     for f in args.files:
@@ -132,4 +150,19 @@ def cmd_import(args) -> int:
             print(report.summary())
     if args.json:
         _print_json({"files": [r.to_dict() for r in reports]})
+    return 0
+
+
+def _import_mlbench(args) -> int:
+    from leti.datasets.mlbench import import_mlbench
+
+    if len(args.files) != 1:
+        raise LetiError("give one mobile-ml-benchmark directory", "files")
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
+    r = import_mlbench(_store(args), args.files[0], precisions, on_conflict=args.on_conflict)
+    if args.json:
+        _print_json(r.to_dict())
+        return 0
+    print(f"mobile-ml-benchmark: {r.models} models, {len(r.targets)} targets, {r.measurements} new measurements, "
+          f"{r.kernel_measurements} new kernel measurements ({r.skipped} already in the store)")  # fmt: skip
     return 0

@@ -194,6 +194,7 @@ class ImportReport:
     archs_new: int = 0
     targets_new: int = 0
     measurements_new: int = 0
+    kernel_measurements_new: int = 0  # export files only: per-kernel rows (their ``kernel_node`` is set)
     duplicates: int = 0
     conflicts: int = 0
     on_conflict: str = "keep-first"
@@ -208,6 +209,8 @@ class ImportReport:
             f"{self.path}: {self.rows} rows, {self.archs} archs ({self.archs_new} new), "
             f"{self.measurements_new} measurements new, {self.duplicates} duplicates skipped"
         )
+        if self.kernel_measurements_new:
+            text += f", {self.kernel_measurements_new} kernel measurements new"
         if self.conflicts:
             done = {"keep-first": "kept the stored values", "keep-both": "kept both values"}[self.on_conflict]
             text += (f", {self.conflicts} conflicts ({done}; --on-conflict keep-both|reject to change); "
@@ -229,9 +232,10 @@ def import_csv(
     ``parse_arch(space, arch_text)`` turns a row's arch into an ArchRecord (the space module's importer); each
     distinct (space, arch_text) is parsed once, and an export row's arch_id must match it. Everything is
     validated before anything is written, and the writes happen in one transaction, so a bad file leaves the
-    store untouched (and a damaged SQLite file is refused first). Rows that conflict with stored ones are handled as ``on_conflict`` says (see
-    ``Store.import_measurements``). ``progress(done, total)`` is called while parsing, every 1000 rows and at
-    the end.
+    store untouched (and a damaged SQLite file is refused first). Rows that conflict with stored ones are handled
+    as ``on_conflict`` says (see ``Store.import_measurements``); an export's kernel rows (``kernel_node`` set) go
+    to the kernel measurements, where a stored row is always kept. ``progress(done, total)`` is called while
+    parsing, every 1000 rows and at the end.
     """
     path = Path(path)
     fmt = sniff(path)
@@ -243,7 +247,8 @@ def import_csv(
     total = len(rows)
     parsed: dict[tuple[str, str], ArchRecord] = {}
     archs: dict[str, ArchRecord] = {}  # by arch_id; first record wins
-    bulk = []
+    bulk, wheres = [], []  # whole-model rows and their file positions
+    kernels, kernel_wheres = [], []
     for i, (where, space, arch_text, row) in enumerate(rows, 1):
         key = (space, arch_text)
         rec = parsed.get(key)
@@ -268,24 +273,35 @@ def import_csv(
                                                            "macs", "params", "peak_bytes", "n_nodes")})  # fmt: skip
             except LetiError as e:
                 raise _with_where(e, where) from None
-            bulk.append(row)
+            if row.get("kernel_node") is not None:
+                kernels.append({**row, "node": row["kernel_node"]})
+                kernel_wheres.append(where)
+            else:
+                bulk.append(row)
+                wheres.append(where)
         else:
             bulk.append({"arch_id": rec.arch_id, "target": row.target, "settings_key": IMPORT_SETTINGS_KEY,
                          "latency_ms": row.latency_ms, "source": row.source or path.name})  # fmt: skip
+            wheres.append(where)
         archs.setdefault(rec.arch_id, rec)
         if progress is not None and (i % _PROGRESS_EVERY == 0 or i == total):
             progress(i, total)
     report = ImportReport(str(path), rows=total, archs=len(archs), on_conflict=on_conflict, format=fmt)
     store.check_integrity()
-    try:
-        with store.transaction():
-            report.archs_new = store.upsert_archs(archs.values())
-            report.targets_new = store.ensure_targets(sorted({r["target"] for r in bulk}))
+    with store.transaction():
+        report.archs_new = store.upsert_archs(archs.values())
+        report.targets_new = store.ensure_targets(sorted({r["target"] for r in (*bulk, *kernels)}))
+        try:
             res = store.import_measurements(bulk, on_conflict=on_conflict)
-    except LetiError as e:
-        raise _with_rows(e, [w for w, *_ in rows]) from None
-    report.measurements_new, report.duplicates, report.conflicts = res.new, res.duplicates, res.conflicts
-    report.conflict_examples = _rows_to_lines(res.examples, [w for w, *_ in rows])
+        except LetiError as e:
+            raise _with_rows(e, wheres) from None
+        try:
+            report.kernel_measurements_new = store.add_kernel_measurements(kernels)
+        except LetiError as e:
+            raise _with_rows(e, kernel_wheres) from None
+    report.measurements_new, report.conflicts = res.new, res.conflicts
+    report.duplicates = res.duplicates + len(kernels) - report.kernel_measurements_new
+    report.conflict_examples = _rows_to_lines(res.examples, wheres)
     return report
 
 

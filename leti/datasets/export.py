@@ -1,7 +1,8 @@
-"""The export format: every measurement with its arch, all columns (EXPORT_COLUMNS), as CSV or Parquet.
+"""The export format: every measurement with its arch, all columns (EXPORT_COLUMNS), as CSV or Parquet; then every
+kernel measurement with its arch (rows with a ``kernel_node``: one kernel's time, not the whole model's).
 
 `leti dataset export` writes it and `leti import` reads it back into an identical store: the same measurements,
-statistics, raw tool output, sources and times. The CSV is written by hand rather than by pandas so that it is
+kernel measurements, statistics, raw tool output, sources and times. The CSV is written by hand rather than by pandas so that it is
 exact and stable: floats as their shortest round-trip ``repr``, missing values as empty fields, so export ->
 import -> export gives the same bytes.
 """
@@ -35,7 +36,8 @@ def file_format(path: Path) -> str:
 
 
 def export_measurements(store: Store, path: str | os.PathLike, target: str | None = None) -> int:
-    """Write the store's measurements (of ``target`` if given) to ``path`` (.csv or .parquet); returns the count.
+    """Write the store's measurements and kernel measurements (of ``target`` if given) to ``path`` (.csv or
+    .parquet); returns the number of rows.
 
     The file appears whole or not at all (written aside, then renamed). An unknown target, or a folder that does
     not exist, is a LetiError.

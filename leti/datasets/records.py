@@ -32,9 +32,22 @@ FRAME_COLUMNS: dict[str, str] = {
     "p90_ms": "float64", "n_runs": "Int64", "init_ms": "float64", "raw_unit": "object", "source": "object",
     "measured_at": "object", "tool_versions": "object", "stats": "object",
 }  # fmt: skip
+# Columns of Store.kernel_measurements() (the kernel_measurements table joined with archs), with their dtypes.
+KERNEL_FRAME_COLUMNS: dict[str, str] = {
+    "arch_id": "object", "space": "object", "arch_text": "object", "target": "object", "settings_key": "object",
+    "node": "int64", "latency_ms": "float64", "runtime_kernel": "object", "source": "object",
+}  # fmt: skip
+KERNEL_COLS = (
+    "arch_id", "target", "settings_key", "node", "latency_ms", "runtime_kernel", "source", "created",
+)  # fmt: skip
 # What `leti dataset export` writes and `leti import` reads back: the frame plus the raw tool output and the row's
-# creation time, so that export -> import -> export is byte-identical.
-EXPORT_COLUMNS: dict[str, str] = {**FRAME_COLUMNS, "raw": "object", "created": "object"}
+# creation time, so that export -> import -> export is byte-identical. Kernel measurements travel in the same file:
+# a row with a ``kernel_node`` is the time of that one kernel of the arch (never a whole-model latency), and it
+# leaves the measurement-only columns (rep, the stats, ...) empty; whole-model rows leave the two kernel columns
+# empty.
+EXPORT_COLUMNS: dict[str, str] = {
+    **FRAME_COLUMNS, "raw": "object", "created": "object", "kernel_node": "Int64", "runtime_kernel": "object",
+}  # fmt: skip
 INT_COLUMNS = frozenset(c for c, t in EXPORT_COLUMNS.items() if t == "Int64")
 FLOAT_COLUMNS = frozenset(c for c, t in EXPORT_COLUMNS.items() if t == "float64")
 # text columns that may be NULL; a CSV cannot tell NULL from "", so the store never keeps "" in them

@@ -1,7 +1,7 @@
 """The store's schema as numbered migrations, the same on SQLite and PostgreSQL.
 
 ``MIGRATIONS[v]`` takes a store from version ``v - 1`` to ``v``; a new store runs them all from 1. An older store
-(a version-1 SQLite file written by an earlier leti) upgrades in place when it is opened, inside one transaction,
+(a version-1 or version-2 file written by an earlier leti) upgrades in place when it is opened, inside one transaction,
 so a crash mid-upgrade leaves the old version intact. A store newer than ``SCHEMA_VERSION`` is refused.
 
 The statements are written once in the SQL both engines share. Three tokens stand for what differs:
@@ -10,7 +10,7 @@ The statements are written once in the SQL both engines share. Three tokens stan
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TYPES = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY", "int": "INTEGER", "float": "REAL"},
@@ -105,6 +105,24 @@ MIGRATIONS: dict[int, list[str]] = {
             state TEXT NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'stopped', 'quarantined')),
             started {float}, heartbeat_at {float}, info TEXT NOT NULL DEFAULT '{{}}')""",
         "CREATE INDEX workers_host ON workers(host, device)",
+    ],
+    # 3: kernel measurements, the time of one kernel of an arch (``node``: the graph node that heads it), e.g. a GPU
+    # profiler's per-op times or a single-kernel model timed alone (leti kernels build). Kept apart from
+    # ``measurements`` so that whole-model training data never mixes with them. IF NOT EXISTS: a version-1 SQLite
+    # file written by leti between the kernel family and schema 2 already has this table, with these columns.
+    3: [
+        """CREATE TABLE IF NOT EXISTS kernel_measurements (
+            id {pk},
+            arch_id TEXT NOT NULL REFERENCES archs(arch_id),
+            target TEXT NOT NULL REFERENCES targets(name),
+            settings_key TEXT NOT NULL,
+            node {int} NOT NULL CHECK (node >= 0),
+            latency_ms {float} NOT NULL CHECK (latency_ms >= 0),
+            runtime_kernel TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            UNIQUE (arch_id, target, settings_key, node))""",
+        "CREATE INDEX IF NOT EXISTS kernel_measurements_target ON kernel_measurements(target, settings_key)",
     ],
 }
 

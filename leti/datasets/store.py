@@ -1,4 +1,5 @@
-"""The measurement store: archs, targets, measurements, runs and the job queue, in SQLite or PostgreSQL.
+"""The measurement store: archs, targets, measurements, kernel measurements, runs and the job queue, in SQLite or
+PostgreSQL.
 
 ``Store.open(location)`` takes a path, ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB`` (default: the
 ``LETI_STORE`` variable, else ``$LETI_HOME/leti.db``). Both engines hold the same schema (``schema.py``) and behave
@@ -23,6 +24,8 @@ from leti.datasets.records import (
     EXPORT_COLUMNS,
     FRAME_COLUMNS,
     JOB_STATES,
+    KERNEL_COLS,
+    KERNEL_FRAME_COLUMNS,
     MEAS_COLS,
     NULLABLE_TEXT,
     STAT_FLOATS,
@@ -281,6 +284,36 @@ class Store(JobQueue):
             res.duplicates += len(inserts) - res.new  # lost a race with a concurrent writer
         return res
 
+    # -- kernel measurements ------------------------------------------------------------------------------
+
+    def add_kernel_measurements(self, rows: Iterable[Mapping]) -> int:
+        """Store kernel times; returns how many rows were new.
+
+        Each row is a mapping with arch_id, target, node (the graph node heading the kernel), latency_ms (>= 0)
+        and optionally settings_key (default ``"import"``), runtime_kernel, source and created. Like the bulk
+        measurement import: stored rows are kept and within ``rows`` the first wins, so adding rows twice adds
+        nothing; an unknown arch is one LetiError and nothing is written; an unknown target is added by name.
+        """
+        now = now_text()
+        values = [_kernel_values(r, f"rows[{i}]", now) for i, r in enumerate(rows)]
+        # one lock order for concurrent writers; the sort is stable, so within ``rows`` the first still wins
+        values.sort(key=lambda v: v[:4])
+        with self.transaction() as conn:
+            missing = self._missing_archs(conn, (v[0] for v in values))
+            if missing:
+                raise self._unknown_arch_error(missing)
+            self._ensure_target_names(conn, sorted({v[1] for v in values}))
+            return self._many(conn, _KERNEL_INSERT, values)
+
+    def kernel_measurements(self, target: str | None = None, settings_key: str | None = None) -> pd.DataFrame:
+        """Kernel times joined with their archs, one row each (columns: KERNEL_FRAME_COLUMNS), ordered by target,
+        settings key, arch and node."""
+        import pandas as pd
+
+        cols = KERNEL_FRAME_COLUMNS
+        rows = self._rows(cols, target, None, settings_key, kernels=True)
+        return pd.DataFrame.from_records(rows, columns=list(cols)).astype(cols)
+
     def has_measurement(self, arch_id: str, target: str, settings_key: str) -> bool:
         return bool(
             self._read(
@@ -305,11 +338,17 @@ class Store(JobQueue):
 
     # -- queries ----------------------------------------------------------------------------------------
 
-    def _rows(self, columns, target, space, settings_key) -> list[tuple]:
-        cols = [("a." if c in ARCH_COLS else "m.") + c for c in columns]
-        sql = (
-            f"SELECT {', '.join(cols)} FROM measurements m JOIN archs a ON a.arch_id = m.arch_id WHERE 1 = 1"
+    def _rows(self, columns, target, space, settings_key, kernels: bool = False) -> list[tuple]:
+        """``columns`` of the measurements (``kernels``: the kernel measurements) joined with their archs, in a
+        stable order. A column the table lacks reads as NULL; ``kernel_node`` names a kernel row's node."""
+        own, table, last = (
+            (KERNEL_COLS, "kernel_measurements", "node") if kernels else (MEAS_COLS, "measurements", "rep")
         )
+        cols = []
+        for c in columns:
+            c = "node" if kernels and c == "kernel_node" else c
+            cols.append(f"a.{c}" if c in ARCH_COLS else f"m.{c}" if c in own else "NULL")
+        sql = f"SELECT {', '.join(cols)} FROM {table} m JOIN archs a ON a.arch_id = m.arch_id WHERE 1 = 1"
         params: list = []
         if target is not None:
             sql, params = sql + " AND m.target = ?", params + [target]
@@ -317,7 +356,7 @@ class Store(JobQueue):
             sql, params = sql + " AND a.space = ?", params + [canonical_space(space)]
         if settings_key is not None:
             sql, params = sql + " AND m.settings_key = ?", params + [settings_key]
-        return self._read(sql + " ORDER BY m.target, m.settings_key, a.space, m.arch_id, m.rep", params)
+        return self._read(sql + f" ORDER BY m.target, m.settings_key, a.space, m.arch_id, m.{last}", params)
 
     def measurements(
         self, target: str | None = None, space: str | None = None, settings_key: str | None = None
@@ -335,8 +374,11 @@ class Store(JobQueue):
     to_pandas = measurements
 
     def export_rows(self, target: str | None = None) -> list[tuple]:
-        """Every measurement with its arch, in EXPORT_COLUMNS order (what `leti dataset export` writes)."""
-        return self._rows(EXPORT_COLUMNS, target, None, None)
+        """Every measurement with its arch, then every kernel measurement with its arch, in EXPORT_COLUMNS order
+        (what `leti dataset export` writes)."""
+        return self._rows(EXPORT_COLUMNS, target, None, None) + self._rows(
+            EXPORT_COLUMNS, target, None, None, kernels=True
+        )
 
     def stats(self) -> dict:
         """Counts: archs, measurements, and measured archs (distinct arch_id) per target and per (target, space)."""
@@ -353,12 +395,17 @@ class Store(JobQueue):
             "archs": self._read("SELECT COUNT(*) FROM archs")[0][0],
             "hashes": self._read("SELECT COUNT(DISTINCT hash) FROM archs")[0][0],
             "measurements": self._read("SELECT COUNT(*) FROM measurements")[0][0],
+            "kernel_measurements": self._read("SELECT COUNT(*) FROM kernel_measurements")[0][0],
             "targets": len(per_target),
             "per_target": per_target,
             "per_target_space": per_target_space,
         }
 
 
+_KERNEL_INSERT = (
+    f"INSERT INTO kernel_measurements ({', '.join(KERNEL_COLS)}) VALUES ({', '.join('?' * len(KERNEL_COLS))})"
+    " ON CONFLICT (arch_id, target, settings_key, node) DO NOTHING"
+)
 _BASIC = frozenset({"arch_id", "target", "settings_key", "latency_ms", "source"})
 _OPTIONAL_JSON = ("stats", "tool_versions")
 
@@ -399,6 +446,32 @@ def _row_values(r: Mapping, where: str, now: str, targets: set) -> tuple:
             except ValueError:
                 raise LetiError("is not JSON text", f"{where}.{k}") from None
     return tuple(out.values())
+
+
+def _kernel_values(r: Mapping, where: str, now: str) -> tuple:
+    """A kernel_measurements row (KERNEL_COLS order) from a mapping."""
+    if not isinstance(r, Mapping):
+        raise LetiError(f"must be a mapping, got {type(r).__name__}", where)
+    try:
+        arch_id, target, node, ms = r["arch_id"], r["target"], r["node"], r["latency_ms"]
+    except KeyError as e:
+        raise LetiError(f"missing key {e.args[0]!r}", where) from None
+    x = None if isinstance(ms, bool) else opt_float(ms, f"{where}.latency_ms")
+    if x is None or x < 0:
+        raise LetiError(f"must be a non-negative number of milliseconds, got {ms!r}", f"{where}.latency_ms")
+    node = opt_int(node, f"{where}.node")
+    if node is None:
+        raise LetiError("must be a non-negative integer, got None", f"{where}.node")
+    return (
+        text(arch_id, f"{where}.arch_id"),
+        validate_name(target),
+        text(_none(r.get("settings_key")) or "import", f"{where}.settings_key"),
+        node,
+        x,
+        str(_none(r.get("runtime_kernel")) or ""),
+        str(_none(r.get("source")) or ""),
+        opt_text(_none(r.get("created"))) or now,
+    )
 
 
 def _none(v):
