@@ -4,6 +4,8 @@ import pytest
 
 from leti.device_runner.adb_keys import ensure_key
 
+pytest_plugins = ["tests.postgres_fixtures"]  # pg_server, pg_url
+
 
 @pytest.fixture(autouse=True)
 def _private_leti_home(tmp_path_factory, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from leti.cli.common import _print_json, _store, wide_console
+from leti.cli.common import _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
 from leti.predictors.families import FAMILIES
 
@@ -19,6 +19,7 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--space", help="only archs of this space")
     s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser(
@@ -33,6 +34,7 @@ def add_predictors_parsers(sub) -> None:
                    help="trained: the saved predictor on the archs outside its training set; family: fit a fresh "
                    "predictor leaving each model family out in turn (imported real models)")  # fmt: skip
     s.add_argument("--params", help="JSON hyper-parameters for --split family")
+    add_store_option(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
@@ -41,6 +43,7 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--families", help="comma-separated (default: all)")
     s.add_argument("--out", help="folder for report.md and one plot per target")
+    add_store_option(s)
     s.set_defaults(func=cmd_report)
 
 
@@ -74,13 +77,24 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]]):
     return t
 
 
+def _params(args) -> dict | None:
+    """``--params``: a JSON object of hyper-parameters, or None."""
+    if not args.params:
+        return None
+    try:
+        params = json.loads(args.params)
+    except ValueError as e:
+        raise LetiError(f"is not JSON ({e})", "--params") from None
+    if not isinstance(params, dict):
+        raise LetiError("must be a JSON object of hyper-parameters", "--params")
+    return params
+
+
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
 
-    params = json.loads(args.params) if args.params else None
-    if params is not None and not isinstance(params, dict):
-        raise LetiError("must be a JSON object of hyper-parameters", "--params")
-    pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, params, args.space,
+    params = _params(args)
+    pred, meta = train(_store(args, create=False), args.target, args.predictor, args.train_size, args.seed, params, args.space,
                        save=True)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
     if args.json:
@@ -95,9 +109,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from leti.predictors.evaluate import evaluate
 
-    store = _store(args)
     if args.split == "family":
-        return _evaluate_by_family(args, store)
+        return _evaluate_by_family(args)
+    store = _store(args, create=False)
     m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
     if args.plot:
         from leti.predictors.evaluate import plot
@@ -118,7 +132,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_by_family(args, store) -> int:
+def _evaluate_by_family(args) -> int:
     from leti.predictors.family_split import evaluate_by_family
 
     if args.predictor is None:
@@ -127,9 +141,8 @@ def _evaluate_by_family(args, store) -> int:
         raise LetiError(
             f"unknown predictor family {args.predictor!r} (known: {', '.join(FAMILIES)})", "--predictor"
         )
-    params = json.loads(args.params) if args.params else None
-    if params is not None and not isinstance(params, dict):
-        raise LetiError("must be a JSON object of hyper-parameters", "--params")
+    params = _params(args)
+    store = _store(args, create=False)  # after the arguments: a bad one is reported whatever the store
     m = evaluate_by_family(store, args.target, args.predictor, params, return_predictions=bool(args.plot))
     if args.plot:
         from leti.predictors.evaluate import plot
@@ -157,7 +170,7 @@ def cmd_report(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    store = _store(args)
+    store = _store(args, create=False)
     with Progress(console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task(f"report on {args.space}", total=None)
 
