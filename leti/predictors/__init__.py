@@ -6,7 +6,7 @@
     save_trained(pred, "pixel4-tflite2.1-cpu-a76", meta)
     load("pixel4-tflite2.1-cpu-a76")           # the target's best saved predictor
 
-Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``registry.FAMILIES``). Training, evaluation and
+Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto, fewshot (see ``registry.FAMILIES``). Training, evaluation and
 reports on a store live in ``leti.predictors.evaluate``.
 """
 
@@ -37,6 +37,7 @@ _LAZY = {
     "LightGBMPredictor": ("leti.predictors.boosting", "LightGBMPredictor"),
     "CatBoostPredictor": ("leti.predictors.boosting", "CatBoostPredictor"),
     "AutoPredictor": ("leti.predictors.auto", "AutoPredictor"),
+    "FewShotPredictor": ("leti.predictors.fewshot", "FewShotPredictor"),
     "train": ("leti.predictors.evaluate", "train"),
     "evaluate": ("leti.predictors.evaluate", "evaluate"),
     "report": ("leti.predictors.evaluate", "report"),

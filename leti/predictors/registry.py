@@ -25,6 +25,7 @@ _FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "catboost": ("leti.predictors.boosting", "CatBoostPredictor"),
     "gcn": ("leti.predictors.gcn", "GCNPredictor"),
     "auto": ("leti.predictors.auto", "AutoPredictor"),
+    "fewshot": ("leti.predictors.fewshot", "FewShotPredictor"),
 }
 FAMILIES: tuple[str, ...] = tuple(_FAMILY_CLASSES)
 
