@@ -133,7 +133,7 @@ class AutoPredictor(Predictor):
         if n_groups < k:
             raise PredictorError(f"{n_groups} distinct archs cannot fill {k} folds", "folds")
         parts = kfold_indices(len(graphs), k, int(self.seed), self._groups)
-        scores = []
+        scores, oofs = [], []
         for fam, params in cands:
             oof = np.empty(len(graphs))
             for test in parts:
@@ -145,7 +145,10 @@ class AutoPredictor(Predictor):
             except LetiError:
                 m = {"acc10": float("nan"), "spearman": float("nan")}
             scores.append({"family": fam, "params": params, **{key: float(v) for key, v in m.items()}})
+            oofs.append(oof)
         best = choose(scores, self.select)
+        # the winner's out-of-fold predictions: honest errors on the training archs (leti.trust calibrates on them)
+        self.oof_predictions_ = oofs[best]
         fam, params = cands[best]
         self.cv_scores_ = scores
         self.chosen_ = {"family": fam, "params": params}

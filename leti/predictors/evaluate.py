@@ -65,22 +65,45 @@ def train(
     space: str | None = None,
     save: bool = False,
     root=None,
+    sources: list[str] | None = None,
+    train_archs: list | None = None,
+    trust: bool | None = None,
+    trust_folds: int = 5,
 ) -> tuple[Predictor, dict]:
     """Fit ``family`` on ``train_size`` archs of ``target`` (split by hash, ``seed``) and test it on the rest.
 
     Returns the fitted predictor and its metadata (metrics on the test split, the training hashes, versions);
     ``save=True`` also stores it as the target's predictor of that family.
+
+    ``trust`` (default: when saving) calibrates intervals and out-of-distribution checks on the training archs
+    (``leti.trust``, ``trust_folds``-fold cross-validation) and saves them with the predictor; ``meta["trust"]``
+    then records the test archs' ``coverage``, ``interval_rel_width`` and ``ood_share``.
+
+    ``family="fewshot"`` learns from the ``sources``' measurements (default: every other target measured in the
+    space) and ``train_size`` archs of ``target`` (up to all of them: then nothing is left to test), or exactly
+    the archs ``train_archs`` (``[(Arch, where), ...]``; each must be measured on ``target``).
     """
     space = canonical_space(space) if space is not None else None
     data = target_data(store, target, space)
-    _check_size(train_size, len(data))
+    if family == "fewshot":
+        tr, te = _fewshot_rows(data, train_size, seed, train_archs)
+    else:
+        if sources is not None or train_archs is not None:
+            field = "sources" if sources is not None else "train_archs"
+            raise LetiError("applies to the fewshot predictor only", field)
+        _check_size(train_size, len(data))
+        tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
     pred = make(family, **(params or {}))
-    tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
+    source_meta = None
     t0 = time.perf_counter()
-    _fit(pred, data, tr)
+    if family == "fewshot":
+        source_data, source_meta = _source_data(store, target, data, tr, sources, space)
+        pred.fit(data.graphs(tr), data.latency_ms[tr], source_data=source_data)
+    else:
+        _fit(pred, data, tr)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    p = pred.predict(data.graphs(te))
+    p = pred.predict(data.graphs(te)) if te.size else np.zeros(0)
     predict_s = time.perf_counter() - t0
     meta = {
         "target": target,
@@ -89,13 +112,13 @@ def train(
         "params": pred.get_params(),
         "feature_version": FEATURE_VERSION,
         "features_id": FEATURES_ID,
-        "train_size": int(train_size),
+        "train_size": int(tr.size) if family == "fewshot" else int(train_size),
         "seed": int(seed),
-        "split": "split_by_hash",
+        "split": "train_archs" if train_archs is not None else "split_by_hash",
         "n_train": int(tr.size),
         "n_test": int(te.size),
         "train_hashes": sorted(set(data.hashes[tr].tolist())),
-        "metrics": metrics(data.latency_ms[te], p),
+        "metrics": metrics(data.latency_ms[te], p) if te.size else {},
         "fit_seconds": round(fit_s, 3),
         "predict_seconds": round(predict_s, 3),
         "versions": versions(),
@@ -103,10 +126,93 @@ def train(
     }
     if family == "auto":
         meta["auto_chosen"] = pred.chosen_
+    if source_meta is not None:
+        meta["sources"] = source_meta
+    if trust if trust is not None else save:
+        tm = _calibrate(pred, data, tr, seed, trust_folds, source_data if family == "fewshot" else None)
+        pred.trust_ = tm
+        meta["trust"] = {"folds": int(trust_folds), "n_calibration": tm.info["n_calibration"]}
+        if te.size:  # on the test archs, at the default 90%
+            meta["trust"].update(tm.coverage_of(data.graphs(te), p, data.latency_ms[te]))
     if save:
-        save_trained(pred, target, meta, root)
+        d = save_trained(pred, target, meta, root)
+        if getattr(pred, "trust_", None) is not None:
+            pred.trust_.save(d)
     pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
     return pred, meta
+
+
+def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, folds: int, source_data):
+    from leti.trust import calibrate
+
+    ref = None
+    if source_data:  # few-shot: the sources' archs are in distribution too (a seeded sample of them)
+        pool = [g for gs, _ in source_data.values() for g in gs]
+        pick = np.random.default_rng(seed).permutation(len(pool))[:2000]
+        ref = [pool[i] for i in np.sort(pick)]
+    return calibrate(pred, data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), folds=folds,
+                     seed=seed, reference_graphs=ref)  # fmt: skip
+
+
+# ---- few-shot: which archs of the new target, and the sources' data ----------------------------------------------
+def _fewshot_rows(data: TargetData, train_size, seed: int, train_archs) -> tuple[np.ndarray, np.ndarray]:
+    n = len(data)
+    if train_archs is not None:
+        index = {a: i for i, a in enumerate(data.arch_ids)}
+        by_hash = {h: i for i, h in enumerate(data.hashes)}
+        rows = []
+        for i, item in enumerate(train_archs):
+            arch, where = item if isinstance(item, tuple) else (item, f"train_archs[{i}]")
+            j = index.get(arch.full_hash, by_hash.get(arch.hash))
+            if j is None:
+                raise LetiError(f"this arch ({arch.hash[:12]}) was not measured on {data.target}", where)
+            rows.append(j)
+        if not rows:
+            raise LetiError("holds no archs", "train_archs")
+        tr = np.unique(rows)
+    else:
+        if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
+            raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
+        if train_size > n:
+            raise LetiError(
+                f"{train_size} is more than the {n} archs measured on {data.target}", "train_size"
+            )
+        tr = np.arange(n) if train_size == n else split_by_hash(data.hashes, int(train_size), int(seed))[0]
+    seen = set(data.hashes[tr].tolist())
+    te = np.flatnonzero([h not in seen for h in data.hashes])
+    return tr, te
+
+
+def _source_data(store: Store, target: str, data: TargetData, tr: np.ndarray, sources, space):
+    """{source: (graphs, latencies)} on the spaces of the new target's training archs, and their record."""
+    spaces = sorted(set(data.spaces[tr].tolist())) if space is None else [space]
+    per = store.stats().get("per_target_space", {})
+    if sources is None:
+        sources = sorted(t for t, by in per.items() if t != target and any(by.get(s) for s in spaces))
+        if not sources:
+            raise LetiError(
+                f"no other target has measurements in {', '.join(spaces)} to learn from", "sources"
+            )
+    sources = list(sources)
+    out, meta = {}, []
+    for s in sources:
+        if not isinstance(s, str) or not s:
+            raise LetiError(f"must name targets, got {s!r}", "sources")
+        if s == target:
+            raise LetiError(f"cannot include the target itself ({target})", "sources")
+        if s not in per:
+            known = ", ".join(sorted(t for t in per if t != target)) or "none"
+            raise LetiError(f"unknown target {s!r} (measured targets: {known})", "sources")
+        if not any(per[s].get(sp) for sp in spaces):
+            raise LetiError(f"{s} has no measurements in {', '.join(spaces)}", "sources")
+        if s in out:
+            raise LetiError(f"{s} is named twice", "sources")
+        parts = [target_data(store, s, sp) for sp in spaces if per[s].get(sp)]
+        graphs = [g for d in parts for g in d.graphs()]
+        y = np.concatenate([d.latency_ms for d in parts])
+        out[s] = (graphs, y)
+        meta.append({"target": s, "n_archs": int(y.size)})
+    return out, meta
 
 
 def evaluate(
@@ -116,10 +222,13 @@ def evaluate(
     root=None,
     space: str | None = None,
     return_predictions: bool = False,
+    coverage: float = 0.9,
 ) -> dict:
     """Metrics of a predictor (a family name: the target's saved one) on every arch of ``target`` it was not
     trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
-    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting."""
+    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting. A predictor saved with trust
+    data adds ``coverage`` (share of test archs inside their ``coverage`` interval), ``interval_rel_width``
+    (median (hi - lo) / prediction) and ``ood_share`` (share flagged out of distribution)."""
     pred = load_trained(target, predictor, root) if isinstance(predictor, str) else predictor
     if not isinstance(pred, Predictor):
         raise LetiError(f"expected a family name or a Predictor, got {type(predictor).__name__}", "predictor")
@@ -132,6 +241,14 @@ def evaluate(
         )
     p = pred.predict(data.graphs(test))
     out = metrics(data.latency_ms[test], p)
+    tm = getattr(pred, "trust_", None)
+    if tm is None and isinstance(predictor, str):
+        from leti.predictors.registry import predictor_dir
+        from leti.trust import load as load_trust
+
+        tm = load_trust(predictor_dir(target, pred.family, root))
+    if tm is not None:
+        out.update(tm.coverage_of(data.graphs(test), p, data.latency_ms[test], coverage))
     out.update(
         {
             "n_train": int(getattr(pred, "n_train_", 0)),
@@ -223,7 +340,9 @@ def report(
     for target in targets:
         best = None
         for fam in families:
-            pred, meta = train(store, target, fam, train_size, seed, (params or {}).get(fam), space)
+            pred, meta = train(
+                store, target, fam, train_size, seed, (params or {}).get(fam), space, trust=False
+            )
             chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
             rows.append(
                 ReportRow(
