@@ -14,6 +14,7 @@ from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors import evaluate as E
 from leti.predictors import features as F
+from leti.predictors.fewshot_data import suggest_archs
 from leti.predictors.registry import load, predictor_dir
 from leti.space import sample
 from leti.trust import TRUST_FILE
@@ -130,4 +131,20 @@ def test_fewshot_rejects_unmeasured_train_archs_and_spaceless_sources(store):
     assert e.value.field == "sources"
     with pytest.raises(LetiError) as e:
         E.train(st, "srca-cpu", "lut", 100, sources=["srcb-gpu"])
+    assert e.value.field == "sources"
+
+
+def test_suggest_archs_for_a_new_and_a_measured_target(store):
+    st, _ = store
+    picks = suggest_archs(st, "brandnew-gpu", "nb201", 6, sources=["srca-cpu", "srcb-gpu"], pool=120)
+    assert len(picks) == 6 and len({a.hash for a, _ in picks}) == 6
+    assert all(a.space == "nasbench201" and "|" in text for a, text in picks)
+    measured = set(target_data(st, "newc-cpu").hashes)
+    again = suggest_archs(st, "newc-cpu", "nb201", 6, pool=120)  # sources: every other NB201 target
+    assert not {a.hash for a, _ in again} & measured
+    with pytest.raises(LetiError) as e:
+        suggest_archs(st, "brandnew-gpu", "nb201", 0)
+    assert e.value.field == "n"
+    with pytest.raises(LetiError) as e:
+        suggest_archs(st, "brandnew-gpu", "nb201", 3, sources=["fbx-cpu"])
     assert e.value.field == "sources"

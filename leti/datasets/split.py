@@ -34,3 +34,17 @@ def split_by_hash(hashes, train_size: int, seed: int = 0) -> tuple[np.ndarray, n
     if test.size == 0:
         raise LetiError("no archs are left for testing after the split", "train_size")
     return train, test
+
+
+def one_per_hash(hashes, k: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``k`` rows with distinct canonical hashes, the groups in a seeded random order (the first row of
+    each): a few archs to measure must be ``k`` different networks, which a hash split of a few rows is not when
+    one hash group is large (NB201 has groups of 341 isomorphic cells)."""
+    hashes = np.asarray(hashes, dtype=object)
+    uniq, first = np.unique(hashes, return_index=True)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise LetiError(f"must be a positive integer, got {k!r}", "train_size")
+    if k > uniq.size:
+        raise LetiError(f"{k} is more than the {uniq.size} distinct archs measured", "train_size")
+    order = np.random.default_rng(seed).permutation(uniq.size)
+    return np.sort(first[order[:k]])

@@ -21,6 +21,7 @@ from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
 from leti.predictors.features import FEATURES_ID
+from leti.predictors.fewshot_data import fewshot_rows, fewshot_sources
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, save_trained
@@ -80,13 +81,13 @@ def train(
     then records the test archs' ``coverage``, ``interval_rel_width`` and ``ood_share``.
 
     ``family="fewshot"`` learns from the ``sources``' measurements (default: every other target measured in the
-    space) and ``train_size`` archs of ``target`` (up to all of them: then nothing is left to test), or exactly
-    the archs ``train_archs`` (``[(Arch, where), ...]``; each must be measured on ``target``).
+    space) and ``train_size`` archs of ``target`` (distinct networks, ``one_per_hash``; all of them: nothing is left
+    to test), or exactly the archs ``train_archs`` (``[(Arch, where), ...]``; each must be measured on ``target``).
     """
     space = canonical_space(space) if space is not None else None
     data = target_data(store, target, space)
     if family == "fewshot":
-        tr, te = _fewshot_rows(data, train_size, seed, train_archs)
+        tr, te = fewshot_rows(data, train_size, seed, train_archs)
     else:
         if sources is not None or train_archs is not None:
             field = "sources" if sources is not None else "train_archs"
@@ -97,7 +98,8 @@ def train(
     source_meta = None
     t0 = time.perf_counter()
     if family == "fewshot":
-        source_data, source_meta = _source_data(store, target, data, tr, sources, space)
+        spaces = sorted(set(data.spaces[tr].tolist())) if space is None else [space]
+        source_data, source_meta = fewshot_sources(store, target, spaces, sources)
         pred.fit(data.graphs(tr), data.latency_ms[tr], source_data=source_data)
     else:
         _fit(pred, data, tr)
@@ -152,67 +154,6 @@ def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, fol
         ref = [pool[i] for i in np.sort(pick)]
     return calibrate(pred, data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), folds=folds,
                      seed=seed, reference_graphs=ref)  # fmt: skip
-
-
-# ---- few-shot: which archs of the new target, and the sources' data ----------------------------------------------
-def _fewshot_rows(data: TargetData, train_size, seed: int, train_archs) -> tuple[np.ndarray, np.ndarray]:
-    n = len(data)
-    if train_archs is not None:
-        index = {a: i for i, a in enumerate(data.arch_ids)}
-        by_hash = {h: i for i, h in enumerate(data.hashes)}
-        rows = []
-        for i, item in enumerate(train_archs):
-            arch, where = item if isinstance(item, tuple) else (item, f"train_archs[{i}]")
-            j = index.get(arch.full_hash, by_hash.get(arch.hash))
-            if j is None:
-                raise LetiError(f"this arch ({arch.hash[:12]}) was not measured on {data.target}", where)
-            rows.append(j)
-        if not rows:
-            raise LetiError("holds no archs", "train_archs")
-        tr = np.unique(rows)
-    else:
-        if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
-            raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
-        if train_size > n:
-            raise LetiError(
-                f"{train_size} is more than the {n} archs measured on {data.target}", "train_size"
-            )
-        tr = np.arange(n) if train_size == n else split_by_hash(data.hashes, int(train_size), int(seed))[0]
-    seen = set(data.hashes[tr].tolist())
-    te = np.flatnonzero([h not in seen for h in data.hashes])
-    return tr, te
-
-
-def _source_data(store: Store, target: str, data: TargetData, tr: np.ndarray, sources, space):
-    """{source: (graphs, latencies)} on the spaces of the new target's training archs, and their record."""
-    spaces = sorted(set(data.spaces[tr].tolist())) if space is None else [space]
-    per = store.stats().get("per_target_space", {})
-    if sources is None:
-        sources = sorted(t for t, by in per.items() if t != target and any(by.get(s) for s in spaces))
-        if not sources:
-            raise LetiError(
-                f"no other target has measurements in {', '.join(spaces)} to learn from", "sources"
-            )
-    sources = list(sources)
-    out, meta = {}, []
-    for s in sources:
-        if not isinstance(s, str) or not s:
-            raise LetiError(f"must name targets, got {s!r}", "sources")
-        if s == target:
-            raise LetiError(f"cannot include the target itself ({target})", "sources")
-        if s not in per:
-            known = ", ".join(sorted(t for t in per if t != target)) or "none"
-            raise LetiError(f"unknown target {s!r} (measured targets: {known})", "sources")
-        if not any(per[s].get(sp) for sp in spaces):
-            raise LetiError(f"{s} has no measurements in {', '.join(spaces)}", "sources")
-        if s in out:
-            raise LetiError(f"{s} is named twice", "sources")
-        parts = [target_data(store, s, sp) for sp in spaces if per[s].get(sp)]
-        graphs = [g for d in parts for g in d.graphs()]
-        y = np.concatenate([d.latency_ms for d in parts])
-        out[s] = (graphs, y)
-        meta.append({"target": s, "n_archs": int(y.size)})
-    return out, meta
 
 
 def evaluate(

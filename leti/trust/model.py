@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leti.errors import PredictorError
+from leti.errors import LetiError, PredictorError
 from leti.graph.layergraph import LayerGraph
 from leti.predictors import features as F
 from leti.predictors.base import Predictor
@@ -144,22 +144,19 @@ class TrustModel:
             return Assessment(p, np.zeros((0, 2)), np.zeros(0, dtype=bool), [], coverage)
         per = self._per_graph(graphs)
         sigma = np.fromiter((s for s, _ in per), dtype=float, count=len(per))
+        flagged = np.fromiter((bool(r) for _, r in per), dtype=bool, count=len(per))
         try:
             interval = self.conformal.interval(p, sigma, coverage)
-        except Exception:  # a coverage beyond n/(n+1): no finite interval exists
+        except LetiError:  # a coverage beyond n/(n+1): no finite interval exists
             interval = np.stack([np.zeros_like(p), np.full_like(p, np.inf)], axis=1)
-        why, ok = [], np.ones(len(graphs), dtype=bool)
-        for i, (_, reasons) in enumerate(per):
-            r = list(reasons)
-            lat = (
-                self.ood.latency_reason(float(p[i]))
-                if np.isfinite(p[i])
-                else "the prediction is not a number"
-            )
-            if lat is not None:
-                r.append(lat)
-            ok[i] = not r
-            why.append("; ".join(r[:MAX_REASONS]))
+        lat = self.ood.latency_outside(p)
+        ok = ~(flagged | lat)
+        why = [""] * len(graphs)
+        for i in np.flatnonzero(~ok):  # reasons are written for the flagged archs only: most are not
+            r = list(per[i][1])
+            if lat[i]:
+                r.append(self.ood.latency_reason(float(p[i])))
+            why[i] = "; ".join(r[:MAX_REASONS])
         return Assessment(p, interval, ok, why, coverage)
 
     def coverage_of(self, graphs, pred_ms, latency_ms, coverage: float = DEFAULT_COVERAGE) -> dict:

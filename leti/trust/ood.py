@@ -194,12 +194,21 @@ class OODReference:
             out.append(r)
         return out
 
-    def latency_reason(self, pred_ms: float) -> str | None:
-        if _outside(pred_ms, self.latency_lo, self.latency_hi, self.tolerance):
-            side = "below" if pred_ms < self.latency_lo else "above"
-            return (f"predicted {pred_ms:.4g} ms is {side} the training latencies "
-                    f"({self.latency_lo:.4g}–{self.latency_hi:.4g} ms)")  # fmt: skip
-        return None
+    def latency_outside(self, pred_ms: np.ndarray) -> np.ndarray:
+        """True where a prediction lies outside the training latencies beyond the tolerance (or is not a number)."""
+        p = np.asarray(pred_ms, dtype=float)
+        with np.errstate(invalid="ignore"):
+            inside = (p <= self.latency_hi * (1 + self.tolerance)) & (
+                p >= self.latency_lo / (1 + self.tolerance)
+            )
+        return ~inside
+
+    def latency_reason(self, pred_ms: float) -> str:
+        if not np.isfinite(pred_ms):
+            return "the prediction is not a number"
+        side = "below" if pred_ms < self.latency_lo else "above"
+        return (f"predicted {pred_ms:.4g} ms is {side} the training latencies "
+                f"({self.latency_lo:.4g}–{self.latency_hi:.4g} ms)")  # fmt: skip
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
