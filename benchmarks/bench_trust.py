@@ -124,17 +124,27 @@ def keras_graphs(cache: Path) -> list[tuple[str, object]]:
     for name in KERAS_APPS:
         f = cache / f"{name}.tflite"
         if not f.is_file():
-            import tensorflow as tf
-
             t0 = time.perf_counter()
-            model = getattr(tf.keras.applications, name)(weights=None, input_shape=(224, 224, 3))
-            f.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+            f.write_bytes(_convert(name))
             log(f"  converted {name} in {time.perf_counter() - t0:.0f}s")
         try:
             out.append((name, read_tflite(f.read_bytes())))
         except Exception as e:  # report, do not hide: a model leti cannot read is not a flagged prediction
             log(f"  {name}: cannot be read ({type(e).__name__}: {e})")
     return out
+
+
+def _convert(name: str) -> bytes:
+    """A Keras application with batch size 1 (a fixed shape: no SHAPE ops) as .tflite, quietly."""
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    inp = tf.keras.Input((224, 224, 3), batch_size=1)
+    model = getattr(tf.keras.applications, name)(weights=None, input_tensor=inp)
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel signature
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def zero_mac_graphs(cache: Path) -> list[tuple[str, object]]:
