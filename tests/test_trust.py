@@ -14,7 +14,7 @@ from leti.predictors import features as F
 from leti.predictors.registry import make
 from leti.space import nb201, sample
 from leti.trust import TRUST_FILE, TrustModel, calibrate, check_coverage
-from leti.trust.calibrate import fit_grouped, out_of_fold
+from leti.trust.calibrate import out_of_fold
 from leti.trust.embedding import nearest
 
 
@@ -166,7 +166,7 @@ def test_reference_graphs_widen_what_counts_as_in_distribution(nb):
 )
 def test_every_family_calibrates_through_its_public_interface(family, params, nb):
     graphs, hashes, y = nb
-    pred = fit_grouped(make(family, **params), graphs[:120], y[:120], hashes[:120])
+    pred = make(family, **params).fit(graphs[:120], y[:120], groups=hashes[:120])
     tm = calibrate(pred, graphs[:120], y[:120], groups=hashes[:120], folds=3)
     p = pred.predict(graphs[800:900])
     c = tm.coverage_of(graphs[800:900], p, y[800:900])

@@ -6,7 +6,6 @@ training archs' hashes in the metadata so that ``evaluate`` can later test a sav
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from leti.datasets.split import split_by_hash
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
+from leti.predictors.families import FAMILIES, NEEDS_SOURCES
 from leti.predictors.features import FEATURES_ID
 from leti.predictors.fewshot_data import fewshot_rows, fewshot_sources
 from leti.predictors.metrics import metrics
@@ -27,7 +27,7 @@ from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, save_trained
 from leti.space import canonical_space
 
-DEFAULT_FAMILIES = ("lut", "flops", "xgboost", "lightgbm", "catboost", "gcn", "auto")
+DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f not in NEEDS_SOURCES)
 
 
 def versions() -> dict:
@@ -48,12 +48,8 @@ def _check_size(train_size, n: int) -> None:
 
 
 def _fit(pred: Predictor, data: TargetData, idx: np.ndarray) -> Predictor:
-    """Fit on rows ``idx``; families whose ``fit`` takes ``groups`` (auto, gcn) get the canonical hashes."""
-    graphs = data.graphs(idx)
-    y = data.latency_ms[idx]
-    if "groups" in inspect.signature(pred.fit).parameters:
-        return pred.fit(graphs, y, groups=list(data.hashes[idx]))
-    return pred.fit(graphs, y)
+    """Fit on rows ``idx``, grouped by canonical hash (auto's folds and the GCN's early stopping use the groups)."""
+    return pred.fit(data.graphs(idx), data.latency_ms[idx], groups=list(data.hashes[idx]))
 
 
 def train(
@@ -100,7 +96,7 @@ def train(
     if family == "fewshot":
         spaces = sorted(set(data.spaces[tr].tolist())) if space is None else [space]
         source_data, source_meta = fewshot_sources(store, target, spaces, sources)
-        pred.fit(data.graphs(tr), data.latency_ms[tr], source_data=source_data)
+        pred.fit(data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), source_data=source_data)
     else:
         _fit(pred, data, tr)
     fit_s = time.perf_counter() - t0

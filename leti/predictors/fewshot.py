@@ -107,12 +107,12 @@ class FewShotPredictor(Predictor):
         return np.stack(cols, axis=1) if cols else np.zeros((len(graphs), 0))
 
     # ---- the head ---------------------------------------------------------------------------------------------
-    def fit(self, graphs, latencies_ms, source_data: dict | None = None) -> FewShotPredictor:
+    def fit(self, graphs, latencies_ms, groups=None, source_data: dict | None = None) -> FewShotPredictor:
         if source_data is not None:
             self.fit_sources(source_data)
         if not hasattr(self, "source_models_"):
             raise PredictorError("has no sources: pass source_data", "sources")
-        return super().fit(graphs, latencies_ms)
+        return super().fit(graphs, latencies_ms, groups)
 
     def _fit(self, graphs, y):
         F = self.source_matrix(graphs)

@@ -1,6 +1,6 @@
 """Predictions from Python: in-process ``predict(archs, target)`` and ``Client(url).predict(archs, target)``.
 
-Both take one arch or a list of them in every form ``leti.space.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
+Both take one arch or a list of them in every form ``leti.importers.inputs.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
 strings, FBNet block lists or comma strings, ``Arch`` objects, Arch JSON) and return an ``np.ndarray`` of
 milliseconds, one per arch, in input order. Bad input raises ``LetiError`` naming the field (``archs[3]``).
 """
@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from leti.errors import ArchError, LetiError, PredictorError
+from leti.errors import LetiError, PredictorError
 from leti.graph.layergraph import LayerGraph
+from leti.importers.inputs import as_list, clear_graphs, graphs_of
 from leti.paths import default_predictor_dir
-from leti.space import Arch, canonical_space, fbnet, to_arch
+from leti.space import Arch
 
 
 class NotFoundError(LetiError):
@@ -34,145 +33,6 @@ class TooLargeError(LetiError):
 
 class AuthError(LetiError):
     """A missing or wrong bearer token (HTTP 401)."""
-
-
-# ---- one arch or many ----------------------------------------------------------------------------------------------
-def _is_matrix(m) -> bool:
-    if isinstance(m, np.ndarray):
-        return m.ndim == 2
-    return (
-        isinstance(m, list | tuple) and bool(m) and all(isinstance(r, list | tuple | np.ndarray) for r in m)
-    )
-
-
-def is_single(obj) -> bool:
-    """Whether ``obj`` is one arch rather than a list of them.
-
-    Lists are ambiguous: an FBNet block list and an NB101 ``(matrix, ops)`` pair are single archs, while a list of
-    NB201 strings is a batch. Block names and matrices never appear as whole archs, so they decide.
-    """
-    if isinstance(obj, list | tuple):
-        if not obj:
-            return False
-        if len(obj) == 2 and _is_matrix(obj[0]) and isinstance(obj[1], list | tuple):
-            return all(isinstance(o, str) for o in obj[1])
-        return all(isinstance(o, str) and o.strip() in fbnet.BLOCKS for o in obj)
-    if isinstance(obj, np.ndarray):
-        return obj.ndim == 0
-    if isinstance(obj, Arch | LayerGraph | str | bytes | dict):
-        return True
-    return not isinstance(obj, Iterable)  # generators and other iterables are batches
-
-
-def as_list(archs) -> list:
-    return [archs] if is_single(archs) else list(archs)
-
-
-# ---- archs to graphs -----------------------------------------------------------------------------------------------
-class LRU:
-    """A small thread-safe least-recently-used map."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: Hashable, make: Callable[[], Any], keep: Callable[[Any], bool] | None = None):
-        """The cached value for ``key``, else ``make()``, cached when ``keep(value)`` allows."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        value = make()  # outside the lock: building a graph takes ~1 ms and must not serialise other threads
-        if keep is not None and not keep(value):
-            return value
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-# NAS loops re-query the same archs (mutations of a population); parsing + expanding costs ~1 ms an arch, so the
-# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too). Only graphs of
-# ordinary size: a 256-node cell stacked 8 x 12 expands to ~10^6 nodes, which must not pin memory.
-_GRAPHS = LRU(2048)
-CACHED_GRAPH_MAX_NODES = 2000
-
-
-def _small(g: LayerGraph) -> bool:
-    return g.n_nodes <= CACHED_GRAPH_MAX_NODES
-
-
-def _rebase(e: LetiError, prefix: str) -> LetiError:
-    """The same error with its field placed under ``prefix``: ``arch node 2`` -> ``archs[3].arch node 2`` for the
-    prefix ``archs[3].arch``, ``layers[1]`` -> ``archs[3].arch.layers[1]``."""
-    f = e.field
-    if f is None or f == "arch":
-        name = prefix
-    elif f.startswith(("arch ", "arch.", "arch[")):
-        name = prefix + f[4:]
-    elif f.startswith("["):
-        name = prefix + f
-    else:
-        name = f"{prefix}.{f}"
-    try:
-        return type(e)(e.reason, name)
-    except TypeError:  # a subclass with another signature
-        return LetiError(e.reason, name)
-
-
-def _parse(obj, space: str | None) -> Arch:
-    if isinstance(obj, dict) and "adjacency" in obj:
-        # Arch JSON carries its own space; a request's ``space`` cannot contradict it
-        return Arch.from_dict(obj)
-    return to_arch(obj, space)
-
-
-def _cache_key(obj, space: str | None):
-    if isinstance(obj, str):
-        return (space, obj)
-    if isinstance(obj, dict | list):  # JSON from the wire
-        try:
-            return (space, json.dumps(obj, sort_keys=True, separators=(",", ":")))
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space") -> LayerGraph:
-    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``)."""
-    if isinstance(obj, LayerGraph):
-        return obj
-    if space is not None:
-        space = canonical_space(space, space_field)
-    try:
-        if isinstance(obj, Arch):
-            return obj.to_graph()
-        key = _cache_key(obj, space)
-        if key is None:
-            return _parse(obj, space).to_graph()
-        return _GRAPHS.get_or_make(key, lambda: _parse(obj, space).to_graph(), _small)
-    except LetiError as e:
-        raise _rebase(e, field) from None
-    except (RecursionError, MemoryError) as e:
-        raise ArchError(f"too large or too deeply nested ({type(e).__name__})", field) from None
-    except Exception as e:  # parsing user input: any failure is the input's fault, reported on its field
-        raise ArchError(f"cannot read this arch ({type(e).__name__}: {e})", field) from None
-
-
-def graphs_of(archs: list, space: str | None = None, field: str = "archs") -> list[LayerGraph]:
-    if space is not None:
-        space = canonical_space(space, "space")
-    return [graph_of(obj, space, f"{field}[{i}]") for i, obj in enumerate(archs)]
 
 
 # ---- trained predictors --------------------------------------------------------------------------------------------
@@ -195,17 +55,6 @@ def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, 
             meta = dict(entry)
         out.setdefault(entry["target"], {})[entry["family"]] = meta
     return out
-
-
-def _acc10(meta: dict) -> float:
-    m = meta.get("metrics")
-    v = m.get("acc10") if isinstance(m, dict) else None
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else -1.0
-
-
-def best_family(families: dict[str, dict]) -> str:
-    """The family ``registry.load(target)`` picks: best test acc@10 in its meta, ties by name."""
-    return min(families, key=lambda f: (-_acc10(families[f]), f))
 
 
 # Predictors and the feature memo they share are not documented as thread-safe, so one prediction runs at a time
@@ -282,7 +131,7 @@ class PredictorCache:
             raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
         families = index[target]
         if family is None:
-            family = best_family(families)
+            family = _registry().best_family(families)
         elif family not in families:
             raise NotFoundError(
                 f"no {family!r} predictor for {target} (trained: {', '.join(sorted(families))})", "predictor"
@@ -308,7 +157,7 @@ def predictor_cache() -> PredictorCache:
 def clear_cache() -> None:
     """Forget loaded predictors and parsed archs (after retraining a predictor in this process)."""
     _PREDICTORS.clear()
-    _GRAPHS.clear()
+    clear_graphs()
 
 
 def predict(

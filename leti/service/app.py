@@ -21,13 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leti import __version__
 from leti.errors import LetiError
+from leti.importers.inputs import graph_of
 from leti.paths import default_predictor_dir, default_store_path
+from leti.predictors.registry import best_family
 from leti.service.api import (
     AuthError,
     NotFoundError,
     TooLargeError,
-    best_family,
-    graph_of,
     predictor_cache,
     trained_index,
 )

@@ -8,8 +8,6 @@ hyper-parameters; families that carry fitted parts they reuse, such as ``fewshot
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from leti.errors import PredictorError
@@ -19,13 +17,6 @@ from leti.predictors.base import Predictor
 
 FOLDS = 5
 LEAVE_ONE_OUT_BELOW = 20  # with this few archs every fold leaves one group out (the fits are cheap)
-
-
-def fit_grouped(pred: Predictor, graphs: list[LayerGraph], y: np.ndarray, groups=None) -> Predictor:
-    """``pred.fit``, passing ``groups`` to families whose ``fit`` takes them (auto, gcn)."""
-    if groups is not None and "groups" in inspect.signature(pred.fit).parameters:
-        return pred.fit(graphs, y, groups=list(groups))
-    return pred.fit(graphs, y)
 
 
 def fold_count(n_groups: int, folds: int = FOLDS) -> int:
@@ -51,10 +42,11 @@ def out_of_fold(
     oof = np.empty(n)
     for test in kfold_indices(n, k, seed, keys):
         train = np.setdiff1d(np.arange(n), test)
-        model = fit_grouped(pred.clone(), [graphs[i] for i in train], y[train],
-                            None if groups is None else keys[train])  # fmt: skip
+        model = pred.clone().fit(
+            [graphs[i] for i in train], y[train], groups=None if groups is None else keys[train]
+        )
         oof[test] = model.predict([graphs[i] for i in test])
     return oof
 
 
-__all__ = ["FOLDS", "fit_grouped", "fold_count", "out_of_fold"]
+__all__ = ["FOLDS", "fold_count", "out_of_fold"]
