@@ -14,7 +14,7 @@ from leti.predictors import features as F
 from leti.predictors.registry import make
 from leti.space import nb201, sample
 from leti.trust import TRUST_FILE, TrustModel, calibrate, check_coverage
-from leti.trust.calibrate import out_of_fold
+from leti.trust.crossval import out_of_fold
 from leti.trust.embedding import nearest
 
 

@@ -11,14 +11,17 @@ See docs/trust.md.
 from __future__ import annotations
 
 from leti.trust.conformal import DEFAULT_COVERAGE, check_coverage
-from leti.trust.model import TRUST_FILE, Assessment, TrustModel, calibrate, load
 
-__all__ = [
-    "DEFAULT_COVERAGE",
-    "TRUST_FILE",
-    "Assessment",
-    "TrustModel",
-    "calibrate",
-    "check_coverage",
-    "load",
-]
+# the models load on first use: checking a --coverage argument must not import the feature stack
+_LAZY = {name: "leti.trust.model" for name in ("TRUST_FILE", "Assessment", "TrustModel", "calibrate", "load")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'leti.trust' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_COVERAGE", "check_coverage", *_LAZY]

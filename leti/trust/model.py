@@ -21,7 +21,7 @@ from leti.graph.layergraph import LayerGraph
 from leti.predictors import features as F
 from leti.predictors.base import Predictor
 from leti.predictors.registry import read_json_checked, write_json_checked
-from leti.trust.calibrate import FOLDS, out_of_fold
+from leti.trust.crossval import FOLDS, out_of_fold
 from leti.trust.conformal import DEFAULT_COVERAGE, Conformal, Difficulty, check_coverage
 from leti.trust.embedding import Embedding, nearest, rounded
 from leti.trust.ood import MAX_REASONS, TOLERANCE, OODReference
@@ -158,6 +158,10 @@ class TrustModel:
                 r.append(self.ood.latency_reason(float(p[i])))
             why[i] = "; ".join(r[:MAX_REASONS])
         return Assessment(p, interval, ok, why, coverage)
+
+    def node_reasons(self, graph: LayerGraph) -> list[tuple[int, str]]:
+        """(node id, reason) of the layers of ``graph`` that are out of distribution (see ``OODReference``)."""
+        return self.ood.node_reasons(graph)
 
     def coverage_of(self, graphs, pred_ms, latency_ms, coverage: float = DEFAULT_COVERAGE) -> dict:
         """``coverage`` (share of archs inside their interval) and ``interval_rel_width`` (median (hi-lo)/pred)."""

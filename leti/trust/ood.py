@@ -32,7 +32,9 @@ _SHAPES = (("input height", F.R_IN), ("input width", F.R_IN + 1), ("input channe
 _NICE = {"tot.macs": "MACs", "tot.params": "params", "tot.nodes": "layers", "tot.depth": "depth",
          "tot.peak_bytes": "peak memory (bytes)", "io.in_h": "input height", "io.in_w": "input width",
          "io.in_c": "input channels", "io.out_c": "output width",
-         "tot.const_output": "constant output (1: the output does not depend on the input)"}  # fmt: skip
+         "tot.const_output": "constant output (1: the output does not depend on the input)",
+         "tot.add_fan_in": "inputs of adds", "tot.live_edges": "live edges", "tot.edges": "edges",
+         "tot.activation_bytes": "activation bytes", "tot.live_macs": "MACs of live layers"}  # fmt: skip
 _WINDOWED = {"conv", "dwconv", "maxpool", "avgpool"}
 
 
@@ -134,6 +136,28 @@ class OODReference:
                         break
             self._row_memo[rid] = hit
         return hit
+
+    def node_reasons(self, graph: LayerGraph) -> list[tuple[int, str]]:
+        """(node id, reason) for each node of ``graph`` whose layer type is unseen or whose shape is out of range:
+        which layers make a whole model out of distribution."""
+        rows = F.node_rows(F.batch([graph]))
+        out = []
+        for i, row in enumerate(rows):
+            if int(row[F.R_OP]) == 0:  # the input node
+                continue
+            t = layer_type(row)
+            rng = self.layers.get(t)
+            if rng is None:
+                out.append((i, f"{t}: layer type never seen in training"))
+                continue
+            for j, (name, col) in enumerate(_SHAPES):
+                v = float(row[col])
+                if _outside(v, rng[2 * j], rng[2 * j + 1], self.tolerance):
+                    out.append(
+                        (i, f"{t} with {name} {v:.0f} (training {rng[2 * j]:.0f}–{rng[2 * j + 1]:.0f})")
+                    )
+                    break
+        return out
 
     def layer_reasons(self, graphs: list[LayerGraph]) -> list[list[str]]:
         out = []

@@ -74,7 +74,8 @@ class ModelCache:
         return data
 
 
-def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings: dict[str, Settings]) -> str:
+def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings: dict[str, Settings],
+               picked: list[str] | None = None) -> str:  # fmt: skip
     key = {
         "space": space,
         "n": n,
@@ -82,6 +83,8 @@ def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings
         "constraints": constraints or {},
         "targets": {t: s.key() for t, s in sorted(settings.items())},
     }
+    if picked is not None:  # given archs (``leti generate --suggest``): the run is those archs
+        key["archs"] = sorted(picked)
     return "run-" + digest(json.dumps(key, sort_keys=True))[:16]
 
 
@@ -102,9 +105,11 @@ def generate(
     max_failures: int = 3,
     progress=None,
     on_start=None,
+    archs: list[tuple[Arch, str]] | None = None,
 ) -> GenerateReport:
     """Sample, build, measure and store; resumable. ``progress(worker, done)`` is called after each measurement;
-    ``on_start(run_id, jobs_per_worker)`` once the queue is known."""
+    ``on_start(run_id, jobs_per_worker)`` once the queue is known. ``archs`` ((Arch, native text) pairs, e.g. from
+    ``suggest_archs``) measures exactly those instead of sampling ``n``."""
     t0 = time.perf_counter()
     space = canonical_space(space)
     if not bindings:
@@ -112,12 +117,19 @@ def generate(
     settings = {
         b.target: target_settings(b.target, runs=runs, warmup=warmup, min_time_s=min_time_s) for b in bindings
     }
-    archs = sample(space, n, seed, constraints)
+    given = archs is not None
+    if not given:
+        archs = sample(space, n, seed, constraints)
+    else:
+        archs, n = list(archs), len(archs)
+        if not archs:
+            raise LetiError("no archs to measure", "archs")
     by_id = {a.full_hash: a for a, _ in archs}
     store.upsert_archs(arch_record(a, text) for a, text in archs)
     sample_s = time.perf_counter() - t0
 
-    run_id = run_id_for(space, n, seed, constraints, settings)
+    picked = [a.full_hash for a, _ in archs] if given else None
+    run_id = run_id_for(space, n, seed, constraints, settings, picked)
     params = {"space": space, "n": n, "seed": seed, "constraints": constraints or {},
               "bindings": [b.worker for b in bindings], "settings": {t: s.to_dict() for t, s in settings.items()}}  # fmt: skip
     resumed = not store.create_run(run_id, params)
