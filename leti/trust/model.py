@@ -21,8 +21,8 @@ from leti.graph.layergraph import LayerGraph
 from leti.predictors import features as F
 from leti.predictors.base import Predictor
 from leti.predictors.registry import read_json_checked, write_json_checked
-from leti.trust.crossval import FOLDS, out_of_fold
 from leti.trust.conformal import DEFAULT_COVERAGE, Conformal, Difficulty, check_coverage
+from leti.trust.crossval import FOLDS, out_of_fold
 from leti.trust.embedding import Embedding, nearest, rounded
 from leti.trust.ood import MAX_REASONS, TOLERANCE, OODReference
 
