@@ -3,7 +3,6 @@ evaluate, few-shot train/suggest/generate, compress refusing out-of-distribution
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -12,8 +11,8 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from trust_devices import write_csv
 
-from leti.predictors import features as F
 from leti.space import sample
 
 NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
@@ -49,38 +48,13 @@ def cli(capsys, home, monkeypatch, *args) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def latency(graphs, conv: float, add: float, seed: int) -> np.ndarray:
-    X = F.featurize(graphs)
-    ms = (
-        0.3
-        + conv * X[:, F.feature_index("tot.live_macs")] / 1e8
-        + add * X[:, F.feature_index("kind.add.live.count")]
-    )
-    return ms * np.exp(np.random.default_rng(seed).normal(0, 0.02, len(graphs)))
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A LETI_HOME whose store holds two source targets (300 NB201 archs), a new one (60) and an FBNet-only one,
     imported and trained through the CLI."""
     h = tmp_path_factory.mktemp("trust_cli_home")
-    archs = sample("nb201", 300, seed=8)
-    graphs = [a.to_graph() for a, _ in archs]
-    rows = []
-    for target, conv, add, seed, n in (("srca-cpu", 4.0, 0.01, 0, 300), ("srcb-gpu", 1.0, 0.05, 1, 300),
-                                       ("newc-cpu", 8.0, 0.02, 2, 60)):  # fmt: skip
-        y = latency(graphs[:n], conv, add, seed)
-        rows += [
-            ["nasbench201", t, target, f"{ms:.6f}", "synthetic"]
-            for (_, t), ms in zip(archs[:n], y, strict=True)
-        ]
-    fb = sample("fbnet", 3, seed=0)
-    rows += [["fbnet", t, "fbx-cpu", "5.0", "synthetic"] for _, t in fb]
     path = h / "m.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["space", "arch", "target", "latency_ms", "source"])
-        w.writerows(rows)
+    write_csv(path)
     ok(run_cli("import", str(path), home=h))
     ok(run_cli("train", "--target", "srca-cpu", "--predictor", "lut", "--train-size", "150", home=h))
     return h

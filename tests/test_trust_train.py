@@ -3,57 +3,26 @@ learnt from source targets (synthetic devices that are scaled copies), with its 
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
+from trust_devices import write_csv
 
 from leti.datasets.archs import record_from_text, target_data
 from leti.datasets.csvio import import_csv
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors import evaluate as E
-from leti.predictors import features as F
 from leti.predictors.fewshot_data import suggest_archs
 from leti.predictors.registry import load, predictor_dir
-from leti.space import sample
 from leti.trust import TRUST_FILE
 from leti.trust import load as load_trust
-
-
-def synthetic(graphs, conv: float, add: float, seed: int) -> np.ndarray:
-    X = F.featurize(graphs)
-    ms = (
-        0.3
-        + conv * X[:, F.feature_index("tot.live_macs")] / 1e8
-        + add * X[:, F.feature_index("kind.add.live.count")]
-    )
-    return ms * np.exp(np.random.default_rng(seed).normal(0, 0.02, len(graphs)))
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("trust_store")
-    archs = sample("nb201", 300, seed=8)
-    graphs = [a.to_graph() for a, _ in archs]
-    rows = []
-    for target, conv, add, seed, n in (("srca-cpu", 4.0, 0.01, 0, 300), ("srcb-gpu", 1.0, 0.05, 1, 300),
-                                       ("newc-cpu", 4.0, 0.01, 2, 60)):  # fmt: skip
-        y = synthetic(graphs[:n], conv, add, seed) * (2.0 if target == "newc-cpu" else 1.0)
-        rows += [
-            ["nasbench201", text, target, f"{ms:.6f}", "synthetic"]
-            for (_, text), ms in zip(archs, y, strict=False)
-        ]
-    fb = sample("fbnet", 4, seed=0)  # a target measured in another space only
-    y = synthetic([a.to_graph() for a, _ in fb], 1.0, 0.0, 3)
-    rows += [
-        ["fbnet", text, "fbx-cpu", f"{ms:.6f}", "synthetic"] for (_, text), ms in zip(fb, y, strict=True)
-    ]
     path = d / "m.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["space", "arch", "target", "latency_ms", "source"])
-        w.writerows(rows)
+    archs = write_csv(path, new_conv=8.0, new_add=0.02)  # the new target: a scaled copy of srca-cpu
     st = Store.open(d / "leti.db")
     import_csv(st, path, record_from_text)
     yield st, archs
