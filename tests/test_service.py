@@ -163,7 +163,16 @@ def test_response_shape_and_default_predictor_is_best(server, best, home):
     r = httpx.post(f"{server}/v1/predict", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200, r.text
     res = r.json()
-    assert set(res) == {"target", "predictor", "n", "latency_ms"}
+    assert set(res) == {
+        "target",
+        "predictor",
+        "n",
+        "latency_ms",
+        "coverage",
+        "interval_ms",
+        "in_distribution",
+        "why",
+    }
     assert (
         res["target"] == TARGET and res["predictor"] == best and res["n"] == 3 and len(res["latency_ms"]) == 3
     )

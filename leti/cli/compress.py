@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
 from leti.errors import LetiError
 
 __all__ = ["add_compress_parser", "cmd_compress", "format_plan", "load_model"]
+
+_NODE_RE = re.compile(r"\.n(\d+):")  # an Arch node's block name in a single-cell graph: s0.c0.n<v>:<op>
 
 
 def add_compress_parser(sub) -> None:
@@ -37,6 +41,8 @@ def add_compress_parser(sub) -> None:
     )
     s.add_argument("--margin", type=float, default=0.0,
                    help="plan for (1 - M) x the budget to absorb prediction error, e.g. 0.05")  # fmt: skip
+    s.add_argument("--allow-ood", action="store_true",
+                   help="plan even when the predictor flags the model or the plan as out of distribution")  # fmt: skip
     s.add_argument("-o", "--output", help="save the compressed model here (.keras)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compress)
@@ -125,6 +131,37 @@ def describe(predictor, target: str) -> str:
     return f"predictor: {getattr(predictor, 'family', type(predictor).__name__)} for {target}"
 
 
+def _out_of_distribution(predictor, target: str, model, p) -> str:
+    """Why the trained predictor's trust data flags the original model or the planned one ('' when it does not, or
+    when the predictor has no trust data: a layer LUT measured on this machine prices measured layers only)."""
+    from leti.compression.keras_ir import keras_to_arch
+    from leti.predictors.base import Predictor
+    from leti.predictors.registry import predictor_dir
+    from leti.trust import load as load_trust
+
+    if not isinstance(predictor, Predictor):
+        return ""
+    tm = getattr(predictor, "trust_", None) or load_trust(predictor_dir(target, predictor.family))
+    if tm is None:
+        return ""
+    ka = keras_to_arch(model)
+    original, planned = ka.graph(), p.arch.to_graph()
+    a = tm.assess([original, planned], predictor.predict([original, planned]))
+    if a.in_distribution.all():
+        return ""
+    layers: dict[str, str] = {}  # Keras layer -> reason, from the original model's nodes
+    for i, why in tm.node_reasons(original):
+        m = _NODE_RE.search(original.blocks[original.block[i]])
+        names = ka.node_layers[int(m[1])] if m and int(m[1]) < len(ka.node_layers) else ()
+        for name in names or (original.blocks[original.block[i]],):
+            layers.setdefault(name, why)
+    parts = [f"{n} ({w})" for n, w in list(layers.items())[:6]]
+    more = f" and {len(layers) - 6} more" if len(layers) > 6 else ""
+    which = "the model" if not a.in_distribution[0] else "the planned model"
+    head = f"{which}: {a.why[0] or a.why[1]}"
+    return head + (f"; layers {', '.join(parts)}{more}" if parts else "")
+
+
 def format_plan(p) -> str:
     """The plan as a text table: one row per edited layer and round, then the totals."""
     head = ("step", "layer", "method", "rank/ratio", "rel.err", "params", "MACs", "saved ms")
@@ -190,10 +227,15 @@ def cmd_compress(args) -> int:
     p = plan(model, args.target, budget, methods, predictor=predictor, steps=args.steps, solver=args.solver,
              margin=args.margin)  # fmt: skip
     about = describe(predictor, args.target)
+    ood = _out_of_distribution(predictor, args.target, model, p)
+    if ood and not args.allow_ood:
+        raise LetiError(f"the {about.removeprefix('predictor: ')} has not seen what this plan needs: {ood}; its "
+                        "predictions here are guesses (pass --allow-ood to plan anyway)", "plan")  # fmt: skip
     if args.lut:
         Path(args.lut).write_text(json.dumps(predictor.to_dict()))
     out: dict = {"predictor": about, "plan": p.table(), "original_ms": p.original_ms,
-                 "predicted_ms": p.predicted_ms, "budget_ms": p.budget_ms, "meets_budget": p.meets_budget}  # fmt: skip
+                 "predicted_ms": p.predicted_ms, "budget_ms": p.budget_ms, "meets_budget": p.meets_budget,
+                 "in_distribution": not ood, "why": ood}  # fmt: skip
     compressed = None
     if args.verify or args.output:
         from leti.compression.keras_surgery import output_error
@@ -209,6 +251,8 @@ def cmd_compress(args) -> int:
         print(json.dumps(out, default=str))
         return 0
     print(about)
+    if ood:
+        print(f"leti: warning: out of distribution (--allow-ood): {ood}", file=sys.stderr)
     print(format_plan(p))
     if "output_error" in out:
         print(f"output error ||y - y_hat|| / ||y|| on 4 random inputs: {out['output_error']:.4f}")

@@ -66,10 +66,15 @@ lease_seconds = seconds_in(1.0, 86400.0)
 def add_measure_parsers(sub) -> None:
     s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
     s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, required=True)
+    s.add_argument("-n", type=int, help="archs to sample and measure (or --suggest K)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--target", action="append", required=True,
                    help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
+    g = s.add_argument_group("a new target (few-shot)")
+    g.add_argument("--suggest", type=int, metavar="K",
+                   help="measure the K archs `leti suggest` picks for the target instead of a random sample")  # fmt: skip
+    g.add_argument("--sources", help="for --suggest: comma-separated source targets (default: all others)")
+    g.add_argument("--pool", type=int, default=2000, help="for --suggest: archs sampled to choose from")
     s.add_argument("--runs", type=int, default=30)
     s.add_argument("--warmup", type=int, default=3)
     s.add_argument(
@@ -140,6 +145,22 @@ def cmd_generate(args) -> int:
     bindings = [_generate_binding(t, args.enqueue_only) for t in args.target]
     constraints = json.loads(args.constraints) if args.constraints else None
     store = _store(args)
+    picks = None
+    if args.suggest is not None:
+        from leti.cli.predictors import sources_arg
+        from leti.predictors.fewshot_data import suggest_archs
+
+        if args.n is not None:
+            raise LetiError("give -n or --suggest, not both", "--suggest")
+        targets = {b.target for b in bindings}
+        if len(targets) != 1:
+            raise LetiError(f"suggests archs for one target, got {', '.join(sorted(targets))}", "--target")
+        if constraints:
+            raise LetiError("sampler constraints do not apply to suggested archs", "--constraints")
+        picks = suggest_archs(store, targets.pop(), args.space, args.suggest, sources_arg(args.sources), args.pool,
+                              args.seed)  # fmt: skip
+    elif args.n is None:
+        raise LetiError("give -n (archs to sample) or --suggest K", "-n")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     from rich.console import Console
@@ -163,7 +184,7 @@ def cmd_generate(args) -> int:
                           benchmark_binary=args.benchmark_binary, adb_options=adb_options(args),
                           max_failures=args.max_failures, progress=progress, on_start=on_start,
                           enqueue_only=args.enqueue_only, retry_failed=args.retry_failed, lease_s=args.lease,
-                          max_attempts=args.max_attempts)  # fmt: skip
+                          max_attempts=args.max_attempts, archs=picks)  # fmt: skip
     p = report.progress
     left = p["pending"] + p["running"] + p["failed"]
     if args.json:

@@ -30,7 +30,10 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
     s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...]}')
+    s.add_argument("--coverage", type=float, default=0.9,
+                   help="coverage of the printed intervals, in (0, 1) (default 0.9)")  # fmt: skip
+    s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...], '
+                   '"interval_ms": [[lo, hi], ...], "in_distribution": [...], "why": [...]}')  # fmt: skip
     s.add_argument("--explain", action="store_true",
                    help="each kernel's predicted ms (a kernel predictor: --predictor kernel)")  # fmt: skip
     s.set_defaults(func=cmd_predict)
@@ -72,6 +75,9 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
 
 
 def cmd_predict(args) -> int:
+    from leti.trust import check_coverage
+
+    coverage = check_coverage(args.coverage, "--coverage")
     archs, spaces, where, labels = _from_args(args)
     if args.explain and args.url:
         raise LetiError("--explain runs the predictor here; drop --url", "--explain")
@@ -83,9 +89,12 @@ def cmd_predict(args) -> int:
             raise LetiError("a model file cannot be sent to a server; drop --url", "arch")
         items = [wire_item(a, s) for a, s in zip(archs, spaces, strict=True)]
         with Client(args.url, token=args.token) as client:
-            res = client.predict_items(items, args.target, args.predictor)
-        target, family = res["target"], res["predictor"]
-        ms = [None if x != x else float(x) for x in res["latency_ms"]]  # NaN (a null from the server) -> None
+            res = client.predict_items(items, args.target, args.predictor, coverage)
+        res["latency_ms"] = [None if x != x else float(x) for x in res["latency_ms"]]  # NaN (null) -> None
+        n = len(res["latency_ms"])
+        res.setdefault("interval_ms", [[None, None]] * n)  # an older server sends latencies only
+        res.setdefault("in_distribution", [None] * n)
+        res.setdefault("why", [""] * n)
     else:
         from leti.service.api import predictor_cache
 
@@ -93,15 +102,25 @@ def cmd_predict(args) -> int:
         graphs = _graphs(archs, spaces, where)
         if args.explain:
             return _explain(loaded, graphs, labels, args.json)
-        ms = loaded.predict(graphs).tolist()
-        target, family = loaded.target, loaded.family
+        res = loaded.assess(graphs, coverage)
+    for label, ok, why in zip(labels, res["in_distribution"], res["why"], strict=True):
+        if ok is False:  # one line per arch a user should not trust blindly
+            print(f"leti: warning: {_short(label, 60)}: out of distribution: {why}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"target": target, "predictor": family, "latency_ms": ms}))
+        keys = ("target", "predictor", "latency_ms", "interval_ms", "in_distribution", "why")
+        print(json.dumps({k: res[k] for k in keys}))
         return 0
-    for value, label in zip(ms, labels, strict=True):
-        shown = label if len(label) <= 72 else label[:69] + "..."
-        print(f"{value:10.4f} ms  {shown}" if value is not None else f"{'nan':>10} ms  {shown}")
-    print(f"({len(ms)} archs, {target}, predictor {family})", file=sys.stderr)
+    pct = f"{100 * coverage:g}%"
+    for value, (lo, hi), ok, label in zip(res["latency_ms"], res["interval_ms"], res["in_distribution"], labels,
+                                          strict=True):  # fmt: skip
+        v = f"{value:10.4f}" if value is not None else f"{'nan':>10}"
+        iv = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "[-, -]"
+        flag = "  OOD" if ok is False else ""
+        print(f"{v} ms  {iv:>20}{flag}  {_short(label, 72)}")
+    print(
+        f"({len(labels)} archs, {res['target']}, predictor {res['predictor']}, {pct} intervals)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -142,6 +161,10 @@ def _explain(loaded, graphs, labels: list[str], as_json: bool) -> int:
             json.dumps({"target": loaded.target, "predictor": loaded.family, "explain": out}, default=float)
         )
     return 0
+
+
+def _short(label: str, width: int) -> str:
+    return label if len(label) <= width else label[: width - 3] + "..."
 
 
 # ---- leti serve ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``leti train``, ``leti evaluate`` and ``leti report``: predictors trained and tested on the store."""
+"""``leti train``, ``leti evaluate``, ``leti report`` and ``leti suggest``: predictors trained and tested on the store,
+and the archs to measure first on a new target."""
 
 from __future__ import annotations
 
@@ -14,10 +15,20 @@ def add_predictors_parsers(sub) -> None:
     s = sub.add_parser("train", help="train a predictor for a target on archs chosen by canonical-hash split")
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", required=True, choices=FAMILY_CHOICES)
-    s.add_argument("--train-size", type=int, default=900)
+    s.add_argument("--train-size", type=int, default=None,
+                   help="archs to train on (default 900; fewshot: K of the target's measured archs, default 10)")  # fmt: skip
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--space", help="only archs of this space")
     s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
+    g = s.add_argument_group("few-shot (--predictor fewshot)")
+    g.add_argument(
+        "--sources", help="comma-separated source targets (default: every other target of the space)"
+    )
+    g.add_argument("--train-archs", metavar="FILE",
+                   help="train on exactly these archs (JSON lines as `leti space sample` or `leti suggest` prints)")  # fmt: skip
+    s.add_argument(
+        "--no-trust", action="store_true", help="skip calibrating intervals and out-of-distribution checks"
+    )
     s.add_argument("--json", action="store_true")
     add_store_option(s)
     s.set_defaults(func=cmd_train)
@@ -28,6 +39,7 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", default=None, help="family; default: the target's best")
     s.add_argument("--space")
+    s.add_argument("--coverage", type=float, default=0.9, help="interval coverage to check, in (0, 1)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="predicted-vs-measured scatter (log-log, ±10%% band)")
     s.add_argument("--split", choices=("trained", "family"), default="trained",
@@ -46,6 +58,19 @@ def add_predictors_parsers(sub) -> None:
     add_store_option(s)
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser(
+        "suggest", help="the archs to measure first on a new target, for the few-shot predictor"
+    )
+    s.add_argument("--target", required=True, help="the new target (need not be measured yet)")
+    s.add_argument("--space", required=True)
+    s.add_argument("-n", type=int, default=10, help="how many archs")
+    s.add_argument(
+        "--sources", help="comma-separated source targets (default: every other target of the space)"
+    )
+    s.add_argument("--pool", type=int, default=2000, help="archs sampled to choose from (default 2000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_suggest)
+
 
 FAMILY_CHOICES = FAMILIES
 EVALUATE_KEYS = (
@@ -61,6 +86,7 @@ EVALUATE_KEYS = (
     "n_test",
     "family",
 )
+TRUST_KEYS = ("coverage", "interval_rel_width", "ood_share")
 
 
 def _metrics_table(title: str, rows: list[tuple[str, dict]]):
@@ -88,21 +114,64 @@ def _params(args) -> dict | None:
     if not isinstance(params, dict):
         raise LetiError("must be a JSON object of hyper-parameters", "--params")
     return params
+def sources_arg(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise LetiError(f"must be comma-separated target names, got {text!r}", "--sources")
+    return names
+
+
+def _train_archs(path: str, space: str | None) -> list:
+    """(Arch, where) per line of a JSON-lines file; errors name the file and line."""
+    from leti.importers.inputs import read_jsonl, rebase, to_arch
+
+    archs, spaces, where = read_jsonl(path, space)
+    out = []
+    for a, s, w in zip(archs, spaces, where, strict=True):
+        try:
+            out.append((to_arch(a, s), w))
+        except LetiError as e:
+            raise rebase(e, w) from None
+    return out
 
 
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
 
     params = _params(args)
-    pred, meta = train(_store(args, create=False), args.target, args.predictor, args.train_size, args.seed, params, args.space,
-                       save=True)  # fmt: skip
+    fewshot = args.predictor == "fewshot"
+    if not fewshot and (args.sources or args.train_archs):
+        raise LetiError(
+            "applies to --predictor fewshot only", "--sources" if args.sources else "--train-archs"
+        )
+    if args.train_archs and args.train_size is not None:
+        raise LetiError("give --train-size or --train-archs, not both", "--train-archs")
+    size = args.train_size if args.train_size is not None else (10 if fewshot else 900)
+    kwargs = {}
+    if fewshot:
+        kwargs["sources"] = sources_arg(args.sources)
+        if args.train_archs:
+            kwargs["train_archs"] = _train_archs(args.train_archs, args.space)
+    pred, meta = train(_store(args, create=False), args.target, args.predictor, size, args.seed, params, args.space,
+                       save=True, trust=not args.no_trust, **kwargs)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
     if args.json:
         _print_json({k: v for k, v in meta.items() if k != "train_hashes"})
         return 0
+    if not meta["metrics"]:
+        print(f"{args.target}: trained {args.predictor} on all {meta['n_train']} measured archs in "
+              f"{meta['fit_seconds']:.1f}s; none left to test it on")  # fmt: skip
+        return 0
     name = args.predictor + (f" ({meta['auto_chosen']['family']})" if args.predictor == "auto" else "")
     wide_console().print(_metrics_table(f"{args.target}: trained {name} in {meta['fit_seconds']:.1f}s, "
                                     f"tested on held-out archs", [(name, m)]))  # fmt: skip
+    if "coverage" in meta.get("trust", {}):
+        t = meta["trust"]
+        print(f"90% intervals cover {100 * t['coverage']:.1f}% of the held-out archs (median width "
+              f"{100 * t['interval_rel_width']:.1f}% of the prediction); {100 * t['ood_share']:.1f}% flagged out of "
+              f"distribution")  # fmt: skip
     return 0
 
 
@@ -111,15 +180,19 @@ def cmd_evaluate(args) -> int:
 
     if args.split == "family":
         return _evaluate_by_family(args)
+    from leti.trust import check_coverage
+
+    coverage = check_coverage(args.coverage, "--coverage")
     store = _store(args, create=False)
-    m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
+    m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot),
+                 coverage=coverage)  # fmt: skip
     if args.plot:
         from leti.predictors.evaluate import plot
 
         y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
         plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, acc@10 {100 * m['acc10']:.1f}%")
     if args.json:
-        _print_json({k: m[k] for k in EVALUATE_KEYS})
+        _print_json({k: m[k] for k in (*EVALUATE_KEYS, *TRUST_KEYS) if k in m})
         return 0
     rec = store.get_target(args.target)
     floor = (
@@ -127,6 +200,12 @@ def cmd_evaluate(args) -> int:
     )
     wide_console().print(_metrics_table(f"{args.target}: {m['family']} on {m['n_test']} archs outside its training set"
                                     f"{floor}", [(m["family"], m)]))  # fmt: skip
+    if "coverage" in m:
+        print(f"{100 * coverage:g}% intervals cover {100 * m['coverage']:.1f}% (median width "
+              f"{100 * m['interval_rel_width']:.1f}% of the prediction); {100 * m['ood_share']:.1f}% flagged out of "
+              f"distribution")  # fmt: skip
+    else:
+        print("no trust data saved with this predictor (retrain it for intervals and flags)")
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
@@ -184,4 +263,15 @@ def cmd_report(args) -> int:
     print(md)
     if args.out:
         print(f"\nwrote {Path(args.out) / 'report.md'} and one plot per target")
+    return 0
+
+
+def cmd_suggest(args) -> int:
+    from leti.cli.space import sample_line
+    from leti.predictors.fewshot_data import suggest_archs
+
+    picks = suggest_archs(_store(args), args.target, args.space, args.n, sources_arg(args.sources), args.pool,
+                          args.seed)  # fmt: skip
+    for arch, text in picks:
+        print(sample_line(arch, text))
     return 0

@@ -37,9 +37,14 @@ def cmd_space_sample(args) -> int:
     if constraints is not None and not isinstance(constraints, dict):
         raise LetiError("must be a JSON object", "--constraints")
     for arch, text in sample(args.space, args.n, args.seed, constraints):
-        print(json.dumps({"hash": arch.hash, "full_hash": arch.full_hash, "space": arch.space,
-                          "native": text, "arch": arch.to_dict()}, separators=(",", ":")))  # fmt: skip
+        print(sample_line(arch, text))
     return 0
+
+
+def sample_line(arch, text: str) -> str:
+    """One arch as ``leti space sample`` prints it (``leti suggest`` too; ``--file`` and ``--train-archs`` read it)."""
+    return json.dumps({"hash": arch.hash, "full_hash": arch.full_hash, "space": arch.space, "native": text,
+                       "arch": arch.to_dict()}, separators=(",", ":"))  # fmt: skip
 
 
 def cmd_space_show(args) -> int:

@@ -247,6 +247,14 @@ class AutoPredictor(Predictor):
         self.grid_ms_ = step
         self.shrink_ = post[win][2]
         self.lowest_ms_ = float(np.min(y))
+        # the winner's out-of-fold predictions, corrected as predict() corrects: honest errors on the training
+        # archs, which leti.trust calibrates on without refitting
+        oof = oofs[win][0]
+        if self.shift_ is not None:
+            oof = self.shift_(oof)
+        if step:
+            oof = snap(oof, step, self.shrink_, self.lowest_ms_)
+        self.oof_predictions_ = oof
         self.models_ = [self._fit_one(f, p, graphs, y, np.arange(len(graphs))) for f, p in chosen]
 
     def _post(self, y, oof, parts, step) -> tuple[np.ndarray, bool, float]:

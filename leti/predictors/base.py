@@ -55,6 +55,10 @@ class Predictor:
             setattr(self, k, v)
         return self
 
+    def clone(self) -> Predictor:
+        """An unfitted predictor of the same family with the same hyper-parameters (cross-validation refits it)."""
+        return type(self)(**self.get_params())
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

@@ -19,14 +19,15 @@ from leti.datasets.split import split_by_hash
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
-from leti.predictors.families import FAMILIES
+from leti.predictors.families import FAMILIES, NEEDS_SOURCES
 from leti.predictors.features import FEATURES_ID
+from leti.predictors.fewshot_data import fewshot_rows, fewshot_sources
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, save_trained
 from leti.space import canonical_space
 
-DEFAULT_FAMILIES = FAMILIES
+DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f not in NEEDS_SOURCES)
 
 
 def versions() -> dict:
@@ -63,22 +64,46 @@ def train(
     space: str | None = None,
     save: bool = False,
     root=None,
+    sources: list[str] | None = None,
+    train_archs: list | None = None,
+    trust: bool | None = None,
+    trust_folds: int = 5,
 ) -> tuple[Predictor, dict]:
     """Fit ``family`` on ``train_size`` archs of ``target`` (split by hash, ``seed``) and test it on the rest.
 
     Returns the fitted predictor and its metadata (metrics on the test split, the training hashes, versions);
     ``save=True`` also stores it as the target's predictor of that family.
+
+    ``trust`` (default: when saving) calibrates intervals and out-of-distribution checks on the training archs
+    (``leti.trust``, ``trust_folds``-fold cross-validation) and saves them with the predictor; ``meta["trust"]``
+    then records the test archs' ``coverage``, ``interval_rel_width`` and ``ood_share``.
+
+    ``family="fewshot"`` learns from the ``sources``' measurements (default: every other target measured in the
+    space) and ``train_size`` archs of ``target`` (distinct networks, ``one_per_hash``; all of them: nothing is left
+    to test), or exactly the archs ``train_archs`` (``[(Arch, where), ...]``; each must be measured on ``target``).
     """
     space = canonical_space(space) if space is not None else None
     data = target_data(store, target, space)
-    _check_size(train_size, len(data))
+    if family == "fewshot":
+        tr, te = fewshot_rows(data, train_size, seed, train_archs)
+    else:
+        if sources is not None or train_archs is not None:
+            field = "sources" if sources is not None else "train_archs"
+            raise LetiError("applies to the fewshot predictor only", field)
+        _check_size(train_size, len(data))
+        tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
     pred = make(family, **(params or {}))
-    tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
+    source_meta = None
     t0 = time.perf_counter()
-    _fit(pred, data, tr, store)
+    if family == "fewshot":
+        spaces = sorted(set(data.spaces[tr].tolist())) if space is None else [space]
+        source_data, source_meta = fewshot_sources(store, target, spaces, sources)
+        pred.fit(data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), source_data=source_data)
+    else:
+        _fit(pred, data, tr, store)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    p = pred.predict(data.graphs(te))
+    p = pred.predict(data.graphs(te)) if te.size else np.zeros(0)
     predict_s = time.perf_counter() - t0
     meta = {
         "target": target,
@@ -87,13 +112,13 @@ def train(
         "params": pred.get_params(),
         "feature_version": FEATURE_VERSION,
         "features_id": FEATURES_ID,
-        "train_size": int(train_size),
+        "train_size": int(tr.size) if family == "fewshot" else int(train_size),
         "seed": int(seed),
-        "split": "split_by_hash",
+        "split": "train_archs" if train_archs is not None else "split_by_hash",
         "n_train": int(tr.size),
         "n_test": int(te.size),
         "train_hashes": sorted(set(data.hashes[tr].tolist())),
-        "metrics": metrics(data.latency_ms[te], p),
+        "metrics": metrics(data.latency_ms[te], p) if te.size else {},
         "fit_seconds": round(fit_s, 3),
         "predict_seconds": round(predict_s, 3),
         "versions": versions(),
@@ -101,10 +126,32 @@ def train(
     }
     if family == "auto":
         meta["auto_chosen"] = pred.chosen_
+    if source_meta is not None:
+        meta["sources"] = source_meta
+    if trust if trust is not None else save:
+        tm = _calibrate(pred, data, tr, seed, trust_folds, source_data if family == "fewshot" else None)
+        pred.trust_ = tm
+        meta["trust"] = {"folds": int(trust_folds), "n_calibration": tm.info["n_calibration"]}
+        if te.size:  # on the test archs, at the default 90%
+            meta["trust"].update(tm.coverage_of(data.graphs(te), p, data.latency_ms[te]))
     if save:
-        save_trained(pred, target, meta, root)
+        d = save_trained(pred, target, meta, root)
+        if getattr(pred, "trust_", None) is not None:
+            pred.trust_.save(d)
     pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
     return pred, meta
+
+
+def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, folds: int, source_data):
+    from leti.trust import calibrate
+
+    ref = None
+    if source_data:  # few-shot: the sources' archs are in distribution too (a seeded sample of them)
+        pool = [g for gs, _ in source_data.values() for g in gs]
+        pick = np.random.default_rng(seed).permutation(len(pool))[:2000]
+        ref = [pool[i] for i in np.sort(pick)]
+    return calibrate(pred, data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), folds=folds,
+                     seed=seed, reference_graphs=ref)  # fmt: skip
 
 
 def evaluate(
@@ -114,10 +161,13 @@ def evaluate(
     root=None,
     space: str | None = None,
     return_predictions: bool = False,
+    coverage: float = 0.9,
 ) -> dict:
     """Metrics of a predictor (a family name: the target's saved one) on every arch of ``target`` it was not
     trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
-    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting."""
+    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting. A predictor saved with trust
+    data adds ``coverage`` (share of test archs inside their ``coverage`` interval), ``interval_rel_width``
+    (median (hi - lo) / prediction) and ``ood_share`` (share flagged out of distribution)."""
     pred = load_trained(target, predictor, root) if isinstance(predictor, str) else predictor
     if not isinstance(pred, Predictor):
         raise LetiError(f"expected a family name or a Predictor, got {type(predictor).__name__}", "predictor")
@@ -130,6 +180,14 @@ def evaluate(
         )
     p = pred.predict(data.graphs(test))
     out = metrics(data.latency_ms[test], p)
+    tm = getattr(pred, "trust_", None)
+    if tm is None and isinstance(predictor, str):
+        from leti.predictors.registry import predictor_dir
+        from leti.trust import load as load_trust
+
+        tm = load_trust(predictor_dir(target, pred.family, root))
+    if tm is not None:
+        out.update(tm.coverage_of(data.graphs(test), p, data.latency_ms[test], coverage))
     out.update(
         {
             "n_train": int(getattr(pred, "n_train_", 0)),
@@ -221,7 +279,9 @@ def report(
     for target in targets:
         best = None
         for fam in families:
-            pred, meta = train(store, target, fam, train_size, seed, (params or {}).get(fam), space)
+            pred, meta = train(
+                store, target, fam, train_size, seed, (params or {}).get(fam), space, trust=False
+            )
             chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
             rows.append(
                 ReportRow(

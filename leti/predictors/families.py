@@ -18,5 +18,8 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "gcn": ("leti.predictors.gcn", "GCNPredictor"),
     "kernel": ("leti.predictors.kernel", "KernelPredictor"),
     "auto": ("leti.predictors.auto", "AutoPredictor"),
+    "fewshot": ("leti.predictors.fewshot", "FewShotPredictor"),
 }
 FAMILIES: tuple[str, ...] = tuple(FAMILY_CLASSES)
+# families that learn from other targets' measurements too: trained with ``sources``, not in reports by default
+NEEDS_SOURCES: tuple[str, ...] = ("fewshot",)

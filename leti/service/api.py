@@ -3,6 +3,11 @@
 Both take one arch or a list of them in every form ``leti.importers.inputs.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
 strings, FBNet block lists or comma strings, ``Arch`` objects, Arch JSON) and return an ``np.ndarray`` of
 milliseconds, one per arch, in input order. Bad input raises ``LetiError`` naming the field (``archs[3]``).
+
+With ``interval=0.9`` (a coverage in (0, 1)) both return a dict instead: ``target``, ``predictor``, ``latency_ms``,
+``interval_ms`` ((n, 2) [lo, hi], calibrated to contain the measured latency of that share of archs like the
+training ones), ``in_distribution`` (bool per arch) and ``why`` (a short reason where it is False), ``coverage``
+(docs/trust.md).
 """
 
 from __future__ import annotations
@@ -64,13 +69,17 @@ _PREDICT_LOCK = threading.Lock()
 PREDICT_CHUNK = 512
 
 
+NO_TRUST = "no trust data saved with this predictor: retrain it with `leti train` for intervals and flags"
+
+
 @dataclass
 class Loaded:
-    """A loaded predictor with the target and family it was loaded for."""
+    """A loaded predictor with the target and family it was loaded for, and its trust data (None: saved without)."""
 
     target: str
     family: str
     predictor: Any
+    trust: Any = None
 
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         out = []
@@ -82,6 +91,42 @@ class Loaded:
                 raise PredictorError(f"returned {ms.size} values for {len(chunk)} archs", self.family)
             out.append(ms)
         return np.concatenate(out) if out else np.zeros(0)
+
+    def assess(self, graphs: list[LayerGraph], coverage: float = 0.9) -> dict:
+        """Latency, ``coverage`` interval, in-distribution flag and reason per arch: JSON-ready parallel lists
+        (nulls where a number is not finite; where there is no trust data, null intervals and flags)."""
+        from leti.trust import check_coverage
+
+        coverage = check_coverage(coverage)
+        ms = self.predict(graphs)
+        n = len(graphs)
+        out: dict = {"target": self.target, "predictor": self.family, "coverage": coverage}
+        if self.trust is None:
+            out.update(latency_ms=[float(x) if np.isfinite(x) else None for x in ms],
+                       interval_ms=[[None, None]] * n, in_distribution=[None] * n, why=[NO_TRUST] * n)  # fmt: skip
+            return out
+        parts = []
+        for start in range(0, n, PREDICT_CHUNK):
+            with _PREDICT_LOCK:  # the trust model's memo and the feature rows are shared like the predictor's
+                a = self.trust.assess(graphs[start : start + PREDICT_CHUNK], ms[start : start + PREDICT_CHUNK],
+                                      coverage)  # fmt: skip
+            parts.append(a.to_dict())
+        for key in ("latency_ms", "interval_ms", "in_distribution", "why"):
+            out[key] = [v for p in parts for v in p[key]]
+        return out
+
+
+def as_arrays(res: dict) -> dict:
+    """``assess``'s JSON lists as arrays for Python callers (None -> NaN)."""
+    out = dict(res)
+    out["latency_ms"] = np.array([np.nan if v is None else v for v in res["latency_ms"]], dtype=float)
+    iv = [[np.nan if v is None else v for v in pair] for pair in res["interval_ms"]]
+    out["interval_ms"] = np.array(iv, dtype=float).reshape(-1, 2)
+    out["in_distribution"] = np.array(
+        res["in_distribution"], dtype=object if None in res["in_distribution"] else bool
+    )
+    out["why"] = list(res["why"])
+    return out
 
 
 class PredictorCache:
@@ -138,9 +183,12 @@ class PredictorCache:
             )
         try:
             pred = _load_from_registry(base, target, family)
+            from leti.trust import load as load_trust
+
+            trust = load_trust(_registry().predictor_dir(target, family, base))
         except LetiError as e:
             raise NotFoundError(f"{target}/{family} cannot be loaded: {e}", "predictor") from None
-        return Loaded(target, family, pred)
+        return Loaded(target, family, pred, trust)
 
 
 def _load_from_registry(base: str, target: str, family: str):
@@ -161,19 +209,24 @@ def clear_cache() -> None:
 
 
 def predict(
-    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None
-) -> np.ndarray:
+    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None,
+    interval=None,
+):
     """Predicted latency in ms of one arch or a list of archs on ``target``.
 
     An arch is anything ``leti.importers.inputs`` reads (Arch, native text, Arch JSON, a LayerGraph) or an in-memory
     ``torch.nn.Module`` / Keras model; ``input_shape`` = (H, W, C) gives a torch module's input size (and fixes a
     Keras model's open one). ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best
     by test acc@10. ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``,
-    ``fbnet``, ``leti``). ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a
-    1-D array.
+    ``fbnet``, ``leti``). ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Returns a 1-D
+    array; with ``interval`` (a coverage such as 0.9) a dict of arrays: ``latency_ms``, ``interval_ms`` (n, 2),
+    ``in_distribution``, ``why``, with ``target``, ``predictor`` and ``coverage``.
     """
     loaded = _PREDICTORS.get(target, predictor, root)
-    return loaded.predict(graphs_of(as_list(archs), space, input_shape=input_shape))
+    graphs = graphs_of(as_list(archs), space, input_shape=input_shape)
+    if interval is None:
+        return loaded.predict(graphs)
+    return as_arrays(loaded.assess(graphs, interval))
 
 
 # ---- the HTTP client -----------------------------------------------------------------------------------------------
@@ -271,26 +324,46 @@ class Client:
 
     # ---- the endpoints ----------------------------------------------------------------------------------------
     def predict(
-        self, archs, target: str, predictor: str | None = None, space: str | None = None
-    ) -> np.ndarray:
-        """Predicted latency in ms, one per arch, exactly as ``leti.predict`` on the server's machine gives."""
+        self, archs, target: str, predictor: str | None = None, space: str | None = None, interval=None
+    ):
+        """Predicted latency in ms, one per arch, exactly as ``leti.predict`` on the server's machine gives (with
+        ``interval``, the same dict of arrays)."""
         items = [wire_item(a, space, f"archs[{i}]") for i, a in enumerate(as_list(archs))]
-        return self.predict_items(items, target, predictor)["latency_ms"]
+        res = self.predict_items(items, target, predictor, interval)
+        if interval is None:
+            return res["latency_ms"]
+        return as_arrays({**res, "latency_ms": [None if x != x else float(x) for x in res["latency_ms"]]})
 
-    def predict_items(self, items: list[dict], target: str, predictor: str | None = None) -> dict:
+    def predict_items(
+        self, items: list[dict], target: str, predictor: str | None = None, coverage=None
+    ) -> dict:
         """Send request items (``{"space", "arch"}`` dicts) as is; returns ``{"target", "predictor",
-        "latency_ms": ndarray}``."""
+        "latency_ms": ndarray}`` and the server's ``interval_ms``, ``in_distribution``, ``why`` lists (at
+        ``coverage``, default the server's 0.9) when it sends them."""
         out, res = [], {"target": target, "predictor": predictor}
+        extra: dict = {}
         for start in range(0, max(len(items), 1), self.max_batch):
             body: dict = {"target": target, "archs": items[start : start + self.max_batch]}
             if predictor is not None:
                 body["predictor"] = predictor
+            if coverage is not None:
+                body["coverage"] = coverage
             try:
                 res = self._request("POST", "/v1/predict", body)
             except LetiError as e:
                 raise _shift(e, start) from None
-            out.append(np.asarray(res["latency_ms"], dtype=float))
-        return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out)}
+            out.append(np.asarray([np.nan if v is None else v for v in res["latency_ms"]], dtype=float))
+            for key in ("interval_ms", "in_distribution", "why"):
+                if key in res:
+                    extra.setdefault(key, []).extend(res[key])
+        if "coverage" in res:
+            extra["coverage"] = res["coverage"]
+        return {
+            "target": res["target"],
+            "predictor": res["predictor"],
+            "latency_ms": np.concatenate(out),
+            **extra,
+        }
 
     def targets(self) -> list[dict]:
         return self._request("GET", "/v1/targets")["targets"]

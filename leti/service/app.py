@@ -77,6 +77,7 @@ class PredictRequest(BaseModel):
     )
     archs: list[ArchItem] = Field(..., examples=[[{"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|"
                                                    "none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"}]])  # fmt: skip
+    coverage: float = Field(0.9, description="coverage of interval_ms, in (0, 1)")
 
 
 class PredictResponse(BaseModel):
@@ -84,6 +85,10 @@ class PredictResponse(BaseModel):
     predictor: str
     n: int
     latency_ms: list[float | None]
+    coverage: float
+    interval_ms: list[list[float | None]] = Field(description="[lo, hi] per arch at `coverage`")
+    in_distribution: list[bool | None] = Field(description="false: unlike the training archs (see `why`)")
+    why: list[str]
 
 
 class PredictorInfo(BaseModel):
@@ -320,13 +325,8 @@ def create_app(
                 raise TooLargeError(f"the archs up to this one expand to {nodes:,} layers, over this server's "
                                     f"limit of {max_nodes:,} per request; send fewer or smaller archs", f"archs[{i}]")  # fmt: skip
             graphs.append(g)
-        ms = loaded.predict(graphs)
-        return {
-            "target": loaded.target,
-            "predictor": loaded.family,
-            "n": len(ms),
-            "latency_ms": [float(x) if math.isfinite(x) else None for x in ms],
-        }
+        res = loaded.assess(graphs, req.coverage)
+        return {**res, "n": len(graphs)}
 
     @app.get(
         "/v1/targets", response_model=TargetsResponse, dependencies=auth, responses=errors, tags=["info"]

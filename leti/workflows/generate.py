@@ -18,7 +18,7 @@ from leti.device_runner.bindings import Binding, make_runner
 from leti.errors import LetiError
 from leti.measurement import Settings, target_settings
 from leti.paths import leti_home
-from leti.space import canonical_space, sample
+from leti.space import Arch, canonical_space, sample
 from leti.space.hashing import digest
 from leti.workflows.farm import HOST, Farm, WorkerReport, noise_floor, pick_repeat, pid_alive
 from leti.workflows.models import ModelCache
@@ -45,7 +45,8 @@ class GenerateReport:
         return d
 
 
-def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings: dict[str, Settings]) -> str:
+def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings: dict[str, Settings],
+               picked: list[str] | None = None) -> str:  # fmt: skip
     key = {
         "space": space,
         "n": n,
@@ -53,6 +54,8 @@ def run_id_for(space: str, n: int, seed: int, constraints: dict | None, settings
         "constraints": constraints or {},
         "targets": {t: s.key() for t, s in sorted(settings.items())},
     }
+    if picked is not None:  # given archs (``leti generate --suggest``): the run is those archs
+        key["archs"] = sorted(picked)
     return "run-" + digest(json.dumps(key, sort_keys=True))[:16]
 
 
@@ -78,9 +81,11 @@ def generate(
     retry_failed: bool = False,
     lease_s: float = DEFAULT_LEASE_S,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    archs: list[tuple[Arch, str]] | None = None,
 ) -> GenerateReport:
     """Sample, build, measure and store; resumable. ``progress(worker, done)`` is called after each measurement;
-    ``on_start(run_id, jobs_per_worker)`` once the queue is known.
+    ``on_start(run_id, jobs_per_worker)`` once the queue is known. ``archs`` ((Arch, native text) pairs, e.g. from
+    ``suggest_archs``) measures exactly those instead of sampling ``n``.
 
     ``enqueue_only`` fills the queue and returns: farm workers (``leti farm worker``, on any host sharing the
     store) measure it. ``retry_failed`` gives the run's failed jobs a fresh retry budget first. Several identical
@@ -93,12 +98,19 @@ def generate(
     settings = {
         b.target: target_settings(b.target, runs=runs, warmup=warmup, min_time_s=min_time_s) for b in bindings
     }
-    archs = sample(space, n, seed, constraints)
+    given = archs is not None
+    if not given:
+        archs = sample(space, n, seed, constraints)
+    else:
+        archs, n = list(archs), len(archs)
+        if not archs:
+            raise LetiError("no archs to measure", "archs")
     by_id = {a.full_hash: a for a, _ in archs}
     store.upsert_archs(arch_record(a, text) for a, text in archs)
     sample_s = time.perf_counter() - t0
 
-    run_id = run_id_for(space, n, seed, constraints, settings)
+    picked = [a.full_hash for a, _ in archs] if given else None
+    run_id = run_id_for(space, n, seed, constraints, settings, picked)
     params = {"space": space, "n": n, "seed": seed, "constraints": constraints or {},
               "bindings": [b.worker for b in bindings], "settings": {t: s.to_dict() for t, s in settings.items()}}  # fmt: skip
     resumed = not store.create_run(run_id, params)
