@@ -146,11 +146,27 @@ def add_serve_parser(sub) -> None:
         "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
     )
     s.add_argument("--max-batch", type=int, default=10000, help="most archs in one request")
+    s.add_argument("--max-body", type=int, default=4 << 20,
+                   help="most bytes in one request body, chunked or not (default 4 MiB)")  # fmt: skip
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
     )
     s.set_defaults(func=cmd_serve)
+
+
+def _fewer_malloc_arenas(n: int = 2) -> None:
+    """Ask glibc for at most ``n`` malloc arenas. By default each thread that allocates may get its own (8 per
+    core), and memory freed in one is not reused by the others: under concurrent requests the server's resident
+    memory grew to several times its working set (benchmarks/bench_service.py --memory). No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def cmd_serve(args) -> int:
@@ -162,12 +178,15 @@ def cmd_serve(args) -> int:
         raise LetiError(f"must be 0..65535, got {args.port}", "--port")
     if args.max_batch < 1:
         raise LetiError(f"must be positive, got {args.max_batch}", "--max-batch")
+    if args.max_body < 1:
+        raise LetiError(f"must be positive, got {args.max_body}", "--max-body")
     token = token_from_env(args.token)
     if args.host not in LOOPBACK and not token:
         print(f"leti: warning: serving on {args.host} without a token: anyone who can reach it may use it; "
               "set --token or LETI_TOKEN", file=sys.stderr)  # fmt: skip
+    _fewer_malloc_arenas()
     app = create_app(predictor_root=args.predictor_root, store_path=getattr(args, "store", None), token=token,
-                     max_batch=args.max_batch)  # fmt: skip
+                     max_batch=args.max_batch, max_body=args.max_body)  # fmt: skip
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

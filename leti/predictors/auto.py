@@ -102,6 +102,7 @@ class AutoPredictor(Predictor):
     """``candidates``: family names or ``[family, params]`` pairs; ``folds``: k of the k-fold CV."""
 
     family = "auto"
+    param_ranges = {"folds": (2, 100)}
 
     def __init__(self, candidates=None, folds: int = 5, seed: int = 0, select: str = "rank"):
         self.candidates = candidates
@@ -179,8 +180,11 @@ class AutoPredictor(Predictor):
         self.cv_scores_ = info.get("cv_scores", [])
 
     def summary(self) -> str:
-        rows = [f"{s['family']} {json.dumps(s['params'], sort_keys=True)}: acc10 {s['acc10']:.3f}, "
-                f"rho {s['spearman']:.3f}" for s in getattr(self, "cv_scores_", [])]  # fmt: skip
+        def num(v) -> str:
+            return "nan" if v is None else f"{v:.3f}"  # NaN is saved as null
+
+        rows = [f"{s['family']} {json.dumps(s['params'], sort_keys=True)}: acc10 {num(s.get('acc10'))}, "
+                f"rho {num(s.get('spearman'))}" for s in getattr(self, "cv_scores_", [])]  # fmt: skip
         return "\n".join(rows)
 
 

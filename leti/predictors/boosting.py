@@ -10,7 +10,7 @@ compares the parts on the phone data.
 Noisy targets whose bad measurements are one-sided (a share of runs much slower or faster than the rest) are
 predicted best by the typical value, not the mean: ``quantile`` or ``l1`` there.
 
-Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed with a checksum.
+Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed by the manifest.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from leti.errors import PredictorError
 from leti.predictors.base import Predictor
 from leti.predictors.features import FEATURES_ID, N_FEATURES, featurize
 from leti.predictors.lut import LUTPredictor
-from leti.predictors.registry import read_checked, read_json_checked, seal, write_json_checked
+from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
+from leti.predictors.schema import n_threads
 
 OBJECTIVES = ("l2", "l1", "huber", "quantile")
 BASES = ("lut", "none")
@@ -37,6 +38,11 @@ class BoostingPredictor(Predictor):
     """Shared pipeline: features -> (optional LUT base) -> a library's trees on log-latency."""
 
     model_file = ""
+    param_ranges = {"n_estimators": (1, 100_000), "learning_rate": (1e-6, 10.0), "subsample": (1e-3, 1.0),
+                    "colsample": (1e-3, 1.0), "reg_lambda": (0.0, 1e6), "alpha": (0.0, 1e6),
+                    "base_robust": (0.0, 100.0), "n_jobs": (1, 1_000_000), "num_leaves": (2, 131_072),
+                    "min_child_samples": (1, 1_000_000), "max_depth": (1, 64), "min_child_weight": (0.0, 1e6),
+                    "depth": (1, 16), "l2_leaf_reg": (0.0, 1e6)}  # fmt: skip
 
     # ---- the pipeline ---------------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -98,7 +104,6 @@ class BoostingPredictor(Predictor):
             (d / BASE_DIR).mkdir(exist_ok=True)
             self.base_._save(d / BASE_DIR)
         self._write(d / self.model_file)
-        seal(d / self.model_file)
         write_json_checked(d / INFO_FILE, info)
 
     def _load(self, d: Path) -> None:
@@ -199,7 +204,7 @@ class LightGBMPredictor(BoostingPredictor):
             "lambda_l2": float(self.reg_lambda),
             "seed": int(self.seed),
             "deterministic": True,
-            "num_threads": int(self.n_jobs),
+            "num_threads": n_threads(self.n_jobs),
             "verbose": -1,
         }
 
@@ -210,7 +215,7 @@ class LightGBMPredictor(BoostingPredictor):
         self.model_ = lgb.train(self._params(), ds, num_boost_round=int(self.n_estimators))
 
     def _raw_predict(self, X):
-        return self.model_.predict(X, num_threads=int(self.n_jobs))
+        return self.model_.predict(X, num_threads=n_threads(self.n_jobs))
 
     def _write(self, path):
         self.model_.save_model(str(path))
@@ -327,7 +332,7 @@ class XGBoostPredictor(BoostingPredictor):
             "lambda": float(self.reg_lambda),
             "tree_method": "hist",
             "seed": int(self.seed),
-            "nthread": int(self.n_jobs),
+            "nthread": n_threads(self.n_jobs),
             "base_score": 0.0,
         }
         if self.objective == "quantile":
@@ -353,7 +358,7 @@ class XGBoostPredictor(BoostingPredictor):
         json.loads(data)  # a clear error for a non-JSON file before XGBoost sees it
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
-        booster.set_param({"nthread": int(self.n_jobs)})
+        booster.set_param({"nthread": n_threads(self.n_jobs)})
         self.model_ = booster
 
     def _n_model_features(self) -> int:
@@ -414,14 +419,14 @@ class CatBoostPredictor(BoostingPredictor):
             rsm=float(self.colsample),
             loss_function=self._loss(),
             random_seed=int(self.seed),
-            thread_count=int(self.n_jobs),
+            thread_count=n_threads(self.n_jobs),
             allow_writing_files=False,
             verbose=False,
         )
         self.model_.fit(X, t)
 
     def _raw_predict(self, X):
-        return self.model_.predict(X, thread_count=int(self.n_jobs))
+        return self.model_.predict(X, thread_count=n_threads(self.n_jobs))
 
     def _write(self, path):
         self.model_.save_model(str(path), format="cbm")

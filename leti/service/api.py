@@ -7,11 +7,11 @@ milliseconds, one per arch, in input order. Bad input raises ``LetiError`` namin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,14 @@ import numpy as np
 
 from leti.errors import ArchError, LetiError, PredictorError
 from leti.graph.layergraph import LayerGraph
+from leti.graph.memo import SizedLRU, graph_weight
 from leti.paths import default_predictor_dir
 from leti.space import Arch, canonical_space, fbnet, to_arch
+from leti.space.expand import expanded_size
+
+# The server's defaults, which the client splits batches by (leti.service.app explains them)
+DEFAULT_MAX_BATCH = 10000
+DEFAULT_MAX_BODY = 4 << 20
 
 
 class NotFoundError(LetiError):
@@ -69,47 +75,10 @@ def as_list(archs) -> list:
 
 
 # ---- archs to graphs -----------------------------------------------------------------------------------------------
-class LRU:
-    """A small thread-safe least-recently-used map."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: Hashable, make: Callable[[], Any], keep: Callable[[Any], bool] | None = None):
-        """The cached value for ``key``, else ``make()``, cached when ``keep(value)`` allows."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        value = make()  # outside the lock: building a graph takes ~1 ms and must not serialise other threads
-        if keep is not None and not keep(value):
-            return value
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 # NAS loops re-query the same archs (mutations of a population); parsing + expanding costs ~1 ms an arch, so the
-# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too). Only graphs of
-# ordinary size: a 256-node cell stacked 8 x 12 expands to ~10^6 nodes, which must not pin memory.
-_GRAPHS = LRU(2048)
-CACHED_GRAPH_MAX_NODES = 2000
-
-
-def _small(g: LayerGraph) -> bool:
-    return g.n_nodes <= CACHED_GRAPH_MAX_NODES
+# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too), within a budget
+# of nodes + edges (~250k: ~700 NB201 networks, ~30 MB) so that large archs cannot pin memory.
+_GRAPHS = SizedLRU(200_000, graph_weight)
 
 
 def _rebase(e: LetiError, prefix: str) -> LetiError:
@@ -143,24 +112,39 @@ def _cache_key(obj, space: str | None):
     if isinstance(obj, dict | list):  # JSON from the wire
         try:
             return (space, json.dumps(obj, sort_keys=True, separators=(",", ":")))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return None
     return None
 
 
-def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space") -> LayerGraph:
-    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``)."""
+def _build(obj, space: str | None, max_size: int | None) -> LayerGraph:
+    arch = obj if isinstance(obj, Arch) else _parse(obj, space)
+    if max_size is not None:
+        size = expanded_size(arch)  # known from the arch's pieces, before the whole network is built
+        if size > max_size:
+            raise TooLargeError(f"expands to {size:,} layers and edges, over this server's limit of {max_size:,} "
+                                "per arch", "arch")  # fmt: skip
+    return arch.to_graph()
+
+
+def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space",
+             max_size: int | None = None) -> LayerGraph:  # fmt: skip
+    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``). An arch that
+    would expand past ``max_size`` nodes + edges raises ``TooLargeError`` before it is built."""
     if isinstance(obj, LayerGraph):
         return obj
     if space is not None:
         space = canonical_space(space, space_field)
     try:
-        if isinstance(obj, Arch):
-            return obj.to_graph()
-        key = _cache_key(obj, space)
+        key = None if isinstance(obj, Arch) else _cache_key(obj, space)
         if key is None:
-            return _parse(obj, space).to_graph()
-        return _GRAPHS.get_or_make(key, lambda: _parse(obj, space).to_graph(), _small)
+            return _build(obj, space, max_size)
+        hit = _GRAPHS.get(key)
+        if hit is not None and (max_size is None or graph_weight(hit) <= max_size):
+            return hit
+        g = _build(obj, space, max_size)
+        _GRAPHS.put(key, g)
+        return g
     except LetiError as e:
         raise _rebase(e, field) from None
     except (RecursionError, MemoryError) as e:
@@ -208,11 +192,21 @@ def best_family(families: dict[str, dict]) -> str:
     return min(families, key=lambda f: (-_acc10(families[f]), f))
 
 
-# Predictors and the feature memo they share are not documented as thread-safe, so one prediction runs at a time
-# (the work is CPU-bound under the GIL anyway). Big batches take the lock chunk by chunk, so that single-arch
-# requests arriving meanwhile wait for one chunk, not for the whole batch.
-_PREDICT_LOCK = threading.Lock()
-PREDICT_CHUNK = 512
+# Graph building and prediction run one chunk at a time, process-wide. Predictors and the feature memo they share are
+# not documented as thread-safe, and the work is CPU-bound under the GIL, so serialising it costs no throughput; it
+# also bounds a server's working set to one chunk's graphs and features however many requests arrive together. Big
+# batches take the lock chunk by chunk, so that single-arch requests arriving meanwhile wait for one chunk only.
+_WORK_LOCK = threading.Lock()
+PREDICT_CHUNK = 128  # archs
+CHUNK_SIZE = 50_000  # nodes + edges: a chunk's graphs and features take ~15 MB (benchmarks/bench_service.py)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost: nodes + edges of one arch, and of all its archs together."""
+
+    arch_size: int
+    request_size: int
 
 
 @dataclass
@@ -223,15 +217,44 @@ class Loaded:
     family: str
     predictor: Any
 
+    def _predict_chunk(self, graphs: list[LayerGraph]) -> np.ndarray:
+        ms = np.asarray(self.predictor.predict(graphs), dtype=float).ravel()
+        if ms.size != len(graphs):
+            raise PredictorError(f"returned {ms.size} values for {len(graphs)} archs", self.family)
+        return ms
+
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         out = []
         for start in range(0, len(graphs), PREDICT_CHUNK):
-            chunk = graphs[start : start + PREDICT_CHUNK]
-            with _PREDICT_LOCK:
-                ms = np.asarray(self.predictor.predict(chunk), dtype=float).ravel()
-            if ms.size != len(chunk):
-                raise PredictorError(f"returned {ms.size} values for {len(chunk)} archs", self.family)
-            out.append(ms)
+            with _WORK_LOCK:
+                out.append(self._predict_chunk(graphs[start : start + PREDICT_CHUNK]))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def predict_archs(
+        self, archs: list, spaces: list, fields: list[str], limits: Limits | None = None
+    ) -> np.ndarray:
+        """Latency of archs in any accepted form, built into graphs and predicted a chunk at a time, so that at most
+        one chunk's graphs are held; errors name ``fields[i]``. ``limits`` refuses oversized archs and requests
+        (``TooLargeError``) before they are built."""
+        from leti.predictors.features import trim
+
+        out, total, i = [], 0, 0
+        while i < len(archs):
+            with _WORK_LOCK:
+                trim()  # registries of distinct layers start over past their budget (leti.predictors.features)
+                graphs, size = [], 0
+                while i < len(archs) and len(graphs) < PREDICT_CHUNK and size < CHUNK_SIZE:
+                    g = graph_of(archs[i], spaces[i], fields[i], f"{fields[i].removesuffix('.arch')}.space",
+                                 limits.arch_size if limits else None)  # fmt: skip
+                    w = graph_weight(g)
+                    total, size = total + w, size + w
+                    if limits and total > limits.request_size:
+                        raise TooLargeError(f"the archs up to this one expand to {total:,} layers and edges, over "
+                                            f"this server's limit of {limits.request_size:,} per request; send fewer "
+                                            "or smaller archs", fields[i].removesuffix(".arch"))  # fmt: skip
+                    graphs.append(g)
+                    i += 1
+                out.append(self._predict_chunk(graphs))
         return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -277,7 +300,16 @@ class PredictorCache:
         # Check names against what is on disk first: this gives a 404 listing the choices, and stops a crafted
         # name such as '../x' from reaching the file system.
         index = trained_index(base)
+        bad = {}
+        if target not in index or family not in index[target]:
+            with contextlib.suppress(LetiError):  # a target that cannot name a directory ('../x'): unknown
+                bad = _registry().problems(target, base)
+        if family is not None and family in bad:  # there, but edited or corrupt: say so
+            raise NotFoundError(f"{target}/{family} cannot be loaded: {bad[family]}", "predictor")
         if target not in index:
+            if bad:
+                f, why = sorted(bad.items())[0]
+                raise NotFoundError(f"no usable predictor for target {target!r} ({f}: {why})", "target")
             known = ", ".join(sorted(index)) or f"none; train one with leti train (looked in {base})"
             raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
         families = index[target]
@@ -321,7 +353,10 @@ def predict(
     ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a 1-D array.
     """
     loaded = _PREDICTORS.get(target, predictor, root)
-    return loaded.predict(graphs_of(as_list(archs), space))
+    if space is not None:
+        space = canonical_space(space, "space")
+    items = as_list(archs)
+    return loaded.predict_archs(items, [space] * len(items), [f"archs[{i}]" for i in range(len(items))])
 
 
 # ---- the HTTP client -----------------------------------------------------------------------------------------------
@@ -352,16 +387,17 @@ def wire_item(obj, space: str | None = None, field: str = "archs") -> dict:
 class Client:
     """A client of ``leti serve`` that keeps one HTTP connection open.
 
-    ``token`` defaults to ``$LETI_TOKEN``. Batches longer than ``max_batch`` are split into several requests.
-    Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
+    ``token`` defaults to ``$LETI_TOKEN``. Batches are split into requests of at most ``max_batch`` archs and
+    ``max_body`` bytes (the server's defaults; see ``/v1/health``). Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0,
-                 max_batch: int = 10000):  # fmt: skip
+                 max_batch: int = DEFAULT_MAX_BATCH, max_body: int = DEFAULT_MAX_BODY):  # fmt: skip
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("LETI_TOKEN")
         self.timeout = timeout
         self.max_batch = max_batch
+        self.max_body = max_body
         self._http = None  # opened on first use
 
     # ---- the connection ---------------------------------------------------------------------------------------
@@ -393,14 +429,13 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, data: str | None = None) -> dict:
         import httpx
 
         try:
-            if body is None:
+            if data is None:
                 r = self._client().request(method, path)
             else:
-                data = json.dumps(body, separators=(",", ":"), allow_nan=False)
                 r = self._client().request(
                     method, path, content=data, headers={"Content-Type": "application/json"}
                 )
@@ -408,8 +443,6 @@ class Client:
             raise LetiError(
                 f"cannot reach the leti server at {self.url} ({type(e).__name__}: {e})", "url"
             ) from None
-        except ValueError as e:  # NaN or infinity in an arch
-            raise LetiError(f"cannot be sent as JSON ({e})", "archs") from None
         if r.status_code >= 400:
             raise _server_error(r)
         try:
@@ -428,16 +461,25 @@ class Client:
     def predict_items(self, items: list[dict], target: str, predictor: str | None = None) -> dict:
         """Send request items (``{"space", "arch"}`` dicts) as is; returns ``{"target", "predictor",
         "latency_ms": ndarray}``."""
-        out, res = [], {"target": target, "predictor": predictor}
-        for start in range(0, max(len(items), 1), self.max_batch):
-            body: dict = {"target": target, "archs": items[start : start + self.max_batch]}
-            if predictor is not None:
-                body["predictor"] = predictor
+        head = {"target": target} if predictor is None else {"target": target, "predictor": predictor}
+        head_text = _dumps(head, "target")[:-1] + ',"archs":['
+        texts = [_dumps(it, f"archs[{i}]") for i, it in enumerate(items)]
+        out, res, start = [], {"target": target, "predictor": predictor}, 0
+        while True:  # one request at least, even for no archs
+            stop, size = start, len(head_text) + 2
+            while stop < len(texts) and stop - start < self.max_batch:
+                if stop > start and size + len(texts[stop]) + 1 > self.max_body:
+                    break
+                size += len(texts[stop]) + 1
+                stop += 1
             try:
-                res = self._request("POST", "/v1/predict", body)
+                res = self._request("POST", "/v1/predict", head_text + ",".join(texts[start:stop]) + "]}")
             except LetiError as e:
                 raise _shift(e, start) from None
             out.append(np.asarray(res["latency_ms"], dtype=float))
+            if stop >= len(texts):
+                break
+            start = stop
         return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out)}
 
     def targets(self) -> list[dict]:
@@ -448,6 +490,13 @@ class Client:
 
     def health(self) -> dict:
         return self._request("GET", "/v1/health")
+
+
+def _dumps(obj, field: str) -> str:
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:  # NaN or infinity in an arch
+        raise LetiError(f"cannot be sent as JSON ({e})", field) from None
 
 
 def _server_error(r) -> LetiError:
