@@ -2,7 +2,7 @@
 
 For a ResNet-like and a MobileNetV2-like Keras model (seeded random weights):
 
-1. Predictor: a layer LUT (``leti.compression.plan.LayerLUT``): every distinct layer of the models below and of
+1. Predictor: a layer LUT (``leti.workflows.lut_build.LayerLUT``): every distinct layer of the models below and of
    the model with each candidate alone is converted alone to .tflite and measured with LocalRunner; the prediction
    is the sum over layers, times a scale fitted (least squares through the origin) on whole-model measurements of
    the original and 3 random compressed models that are not among the 20 below.
@@ -81,9 +81,10 @@ def bench_model(name: str, build, budgets: list[str], n: int, seed: int) -> dict
     from leti.compression.candidates import edited_arch, list_candidates
     from leti.compression.keras_ir import keras_to_arch
     from leti.compression.keras_surgery import apply_edits, output_error
-    from leti.compression.plan import LayerLUT, apply, plan
+    from leti.compression.plan import apply, plan
     from leti.errors import LetiError
     from leti.predictors.metrics import acc_within
+    from leti.workflows.lut_build import LayerLUT
 
     print(f"\n=== {name}")
     t0 = time.perf_counter()

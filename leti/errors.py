@@ -58,5 +58,9 @@ class PredictorError(LetiError):
     """A missing, corrupt or incompatible predictor."""
 
 
+class TooLargeError(LetiError):
+    """An input beyond a limit: a body, a batch, or a network too large to build (HTTP 413)."""
+
+
 class DeviceError(LetiError):
     """A device that cannot be reached or that failed a command."""

@@ -312,9 +312,9 @@ def test_plan_bad_inputs(resnet):
 
 def test_layer_lut_round_trips_and_matches_the_lut_family(resnet):
     from leti.compression.keras_ir import keras_to_arch
-    from leti.compression.plan import LayerLUT
     from leti.errors import PredictorError
     from leti.predictors.lut import layer_signatures
+    from leti.workflows.lut_build import LayerLUT
 
     g = keras_to_arch(resnet).graph()
     lut = LayerLUT(TARGET, stat="min")
@@ -343,8 +343,9 @@ def test_host_plan_builds_a_smaller_model_that_runs():
     from leti.compression.candidates import CandidateOptions, edited_arch, list_candidates
     from leti.compression.keras_ir import keras_to_arch
     from leti.compression.models import resnet_like
-    from leti.compression.plan import LayerLUT, apply, calibration_archs, plan
+    from leti.compression.plan import apply, calibration_archs, plan
     from leti.tflite.convert import build_tflite, keras_to_tflite
+    from leti.workflows.lut_build import LayerLUT
 
     model = resnet_like(32, widths=(24, 48, 96), blocks=(1, 1, 1), head_units=64)
     opts = CandidateOptions(methods=("tucker2", "svd", "prune"), ratios=(2.0, 4.0))

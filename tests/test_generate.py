@@ -58,7 +58,7 @@ def test_generate_measures_and_stores_with_noise_floor(home, capsys):
 
 
 def test_sigkill_mid_run_then_resume_gives_exactly_n(home):
-    n = 8
+    n = 24  # long enough that the kill lands mid-run even when a busy machine delays the polling
     env = {**os.environ, "LETI_HOME": str(home)}
     argv = [sys.executable, "-m", "leti.cli", "generate", "--space", "nb201", "-n", str(n), "--seed", "2",
             "--target", TARGET, "--runs", "3", "--warmup", "0", "--quiet"]  # fmt: skip

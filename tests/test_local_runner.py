@@ -46,6 +46,12 @@ def test_is_a_runner_for_the_host_targets(runner):
     assert runner.targets() == host_targets()
 
 
+def test_is_a_context_manager(model):
+    with LocalRunner() as r:
+        assert r.measure(model, Settings(threads=1, warmup=1, runs=2)).n_runs == 2
+    r.close()  # closing twice is harmless
+
+
 def test_statistics_are_consistent(runner, model):
     m = runner.measure(model, Settings(threads=1, warmup=2, runs=12))
     assert m.n_runs == 12

@@ -334,6 +334,21 @@ def test_kfold_groups_stay_together():
         AutoPredictor(candidates=["lut"], folds=5).fit(*_tiny()[:1], _tiny()[1], groups=["a"] * 12)
 
 
+@pytest.mark.parametrize("family", ["lut", "flops"])
+def test_every_family_takes_groups(family):
+    graphs, y = _tiny()
+    grouped = R.make(family).fit(graphs, y, groups=[str(i % 3) for i in range(len(y))])
+    assert np.array_equal(grouped.predict(graphs), R.make(family).fit(graphs, y).predict(graphs))
+    with pytest.raises(PredictorError, match="groups"):
+        R.make(family).fit(graphs, y, groups=["a"] * (len(y) - 1))
+
+
+def test_best_family_is_the_registry_pick():
+    metas = {"lut": {"metrics": {"acc10": 0.5}}, "flops": {"metrics": {"acc10": 0.9}}, "gcn": {"metrics": {}},
+             "xgboost": {"metrics": {"acc10": 0.9}}, "auto": {"metrics": {"acc10": True}}}  # fmt: skip
+    assert R.best_family(metas) == "flops"  # ties by name; a bool is no score
+
+
 # ---- registry: directories, corruption, no pickle ------------------------------------------------------------------
 def test_registry_dirs_save_load_best(data, tmp_path, monkeypatch):
     monkeypatch.setenv("LETI_HOME", str(tmp_path / "home"))

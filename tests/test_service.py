@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from leti.errors import LetiError
+from leti.importers.inputs import as_list, is_single, to_arch
 from leti.service import AuthError, Client, NotFoundError, TooLargeError, predict
-from leti.service.api import as_list, is_single, predictor_cache
-from leti.space import Arch, fbnet, nb101, sample, to_arch
+from leti.service.api import predictor_cache
+from leti.space import Arch, fbnet, nb101, sample
 
 TARGET = "host-litert-cpu-1t"
 TOKEN = "t0ken-for-tests"
@@ -80,7 +81,8 @@ def _home_env(home, monkeypatch):
 
 @pytest.fixture(scope="module")
 def best(home):
-    from leti.service.api import best_family, trained_index
+    from leti.predictors.registry import best_family
+    from leti.service.api import trained_index
 
     return best_family(trained_index(home[0] / "predictors")[TARGET])
 

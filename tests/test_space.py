@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from leti.errors import ArchError, LetiError
-from leti.space import Arch, canonical_space, fbnet, native_text, nb101, nb201, parse_arch, sample, to_arch
+from leti.importers.inputs import to_arch
+from leti.space import Arch, canonical_space, fbnet, native_text, nb101, nb201, parse_arch, sample
 
 NB201_BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
@@ -269,6 +270,20 @@ def test_to_arch_accepts_every_form():
 
 
 # ---- samplers ------------------------------------------------------------------------------------------------------
+def test_every_space_module_follows_the_protocol():
+    from leti.space import ALIASES, SPACE_MODULES, SPACES
+
+    assert SPACES == ("nasbench101", "nasbench201", "fbnet", "leti")
+    assert {ALIASES["nb101"], ALIASES["nb201"]} == {"nasbench101", "nasbench201"}
+    for name, mod in SPACE_MODULES.items():
+        assert name == mod.NAME and all(ALIASES[a] == name for a in mod.ALIASES)
+        rng = np.random.default_rng(5)
+        arch, text = mod.sample(rng)
+        assert arch.space == name and mod.to_string(arch) == text and mod.parse(text) == arch
+        small, _ = mod.sample(rng, input_size=64)
+        assert small.to_graph().input_shape[:2] == (64, 64)
+
+
 @pytest.mark.parametrize("space", ["nb101", "nb201", "fbnet", "leti"])
 def test_sampler_is_unique_and_deterministic(space):
     a = sample(space, 40, seed=7)

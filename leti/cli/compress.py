@@ -64,15 +64,18 @@ def load_model(path: str):
 
 
 def _predictor(args, model):
-    """The predictor for the target (a host LUT is calibrated on the original model)."""
-    from leti.compression.plan import LayerLUT, default_predictor
+    """The predictor for the target: ``--lut``, ``--family``, or the registry's best; a host target without a
+    trained predictor gets a layer LUT measured on this machine. A host LUT is calibrated on the original model."""
+    from leti.compression.plan import default_predictor
+    from leti.predictors import registry
     from leti.targets import is_host_target, validate_name
+    from leti.workflows.lut_build import LayerLUT
 
     target = validate_name(args.target)
     if args.lut:
         if not is_host_target(target):
             raise LetiError("a layer LUT is measured on this machine: use a host target", "--lut")
-        lut = LayerLUT(target=target, runs=10, warmup=3, stat="min", repeats=3)
+        lut = _host_lut(target)
         p = Path(args.lut)
         if p.is_file():
             try:
@@ -83,23 +86,35 @@ def _predictor(args, model):
                 raise LetiError(f"was measured for {lut.target}, not {target}", "--lut")
         return _calibrated(lut, model)
     if args.family:
-        from leti.predictors import registry
-
         return registry.load(target, args.family)
-    pred = default_predictor(target)
-    return _calibrated(pred, model) if isinstance(pred, LayerLUT) else pred
+    try:
+        return default_predictor(target)
+    except LetiError:
+        if not is_host_target(target):
+            raise
+    return _calibrated(_host_lut(target), model)
+
+
+def _host_lut(target: str):
+    """A layer LUT on this machine: the least disturbed of 3 spread-out 10-run measurements of each layer."""
+    from leti.workflows.lut_build import LayerLUT
+
+    return LayerLUT(target=target, runs=10, warmup=3, stat="min", repeats=3)
 
 
 def _calibrated(lut, model):
-    """Calibrate a host LUT on the original and 3 random compressed variants, measured with their layers."""
+    """Calibrate a host LUT on the original and 3 random compressed variants (built from the IR: latency does not
+    depend on the weights), measured together with their layers."""
     from leti.compression.keras_ir import keras_to_arch
+    from leti.compression.plan import calibration_archs
 
-    lut.calibrate_for(keras_to_arch(model))
+    ka = keras_to_arch(model)
+    lut.calibrate_on_host([ka.graph()] + [a.to_graph() for a in calibration_archs(ka)])
     return lut
 
 
 def describe(predictor, target: str) -> str:
-    from leti.compression.plan import LayerLUT
+    from leti.workflows.lut_build import LayerLUT
 
     if isinstance(predictor, LayerLUT):
         return (
@@ -135,10 +150,10 @@ def format_plan(p) -> str:
 
 def _verify(p, model, compressed, runs: int) -> dict:
     """Measure the original and the compressed model on this machine, in the same round-robin passes."""
-    from leti.compression.plan import LayerLUT
     from leti.device_runner.local import settings_for_target
     from leti.targets import is_host_target
     from leti.tflite.convert import keras_to_tflite
+    from leti.workflows.lut_build import LayerLUT
 
     if not is_host_target(p.target):
         raise LetiError(f"--verify measures on this machine; {p.target} is not a host target", "--verify")

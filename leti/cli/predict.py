@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from leti.errors import LetiError
 
@@ -29,78 +28,25 @@ def add_predict_parser(sub) -> None:
     s.set_defaults(func=cmd_predict)
 
 
-def _line_item(obj, space: str | None, where: str):
-    """(arch, space) from one JSON line: {space, arch}, sample output, Arch JSON, or a JSON string."""
-    if isinstance(obj, dict) and "arch" in obj and "adjacency" not in obj:
-        s = obj.get("space", space)
-        if s is not None and not isinstance(s, str):
-            raise LetiError("must be a string", f"{where}: space")
-        arch = obj["arch"]
-        if isinstance(arch, dict) and "adjacency" in arch:
-            return arch, None  # `leti space sample` output: the Arch JSON says its own space
-        return arch, s
-    if isinstance(obj, dict | str | list):
-        return obj, space
-    raise LetiError(f"must be an arch, not {type(obj).__name__}", where)
-
-
-def read_jsonl(path: str, space: str | None = None) -> tuple[list, list[str | None], list[str]]:
-    """Archs, their spaces and where each came from (``archs.jsonl line 7``) from a JSON-lines file; a line that
-    is not JSON is read as a native string such as an NB201 cell."""
-    if path == "-":
-        lines, name = sys.stdin.read().splitlines(), "stdin"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise LetiError("no such file", path)
-        try:
-            lines, name = p.read_text().splitlines(), path
-        except (OSError, UnicodeDecodeError) as e:
-            raise LetiError(f"cannot read ({e})", path) from None
-    archs, spaces, where = [], [], []
-    for n, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = line
-        arch, s = _line_item(obj, space, f"{name} line {n}")
-        archs.append(arch)
-        spaces.append(s)
-        where.append(f"{name} line {n}")
-    if not archs:
-        raise LetiError("holds no archs", name)
-    return archs, spaces, where
-
-
-def _graphs(archs: list, spaces: list, where: list[str]):
-    from leti.service.api import graph_of
-
-    return [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
-
-
 def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     """(archs, spaces, where each came from for errors, labels to print)."""
     if args.file and args.arch:
         raise LetiError("give archs or --file, not both", "arch")
+    from leti.importers.inputs import read_arch_arg, read_jsonl, rebase
+
     if args.file:
         archs, spaces, where = read_jsonl(args.file, args.space)
         labels = [a if isinstance(a, str) else w for a, w in zip(archs, where, strict=True)]
         return archs, spaces, where, labels
     if not args.arch:
         raise LetiError("give one or more archs, or --file archs.jsonl", "arch")
-    from leti.cli.main import read_arch_arg
-    from leti.service.api import _rebase
-
     archs, where = [], []
     for i, text in enumerate(args.arch):
         field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
         try:
             arch, graph = read_arch_arg(text, args.space)
         except LetiError as e:
-            raise e if e.field == "space" else _rebase(e, field) from None
+            raise e if e.field == "space" else rebase(e, field) from None
         archs.append(arch if arch is not None else graph)  # a .tflite file gives a graph only
         where.append(field)
     return archs, [None] * len(archs), where, list(args.arch)
@@ -123,7 +69,7 @@ def cmd_predict(args) -> int:
         from leti.service.api import predictor_cache
 
         loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
-        ms = loaded.predict(_graphs(archs, spaces, where)).tolist()
+        ms = loaded.predict_archs(archs, spaces, where, space_fields=[f"{w}: space" for w in where]).tolist()
         target, family = loaded.target, loaded.family
     if args.json:
         print(json.dumps({"target": target, "predictor": family, "latency_ms": ms}))

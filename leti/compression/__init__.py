@@ -15,7 +15,7 @@ import importlib
 
 _EXPORTS = {
     "plan": "plan", "apply": "plan", "Plan": "plan", "Budget": "plan", "parse_budget": "plan",
-    "LayerLUT": "plan", "default_predictor": "plan",
+    "default_predictor": "plan", "calibration_archs": "plan",
     "list_candidates": "candidates", "layer_candidates": "candidates", "apply_candidates": "candidates",
     "CandidateOptions": "candidates", "Candidate": "candidates", "edited_arch": "candidates",
     "Edit": "keras_surgery", "apply_edits": "keras_surgery", "units": "keras_surgery",

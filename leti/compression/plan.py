@@ -40,6 +40,7 @@ from leti.compression.keras_ir import KerasArch, keras_to_arch
 from leti.compression.keras_surgery import apply_edits
 from leti.errors import LetiError, PredictorError
 from leti.graph.layergraph import LayerGraph
+from leti.targets import is_host_target
 
 __all__ = [
     "Budget",
@@ -52,7 +53,7 @@ __all__ = [
     "node_totals",
     "default_predictor",
     "is_additive",
-    "LayerLUT",
+    "calibration_archs",
 ]
 
 GRID = 2000  # knapsack resolution: the saving needed is split into this many steps
@@ -104,31 +105,25 @@ def is_additive(predictor) -> bool:
 
 
 def default_predictor(target: str):
-    """The target's trained predictor from the registry, or a LetiError saying how to get one."""
-    try:
-        from leti.predictors import registry
-    except ImportError:
-        registry = None
-    if registry is not None:
-        try:
-            return registry.load(target)
-        except LetiError as e:
-            reason = e.reason
-    else:
-        reason = "the predictor registry is not available"
-    from leti.targets import is_host_target
+    """The target's trained predictor from the registry, or a LetiError saying how to get one.
 
+    Compression never measures: a host target without a trained predictor gets a layer LUT measured on this
+    machine only when the caller wires one in (``leti compress`` does: ``leti.workflows.lut_build.LayerLUT``)."""
+    from leti.predictors import registry
+
+    try:
+        return registry.load(target)
+    except LetiError as e:
+        reason = e.reason
+    hint = "train one with leti train or pass predictor="
     if is_host_target(target):
-        # measures the layers it needs on this machine: the least disturbed of 3 spread-out 10-run measurements
-        return LayerLUT(target=target, runs=10, warmup=3, stat="min", repeats=3)
-    raise LetiError(
-        f"no predictor for {target} ({reason}); train one with leti train or pass predictor=", "target"
-    )
+        hint += f"LayerLUT({target!r}) (leti.workflows.lut_build), which measures the layers on this machine"
+    raise LetiError(f"no predictor for {target} ({reason}); {hint}", "target") from None
 
 
 def _predict(predictor, graphs: list[LayerGraph]) -> np.ndarray:
     if hasattr(predictor, "prepare"):
-        predictor.prepare(graphs)  # e.g. a host LUT measures the layers it has not seen
+        predictor.prepare(graphs)  # a predictor that fills itself on demand, e.g. a host layer LUT
     ms = np.asarray(predictor.predict(graphs), dtype=float).ravel()
     if ms.size != len(graphs) or not np.all(np.isfinite(ms)):
         raise PredictorError(
@@ -429,8 +424,8 @@ def plan(
 ) -> Plan:
     """Per-layer ranks / prune ratios that meet ``budget`` on ``target`` at the least total weight error.
 
-    ``predictor``: anything with ``predict(graphs) -> ms`` (default: the target's trained predictor from the
-    registry; for host targets without one, a LUT measured on this machine). ``solver``: 'knapsack' (default for
+    ``predictor``: anything with ``predict(graphs) -> ms``, and optionally ``prepare(graphs)`` to fill itself
+    before predicting (default: the target's trained predictor from the registry). ``solver``: 'knapsack' (default for
     additive predictors), 'greedy' (default otherwise). ``margin``: plan for ``(1 - margin) x`` the budget, to
     absorb prediction error. See the module docstring for ``steps`` and ``on_step``.
     """
@@ -487,27 +482,7 @@ def apply(p: Plan, on_step: Callable | None = None):
     return out
 
 
-# ---- a per-layer LUT measured on this machine ---------------------------------------------------------------------
-# The table is keyed by leti.predictors.lut's layer signatures and measures its one-layer graphs, so it converts to
-# a LUTPredictor (``to_lut_predictor``); what it adds for compression is filling itself on demand on this machine
-# (``prepare``), measuring layers and whole models in the same round-robin passes, and a whole-model scale.
-def _signatures(graph: LayerGraph) -> list[str]:
-    from leti.predictors.lut import layer_signatures
-
-    return layer_signatures(graph, "skip")
-
-
-def _layer_tflite(sig: str, precision: str) -> bytes:
-    from leti.errors import GraphError
-    from leti.predictors.lut import signature_graph
-    from leti.tflite.convert import build_tflite
-
-    try:
-        return build_tflite(signature_graph(sig), precision)
-    except GraphError as e:
-        raise PredictorError(f"cannot measure layer {sig!r} on its own ({e.reason})", "lut") from None
-
-
+# ---- calibration ---------------------------------------------------------------------------------------------------
 def calibration_archs(ka: KerasArch, n: int = 3, seed: int = 0) -> list:
     """``n`` seeded random variants of a model's Arch for calibration: each conv / Tucker-2 / dense unit is, with
     probability 1/2, replaced by a Tucker-2 (SVD for dense) keeping 1/4 or 1/2 of its ranks."""
@@ -538,169 +513,3 @@ def calibration_archs(ka: KerasArch, n: int = 3, seed: int = 0) -> list:
             edits.append(Edit(unit, method, tuple(max(1, int(r * frac)) for r in ranks)))
         out.append(edited_arch(ka, edits))
     return out
-
-
-STATS = ("median", "min", "mean")
-
-
-class LayerLUT:
-    """Additive latency model: ``scale * sum(layer latencies measured alone) + per_layer_ms * layers``.
-
-    ``target``: a host target to measure missing layers on (``prepare``); ``stat``: which statistic of each
-    measurement is kept ('min' suits a busy machine: the least disturbed run); ``repeats``: measurements per layer,
-    spread over time (round-robin over all layers to measure), so that one busy moment does not set an entry.
-    ``calibrate`` fits ``scale`` and ``per_layer_ms`` on whole-model measurements: a layer timed alone reads the
-    model input and writes the model output, which costs it a few microseconds more than inside a network (seen
-    on XNNPACK), so small layers are over-counted; ``per_layer_ms`` (usually slightly negative) takes that back.
-    """
-
-    family = "layer_lut"
-    additive = True
-
-    def __init__(
-        self,
-        target: str | None = None,
-        runs: int = 30,
-        warmup: int = 3,
-        stat: str = "median",
-        repeats: int = 1,
-    ):
-        if stat not in STATS:
-            raise LetiError(f"must be one of {', '.join(STATS)}, got {stat!r}", "stat")
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise LetiError(f"must be an integer >= 1, got {repeats!r}", "repeats")
-        self.target, self.runs, self.warmup, self.stat, self.repeats = target, runs, warmup, stat, repeats
-        self.entries: dict[str, float] = {}
-        self.scale, self.per_layer_ms = 1.0, 0.0
-        self.n_measured = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"LayerLUT(target={self.target!r}, entries={len(self.entries)}, scale={self.scale:.4g}, "
-            f"per_layer_ms={self.per_layer_ms:.4g})"
-        )
-
-    def missing(self, graphs: Sequence[LayerGraph]) -> list[str]:
-        """Signatures of the layers of ``graphs`` that have no entry yet (each once)."""
-        out: dict[str, None] = {}
-        for g in graphs:
-            for sig in _signatures(g):
-                if sig not in self.entries:
-                    out[sig] = None
-        return list(out)
-
-    def measure(self, model_bytes: bytes) -> float:
-        """One model on ``target`` with this LUT's settings and statistic (``repeats`` measurements)."""
-        return self.measure_many([model_bytes])[0]
-
-    def measure_many(self, blobs: Sequence[bytes]) -> list[float]:
-        """Several models, each measured ``repeats`` times round-robin so that all see the machine in the same
-        states; per model the statistic over its measurements (min of mins, median of medians, mean of means)."""
-        from leti.device_runner.local import LocalRunner, settings_for_target
-
-        if self.target is None:
-            raise PredictorError("has no target to measure on", "predictor")
-        settings, _ = settings_for_target(self.target, warmup=self.warmup, runs=self.runs)
-        runner = LocalRunner()
-        seen: list[list[float]] = [[] for _ in blobs]
-        for _ in range(self.repeats):
-            for k, data in enumerate(blobs):
-                seen[k].append(float(getattr(runner.measure(data, settings), f"{self.stat}_ms")))
-        pick = {"min": np.min, "median": np.median, "mean": np.mean}[self.stat]
-        return [float(pick(v)) for v in seen]
-
-    def prepare(self, graphs: Sequence[LayerGraph]) -> int:
-        """Measure every layer of ``graphs`` not yet in the table; returns how many were measured."""
-        todo = self.missing(graphs)
-        if todo:
-            if self.target is None:
-                raise PredictorError(
-                    f"{len(todo)} layers have no entry and no target to measure them on", "lut"
-                )
-            self.measure_with_layers(graphs, [])
-        return len(todo)
-
-    def measure_with_layers(self, graphs: Sequence[LayerGraph], blobs: Sequence[bytes]) -> list[float]:
-        """Measure the missing layers of ``graphs`` and the whole models ``blobs`` (.tflite) in the same round-robin
-        passes, so that both see the machine in the same states; keeps the layers, returns the models' latencies."""
-        from leti.device_runner.local import settings_for_target
-
-        if self.target is None:
-            raise PredictorError("has no target to measure on", "predictor")
-        _, precision = settings_for_target(self.target)
-        todo = self.missing(graphs)
-        ms = self.measure_many([_layer_tflite(sig, precision) for sig in todo] + list(blobs))
-        self.entries.update(zip(todo, ms[: len(todo)], strict=True))
-        self.n_measured += len(todo)
-        return ms[len(todo) :]
-
-    def layer_sum(self, graph: LayerGraph) -> float:
-        total = 0.0
-        for sig in _signatures(graph):
-            if sig not in self.entries:
-                raise PredictorError(f"no entry for layer {sig!r}; call prepare() on a host target", "lut")
-            total += self.entries[sig]
-        return total
-
-    def predict(self, graphs: Sequence[LayerGraph]) -> np.ndarray:
-        return np.array(
-            [self.scale * self.layer_sum(g) + self.per_layer_ms * len(_signatures(g)) for g in graphs],
-            dtype=float,
-        )
-
-    def calibrate_on_host(self, graphs: Sequence[LayerGraph], blobs: Sequence[bytes]) -> float:
-        """``calibrate`` on whole models ``blobs`` (the .tflite of ``graphs``) measured together with the layers."""
-        if len(graphs) != len(blobs) or not blobs:
-            raise LetiError(f"needs one model per graph, got {len(blobs)} for {len(graphs)}", "blobs")
-        return self.calibrate(graphs, self.measure_with_layers(graphs, blobs))
-
-    def calibrate(self, graphs: Sequence[LayerGraph], latencies_ms) -> float:
-        """Fit ``scale`` (and, given 3 or more models, ``per_layer_ms``) to whole-model measurements by least
-        squares; returns the scale. A fit whose scale leaves [0.5, 2] (noisy measurements) falls back to the scale
-        alone."""
-        y = np.asarray(latencies_ms, dtype=float).ravel()
-        if len(graphs) != y.size or y.size == 0 or np.any(y <= 0):
-            raise LetiError(
-                f"needs one positive latency per graph, got {y.size} for {len(graphs)}", "latencies_ms"
-            )
-        self.prepare(graphs)
-        s = np.array([self.layer_sum(g) for g in graphs])
-        n = np.array([len(_signatures(g)) for g in graphs], dtype=float)
-        self.scale, self.per_layer_ms = float(s @ y / (s @ s)), 0.0
-        if y.size >= 3 and np.ptp(n) > 0:
-            (a, b), *_ = np.linalg.lstsq(np.stack([s, n], axis=1), y, rcond=None)
-            if 0.5 <= a <= 2:
-                self.scale, self.per_layer_ms = float(a), float(b)
-        return self.scale
-
-    def calibrate_for(self, ka: KerasArch, n: int = 3, seed: int = 0) -> float:
-        """Calibrate on this machine with the model of ``ka`` and ``n`` random compressed variants of it (built
-        from the IR: latency does not depend on the weights), measured together with their layers."""
-        from leti.device_runner.local import settings_for_target
-        from leti.tflite.convert import build_tflite
-
-        _, precision = settings_for_target(self.target)
-        graphs = [ka.graph()] + [a.to_graph() for a in calibration_archs(ka, n, seed)]
-        return self.calibrate_on_host(graphs, [build_tflite(g, precision) for g in graphs])
-
-    def to_lut_predictor(self):
-        """The table as a ``leti.predictors.lut.LUTPredictor`` (times scaled), e.g. to save in the registry."""
-        from leti.predictors.lut import LUTPredictor
-
-        table = {sig: max(0.0, ms * self.scale + self.per_layer_ms) for sig, ms in self.entries.items()}
-        return LUTPredictor.from_table(table, states="skip")
-
-    def to_dict(self) -> dict:
-        return {"family": self.family, "target": self.target, "runs": self.runs, "warmup": self.warmup,
-                "stat": self.stat, "repeats": self.repeats, "scale": self.scale, "per_layer_ms": self.per_layer_ms,
-                "entries": self.entries}  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LayerLUT:
-        try:
-            lut = cls(d.get("target"), int(d["runs"]), int(d["warmup"]), d["stat"], int(d.get("repeats", 1)))
-            lut.entries = {str(k): float(v) for k, v in d["entries"].items()}
-            lut.scale, lut.per_layer_ms = float(d["scale"]), float(d["per_layer_ms"])
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise PredictorError(f"malformed layer LUT ({e})", "lut") from None
-        return lut

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from leti.datasets.store import ArchRecord, Store
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
-from leti.space import Arch, native_text, parse_arch
+from leti.importers.inputs import stored_graph
+from leti.space import SPACES, Arch, leti_space, native_text, parse_arch
 
 
 def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
@@ -19,7 +19,7 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
     return ArchRecord(
         arch_id=arch.full_hash,
         hash=arch.hash,
-        space=arch.space if arch.space in ("nasbench101", "nasbench201", "fbnet") else "leti",
+        space=arch.space if arch.space in SPACES else leti_space.NAME,
         arch_text=text if text is not None else native_text(arch),
         spec_json=arch.to_json(),
         macs=g.total_macs,
@@ -32,11 +32,6 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
 def record_from_text(space: str, text: str) -> ArchRecord:
     """The ``parse_arch`` callback of ``import_csv``: native text -> ArchRecord."""
     return arch_record(parse_arch(space, text), text)
-
-
-@lru_cache(maxsize=65536)
-def graph_of(space: str, text: str) -> LayerGraph:
-    return parse_arch(space, text).to_graph()
 
 
 @dataclass
@@ -55,7 +50,7 @@ class TargetData:
 
     def graphs(self, idx=None) -> list[LayerGraph]:
         idx = range(len(self)) if idx is None else idx
-        return [graph_of(self.spaces[i], self.texts[i]) for i in idx]
+        return [stored_graph(self.spaces[i], self.texts[i]) for i in idx]
 
     def subset(self, idx) -> TargetData:
         idx = np.asarray(idx, dtype=int)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from leti.device_runner.base import Runner
 from leti.errors import LetiError, TargetError
 from leti.targets import is_host_target, validate_name
 
@@ -52,7 +53,8 @@ def parse_binding(text: str) -> Binding:
     return Binding(target, address)
 
 
-def make_runner(binding: Binding, benchmark_binary: str | None = None, **adb_options):
+def make_runner(binding: Binding, benchmark_binary: str | None = None, **adb_options) -> Runner:
+    """The runner that measures ``binding``: LiteRT here, or ``benchmark_model`` over ADB. Close it after use."""
     if binding.device is None:
         from leti.device_runner.local import LocalRunner
 

@@ -222,6 +222,15 @@ class LocalRunner:
     def targets(self) -> list[str]:
         return host_targets()
 
+    def close(self) -> None:
+        """Nothing to release: each ``measure`` loads and drops its own interpreter."""
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def measure_file(self, path, settings: Settings, seed: int = 0) -> Measurement:
         p = Path(path)
         try:

@@ -6,37 +6,39 @@
     save_trained(pred, "pixel4-tflite2.1-cpu-a76", meta)
     load("pixel4-tflite2.1-cpu-a76")           # the target's best saved predictor
 
-Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``registry.FAMILIES``). Training, evaluation and
-reports on a store live in ``leti.predictors.evaluate``.
+Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``leti.predictors.families``). Training,
+evaluation and reports on a store live in ``leti.predictors.evaluate``.
 """
 
 from __future__ import annotations
 
-from leti.predictors.base import FEATURE_VERSION, Predictor
-from leti.predictors.metrics import METRIC_KEYS, metrics
-from leti.predictors.registry import (
-    FAMILIES,
-    available_families,
-    list_trained,
-    load,
-    load_dir,
-    make,
-    predictor_dir,
-    save_trained,
-)
+from leti.predictors.families import FAMILIES, FAMILY_CLASSES
 
-# Heavier modules load on first use: importing leti.predictors must stay cheap for the CLI and the service
+# Everything else loads on first use: importing leti.predictors (or its family table) must stay cheap for the CLI
+# and the service, without numpy, scipy or a family's library. Each family's class comes from the family table.
 _LAZY = {
+    **{cls: (module, cls) for module, cls in FAMILY_CLASSES.values()},
+    **{
+        name: ("leti.predictors.registry", name)
+        for name in (
+            "available_families",
+            "best_family",
+            "list_trained",
+            "load",
+            "load_dir",
+            "make",
+            "predictor_dir",
+            "save_trained",
+        )
+    },  # fmt: skip
+    "Predictor": ("leti.predictors.base", "Predictor"),
+    "FEATURE_VERSION": ("leti.predictors.base", "FEATURE_VERSION"),
+    "METRIC_KEYS": ("leti.predictors.metrics", "METRIC_KEYS"),
+    "metrics": ("leti.predictors.metrics", "metrics"),
     "featurize": ("leti.predictors.features", "featurize"),
     "feature_names": ("leti.predictors.features", "feature_names"),
-    "LUTPredictor": ("leti.predictors.lut", "LUTPredictor"),
     "layer_signatures": ("leti.predictors.lut", "layer_signatures"),
     "signature_graph": ("leti.predictors.lut", "signature_graph"),
-    "FlopsPredictor": ("leti.predictors.flops", "FlopsPredictor"),
-    "XGBoostPredictor": ("leti.predictors.boosting", "XGBoostPredictor"),
-    "LightGBMPredictor": ("leti.predictors.boosting", "LightGBMPredictor"),
-    "CatBoostPredictor": ("leti.predictors.boosting", "CatBoostPredictor"),
-    "AutoPredictor": ("leti.predictors.auto", "AutoPredictor"),
     "train": ("leti.predictors.evaluate", "train"),
     "evaluate": ("leti.predictors.evaluate", "evaluate"),
     "report": ("leti.predictors.evaluate", "report"),
@@ -53,18 +55,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'leti.predictors' has no attribute {name!r}")
 
 
-__all__ = [
-    "FAMILIES",
-    "FEATURE_VERSION",
-    "METRIC_KEYS",
-    "Predictor",
-    "available_families",
-    "list_trained",
-    "load",
-    "load_dir",
-    "make",
-    "metrics",
-    "predictor_dir",
-    "save_trained",
-    *_LAZY,
-]
+__all__ = ["FAMILIES", "FAMILY_CLASSES", *_LAZY]

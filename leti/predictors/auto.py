@@ -11,7 +11,6 @@ within 10% more often but ranks archs worse does not win by that alone; ``select
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -113,16 +112,6 @@ class AutoPredictor(Predictor):
     def _candidates(self) -> list[tuple[str, dict]]:
         return _normalise(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
 
-    def fit(self, graphs, latencies_ms, groups=None) -> AutoPredictor:
-        """As ``Predictor.fit``; ``groups`` (e.g. canonical arch hashes) keeps groups within one fold."""
-        if groups is not None and len(groups) != len(graphs):
-            raise PredictorError(f"{len(groups)} groups for {len(graphs)} graphs", "groups")
-        self._groups = None if groups is None else list(groups)
-        try:
-            return super().fit(graphs, latencies_ms)
-        finally:
-            self._groups = None
-
     def _fit(self, graphs, y):
         cands = self._candidates()
         if self.select not in SELECT:
@@ -153,12 +142,8 @@ class AutoPredictor(Predictor):
         self.model_ = self._fit_one(fam, params, graphs, y, np.arange(len(graphs)))
 
     def _fit_one(self, fam: str, params: dict, graphs, y, rows: np.ndarray) -> Predictor:
-        model = make(fam, **params)
-        if self._groups is not None and "groups" in inspect.signature(model.fit).parameters:
-            return model.fit(
-                graphs, y, groups=[self._groups[i] for i in rows]
-            )  # e.g. the GCN's early stopping
-        return model.fit(graphs, y)
+        groups = None if self._groups is None else self._groups[rows]  # e.g. the GCN's early stopping
+        return make(fam, **params).fit(graphs, y, groups=groups)
 
     def _predict(self, graphs):
         return self.model_.predict(graphs)

@@ -1,9 +1,11 @@
 """The predictor interface: scikit-learn-like estimators over LayerGraphs.
 
-Hyper-parameters go in ``__init__`` (stored as attributes of the same name, nothing computed there); ``fit`` learns;
-``predict`` returns milliseconds; ``save(dir)`` writes the library's own portable format plus ``meta.json`` and seals
-the directory (``leti.predictors.manifest``); ``load(dir)`` checks the seal, then ``meta.json`` against its schema
-(``leti.predictors.schema``), before anything else is read. Nothing is ever pickled.
+Hyper-parameters go in ``__init__`` (stored as attributes of the same name, nothing computed there); ``fit`` learns
+(``groups``, e.g. canonical arch hashes, keeps isomorphic archs together wherever a family splits its training
+rows: the auto family's folds, the GCN's early-stopping split); ``predict`` returns milliseconds; ``save(dir)``
+writes the library's own portable format plus ``meta.json`` and seals the directory (``leti.predictors.manifest``);
+``load(dir)`` checks the seal, then ``meta.json`` against its schema (``leti.predictors.schema``), before anything
+else is read. Nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ class Predictor:
         return f"{type(self).__name__}({args})"
 
     # ---- the interface -----------------------------------------------------------------------------------------
-    def fit(self, graphs: list[LayerGraph], latencies_ms) -> Predictor:
+    def fit(self, graphs: list[LayerGraph], latencies_ms, groups=None) -> Predictor:
+        """Learn from ``graphs`` and their latencies (ms); ``groups`` (one label per graph, or None) is kept in
+        ``self._groups`` while ``_fit`` runs, for families that split their training rows."""
+        graphs = list(graphs)
         y = np.asarray(latencies_ms, dtype=float).ravel()
         if len(graphs) != y.size:
             raise PredictorError(f"{len(graphs)} graphs but {y.size} latencies", "latencies_ms")
@@ -77,7 +82,15 @@ class Predictor:
             raise PredictorError("cannot fit on zero archs", "graphs")
         if (y <= 0).any() or not np.isfinite(y).all():
             raise PredictorError("latencies must be positive and finite", "latencies_ms")
-        self._fit(list(graphs), y)
+        if groups is not None:
+            groups = np.asarray(list(groups), dtype=object)
+            if groups.ndim != 1 or groups.size != len(graphs):
+                raise PredictorError(f"{groups.size} groups but {len(graphs)} graphs", "groups")
+        self._groups = groups
+        try:
+            self._fit(graphs, y)
+        finally:
+            self._groups = None
         self.n_train_ = int(y.size)
         return self
 

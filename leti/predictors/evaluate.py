@@ -6,7 +6,6 @@ training archs' hashes in the metadata so that ``evaluate`` can later test a sav
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,13 +19,14 @@ from leti.datasets.split import split_by_hash
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
+from leti.predictors.families import FAMILIES
 from leti.predictors.features import FEATURES_ID
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, save_trained
 from leti.space import canonical_space
 
-DEFAULT_FAMILIES = ("lut", "flops", "xgboost", "lightgbm", "catboost", "gcn", "auto")
+DEFAULT_FAMILIES = FAMILIES
 
 
 def versions() -> dict:
@@ -47,12 +47,8 @@ def _check_size(train_size, n: int) -> None:
 
 
 def _fit(pred: Predictor, data: TargetData, idx: np.ndarray) -> Predictor:
-    """Fit on rows ``idx``; families whose ``fit`` takes ``groups`` (auto, gcn) get the canonical hashes."""
-    graphs = data.graphs(idx)
-    y = data.latency_ms[idx]
-    if "groups" in inspect.signature(pred.fit).parameters:
-        return pred.fit(graphs, y, groups=list(data.hashes[idx]))
-    return pred.fit(graphs, y)
+    """Fit on rows ``idx``, grouped by canonical hash (auto's folds and the GCN's early stopping use the groups)."""
+    return pred.fit(data.graphs(idx), data.latency_ms[idx], groups=list(data.hashes[idx]))
 
 
 def train(

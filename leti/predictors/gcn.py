@@ -33,7 +33,6 @@ Nothing is pickled.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import warnings
 from pathlib import Path
@@ -271,13 +270,6 @@ class GCNPredictor(Predictor):
 
     family = "gcn"
 
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        # base.Predictor._param_names compares a parameter *name* with Parameter.POSITIONAL_OR_KEYWORD (an
-        # AttributeError on every get_params/save); this is the intended behaviour until the base is fixed
-        sig = inspect.signature(cls.__init__)
-        return [k for k, p in sig.parameters.items() if k != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
-
     param_ranges = {"hidden": (1, 4096), "layers": (0, 64), "dropout": (0.0, 0.99), "lr": (1e-8, 10.0),
                     "weight_decay": (0.0, 10.0), "epochs": (1, 100_000), "batch_size": (1, 1_000_000),
                     "patience": (1, 100_000), "lr_drops": (0, 100), "ema": (0.0, 0.9999), "val_fraction": (0.0, 0.9),
@@ -328,17 +320,6 @@ class GCNPredictor(Predictor):
         self.predict_batch = predict_batch
 
     # ---- fit -------------------------------------------------------------------------------------------------
-    def fit(self, graphs: list[LayerGraph], latencies_ms, groups=None) -> GCNPredictor:
-        """Fit on ``graphs``; ``groups`` (e.g. canonical arch hashes) keeps isomorphic archs on one side of the
-        early-stopping split."""
-        if groups is not None and len(groups) != len(graphs):
-            raise PredictorError(f"{len(groups)} groups but {len(graphs)} graphs", "groups")
-        self._groups = None if groups is None else np.asarray(groups, dtype=object)
-        try:
-            return super().fit(graphs, latencies_ms)
-        finally:
-            self._groups = None
-
     def _check_params(self) -> None:
         if self.conv not in CONVS:
             raise PredictorError(f"unknown conv {self.conv!r} (known: {', '.join(CONVS)})", "conv")

@@ -1,4 +1,5 @@
-"""Predictor families by name, and trained predictors on disk: ``$LETI_HOME/predictors/<target>/<family>/``.
+"""Predictor families by name (their table: ``leti.predictors.families``), and trained predictors on disk:
+``$LETI_HOME/predictors/<target>/<family>/``.
 
 Every file of a saved predictor, ``meta.json`` included, is sealed by the directory's manifest and checked before
 anything is parsed (``leti.predictors.manifest``), so an edited or truncated file gives one clear ``PredictorError``
@@ -15,26 +16,15 @@ from pathlib import Path
 from leti.errors import LetiError, PredictorError
 from leti.paths import default_predictor_dir
 from leti.predictors.base import META_FILE, Predictor, finite, read_meta
+from leti.predictors.families import FAMILIES, FAMILY_CLASSES
 from leti.predictors.schema import check_params
-
-# family -> (module, class); modules are imported on first use so a missing optional family costs nothing
-_FAMILY_CLASSES: dict[str, tuple[str, str]] = {
-    "lut": ("leti.predictors.lut", "LUTPredictor"),
-    "flops": ("leti.predictors.flops", "FlopsPredictor"),
-    "xgboost": ("leti.predictors.boosting", "XGBoostPredictor"),
-    "lightgbm": ("leti.predictors.boosting", "LightGBMPredictor"),
-    "catboost": ("leti.predictors.boosting", "CatBoostPredictor"),
-    "gcn": ("leti.predictors.gcn", "GCNPredictor"),
-    "auto": ("leti.predictors.auto", "AutoPredictor"),
-}
-FAMILIES: tuple[str, ...] = tuple(_FAMILY_CLASSES)
 
 
 # ---- families -------------------------------------------------------------------------------------------------
 def family_class(family: str) -> type[Predictor]:
-    if not isinstance(family, str) or family not in _FAMILY_CLASSES:
+    if not isinstance(family, str) or family not in FAMILY_CLASSES:
         raise PredictorError(f"unknown predictor family {family!r} (known: {', '.join(FAMILIES)})", "family")
-    module, cls = _FAMILY_CLASSES[family]
+    module, cls = FAMILY_CLASSES[family]
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
@@ -127,7 +117,12 @@ def problems(target: str, root=None) -> dict[str, str]:
 def _test_acc10(info: dict) -> float:
     m = info.get("metrics")
     v = m.get("acc10") if isinstance(m, dict) else None
-    return float(v) if isinstance(v, int | float) else -1.0
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else -1.0
+
+
+def best_family(families: dict[str, dict]) -> str:
+    """The family ``load(target)`` picks among ``{family: meta}``: best test acc@10 in its meta, ties by name."""
+    return min(families, key=lambda f: (-_test_acc10(families[f]), f))
 
 
 def load(target: str, family: str | None = None, root=None) -> Predictor:
@@ -146,9 +141,8 @@ def load(target: str, family: str | None = None, root=None) -> Predictor:
     if not found:
         why = "".join(f"; {f}: {reason}" for f, reason in sorted(bad.items())[:1])
         raise PredictorError(f"no trained predictor for target {target!r}{why}; train one first", "target")
-    found.sort(key=lambda t: (-_test_acc10(t[2]), t[0]))
-    name, d, _ = found[0]
-    return family_class(name).load(d)
+    name = best_family({name: info for name, _, info in found})
+    return family_class(name).load(next(d for f, d, _ in found if f == name))
 
 
 def list_trained(root=None) -> list[dict]:
@@ -210,7 +204,9 @@ def write_json_checked(path, obj) -> None:
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_CLASSES",
     "available_families",
+    "best_family",
     "family_class",
     "list_trained",
     "load",

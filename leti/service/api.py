@@ -1,6 +1,6 @@
 """Predictions from Python: in-process ``predict(archs, target)`` and ``Client(url).predict(archs, target)``.
 
-Both take one arch or a list of them in every form ``leti.space.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
+Both take one arch or a list of them in every form ``leti.importers.inputs.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
 strings, FBNet block lists or comma strings, ``Arch`` objects, Arch JSON) and return an ``np.ndarray`` of
 milliseconds, one per arch, in input order. Bad input raises ``LetiError`` naming the field (``archs[3]``).
 """
@@ -11,19 +11,18 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from leti.errors import ArchError, LetiError, PredictorError
+from leti.errors import LetiError, PredictorError, TooLargeError
 from leti.graph.layergraph import LayerGraph
-from leti.graph.memo import SizedLRU, graph_weight
+from leti.graph.memo import graph_weight
+from leti.importers.inputs import as_list, clear_graphs, graph_of
 from leti.paths import default_predictor_dir
-from leti.space import Arch, canonical_space, fbnet, to_arch
-from leti.space.expand import expanded_size
+from leti.space import Arch, canonical_space
 
 # The server's defaults, which the client splits batches by (leti.service.app explains them)
 DEFAULT_MAX_BATCH = 10000
@@ -34,129 +33,8 @@ class NotFoundError(LetiError):
     """An unknown target or predictor (HTTP 404)."""
 
 
-class TooLargeError(LetiError):
-    """A request beyond the server's limits (HTTP 413)."""
-
-
 class AuthError(LetiError):
     """A missing or wrong bearer token (HTTP 401)."""
-
-
-# ---- one arch or many ----------------------------------------------------------------------------------------------
-def _is_matrix(m) -> bool:
-    if isinstance(m, np.ndarray):
-        return m.ndim == 2
-    return (
-        isinstance(m, list | tuple) and bool(m) and all(isinstance(r, list | tuple | np.ndarray) for r in m)
-    )
-
-
-def is_single(obj) -> bool:
-    """Whether ``obj`` is one arch rather than a list of them.
-
-    Lists are ambiguous: an FBNet block list and an NB101 ``(matrix, ops)`` pair are single archs, while a list of
-    NB201 strings is a batch. Block names and matrices never appear as whole archs, so they decide.
-    """
-    if isinstance(obj, list | tuple):
-        if not obj:
-            return False
-        if len(obj) == 2 and _is_matrix(obj[0]) and isinstance(obj[1], list | tuple):
-            return all(isinstance(o, str) for o in obj[1])
-        return all(isinstance(o, str) and o.strip() in fbnet.BLOCKS for o in obj)
-    if isinstance(obj, np.ndarray):
-        return obj.ndim == 0
-    if isinstance(obj, Arch | LayerGraph | str | bytes | dict):
-        return True
-    return not isinstance(obj, Iterable)  # generators and other iterables are batches
-
-
-def as_list(archs) -> list:
-    return [archs] if is_single(archs) else list(archs)
-
-
-# ---- archs to graphs -----------------------------------------------------------------------------------------------
-# NAS loops re-query the same archs (mutations of a population); parsing + expanding costs ~1 ms an arch, so the
-# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too), within a budget
-# of nodes + edges (~250k: ~700 NB201 networks, ~30 MB) so that large archs cannot pin memory.
-_GRAPHS = SizedLRU(200_000, graph_weight)
-
-
-def _rebase(e: LetiError, prefix: str) -> LetiError:
-    """The same error with its field placed under ``prefix``: ``arch node 2`` -> ``archs[3].arch node 2`` for the
-    prefix ``archs[3].arch``, ``layers[1]`` -> ``archs[3].arch.layers[1]``."""
-    f = e.field
-    if f is None or f == "arch":
-        name = prefix
-    elif f.startswith(("arch ", "arch.", "arch[")):
-        name = prefix + f[4:]
-    elif f.startswith("["):
-        name = prefix + f
-    else:
-        name = f"{prefix}.{f}"
-    try:
-        return type(e)(e.reason, name)
-    except TypeError:  # a subclass with another signature
-        return LetiError(e.reason, name)
-
-
-def _parse(obj, space: str | None) -> Arch:
-    if isinstance(obj, dict) and "adjacency" in obj:
-        # Arch JSON carries its own space; a request's ``space`` cannot contradict it
-        return Arch.from_dict(obj)
-    return to_arch(obj, space)
-
-
-def _cache_key(obj, space: str | None):
-    if isinstance(obj, str):
-        return (space, obj)
-    if isinstance(obj, dict | list):  # JSON from the wire
-        try:
-            return (space, json.dumps(obj, sort_keys=True, separators=(",", ":")))
-        except (TypeError, ValueError, RecursionError):
-            return None
-    return None
-
-
-def _build(obj, space: str | None, max_size: int | None) -> LayerGraph:
-    arch = obj if isinstance(obj, Arch) else _parse(obj, space)
-    if max_size is not None:
-        size = expanded_size(arch)  # known from the arch's pieces, before the whole network is built
-        if size > max_size:
-            raise TooLargeError(f"expands to {size:,} layers and edges, over this server's limit of {max_size:,} "
-                                "per arch", "arch")  # fmt: skip
-    return arch.to_graph()
-
-
-def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space",
-             max_size: int | None = None) -> LayerGraph:  # fmt: skip
-    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``). An arch that
-    would expand past ``max_size`` nodes + edges raises ``TooLargeError`` before it is built."""
-    if isinstance(obj, LayerGraph):
-        return obj
-    if space is not None:
-        space = canonical_space(space, space_field)
-    try:
-        key = None if isinstance(obj, Arch) else _cache_key(obj, space)
-        if key is None:
-            return _build(obj, space, max_size)
-        hit = _GRAPHS.get(key)
-        if hit is not None and (max_size is None or graph_weight(hit) <= max_size):
-            return hit
-        g = _build(obj, space, max_size)
-        _GRAPHS.put(key, g)
-        return g
-    except LetiError as e:
-        raise _rebase(e, field) from None
-    except (RecursionError, MemoryError) as e:
-        raise ArchError(f"too large or too deeply nested ({type(e).__name__})", field) from None
-    except Exception as e:  # parsing user input: any failure is the input's fault, reported on its field
-        raise ArchError(f"cannot read this arch ({type(e).__name__}: {e})", field) from None
-
-
-def graphs_of(archs: list, space: str | None = None, field: str = "archs") -> list[LayerGraph]:
-    if space is not None:
-        space = canonical_space(space, "space")
-    return [graph_of(obj, space, f"{field}[{i}]") for i, obj in enumerate(archs)]
 
 
 # ---- trained predictors --------------------------------------------------------------------------------------------
@@ -179,17 +57,6 @@ def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, 
             meta = dict(entry)
         out.setdefault(entry["target"], {})[entry["family"]] = meta
     return out
-
-
-def _acc10(meta: dict) -> float:
-    m = meta.get("metrics")
-    v = m.get("acc10") if isinstance(m, dict) else None
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else -1.0
-
-
-def best_family(families: dict[str, dict]) -> str:
-    """The family ``registry.load(target)`` picks: best test acc@10 in its meta, ties by name."""
-    return min(families, key=lambda f: (-_acc10(families[f]), f))
 
 
 # Graph building and prediction run one chunk at a time, process-wide. Predictors and the feature memo they share are
@@ -230,12 +97,12 @@ class Loaded:
                 out.append(self._predict_chunk(graphs[start : start + PREDICT_CHUNK]))
         return np.concatenate(out) if out else np.zeros(0)
 
-    def predict_archs(
-        self, archs: list, spaces: list, fields: list[str], limits: Limits | None = None
-    ) -> np.ndarray:
+    def predict_archs(self, archs: list, spaces: list, fields: list[str], limits: Limits | None = None,
+                      space_fields: list[str] | None = None) -> np.ndarray:  # fmt: skip
         """Latency of archs in any accepted form, built into graphs and predicted a chunk at a time, so that at most
-        one chunk's graphs are held; errors name ``fields[i]``. ``limits`` refuses oversized archs and requests
-        (``TooLargeError``) before they are built."""
+        one chunk's graphs are held; errors name ``fields[i]`` (``space_fields[i]``, default ``archs[i].space``,
+        for a bad space). ``limits`` refuses oversized archs and requests (``TooLargeError``) before they are
+        built."""
         from leti.predictors.features import trim
 
         out, total, i = [], 0, 0
@@ -244,8 +111,11 @@ class Loaded:
                 trim()  # registries of distinct layers start over past their budget (leti.predictors.features)
                 graphs, size = [], 0
                 while i < len(archs) and len(graphs) < PREDICT_CHUNK and size < CHUNK_SIZE:
-                    g = graph_of(archs[i], spaces[i], fields[i], f"{fields[i].removesuffix('.arch')}.space",
-                                 limits.arch_size if limits else None)  # fmt: skip
+                    space_field = (
+                        space_fields[i] if space_fields else f"{fields[i].removesuffix('.arch')}.space"
+                    )
+                    g = graph_of(archs[i], spaces[i], fields[i], space_field,
+                                 max_size=limits.arch_size if limits else None)  # fmt: skip
                     w = graph_weight(g)
                     total, size = total + w, size + w
                     if limits and total > limits.request_size:
@@ -314,7 +184,7 @@ class PredictorCache:
             raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
         families = index[target]
         if family is None:
-            family = best_family(families)
+            family = _registry().best_family(families)
         elif family not in families:
             raise NotFoundError(
                 f"no {family!r} predictor for {target} (trained: {', '.join(sorted(families))})", "predictor"
@@ -340,7 +210,7 @@ def predictor_cache() -> PredictorCache:
 def clear_cache() -> None:
     """Forget loaded predictors and parsed archs (after retraining a predictor in this process)."""
     _PREDICTORS.clear()
-    _GRAPHS.clear()
+    clear_graphs()
 
 
 def predict(

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from leti import __version__
 from leti.errors import LetiError, excerpt
 from leti.paths import default_predictor_dir, default_store_path
+from leti.predictors.registry import best_family
 from leti.service.api import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
@@ -29,7 +30,6 @@ from leti.service.api import (
     Limits,
     NotFoundError,
     TooLargeError,
-    best_family,
     predictor_cache,
     trained_index,
 )

@@ -1,8 +1,11 @@
-"""Architecture spaces: the Arch spec, importers from NAS-Bench-101/201 and FBNet, and samplers."""
+"""Architecture spaces: the Arch spec, importers from NAS-Bench-101/201 and FBNet, and samplers.
+
+``parse_arch(space, text)`` reads a named space's native text; guessing the space of free-form user input (and
+the ``{"space", "arch"}`` wrapper) is ``leti.importers.inputs``'s job."""
 
 from __future__ import annotations
 
-import json
+from typing import Protocol
 
 import numpy as np
 
@@ -10,9 +13,31 @@ from leti.errors import ArchError, LetiError
 from leti.space import fbnet, leti_space, nb101, nb201
 from leti.space.arch import Arch
 
-SPACES = ("nasbench101", "nasbench201", "fbnet", "leti")
-ALIASES = {"nb101": "nasbench101", "nb201": "nasbench201", "nasbench101": "nasbench101",
-           "nasbench201": "nasbench201", "fbnet": "fbnet", "leti": "leti"}  # fmt: skip
+
+class Space(Protocol):
+    """What each space module exports (``nb101``, ``nb201``, ``fbnet``, ``leti_space``)."""
+
+    NAME: str  # the canonical name, as in the CSV ``space`` column
+    ALIASES: tuple[str, ...]  # other names accepted everywhere (CLI, API, CSV)
+
+    def parse(self, text) -> Arch:
+        """An Arch of the space's native text (the CSV ``arch`` column)."""
+        ...
+
+    def sample(self, rng: np.random.Generator, input_size=None) -> tuple[Arch, str]:
+        """One random arch and its native text; ``input_size`` changes the macro network's input."""
+        ...
+
+    def to_string(self, arch: Arch) -> str:
+        """The native text of ``arch``; ArchError when the arch is not of this space's form."""
+        ...
+
+
+# One record per space, in this order; nothing else in leti lists the spaces.
+SPACE_MODULES: dict[str, Space] = {m.NAME: m for m in (nb101, nb201, fbnet, leti_space)}
+SPACES = tuple(SPACE_MODULES)
+ALIASES = {alias: m.NAME for m in SPACE_MODULES.values() for alias in (m.NAME, *m.ALIASES)}
+_ALIAS_NAMES = tuple(a for m in SPACE_MODULES.values() for a in m.ALIASES)
 
 # Sampling the wide space without a cap would produce multi-GMAC models that take long to measure
 DEFAULT_CONSTRAINTS = {"leti": {"max_macs": 600_000_000}}
@@ -22,99 +47,27 @@ CONSTRAINT_KEYS = ("max_macs", "min_macs", "max_params", "min_params", "input_si
 def canonical_space(name: str, field: str = "space") -> str:
     if not isinstance(name, str) or name.strip().lower() not in ALIASES:
         raise LetiError(
-            f"{name!r} is not a known space (known: {', '.join(SPACES)}; aliases nb101, nb201)", field
+            f"{name!r} is not a known space (known: {', '.join(SPACES)}; aliases {', '.join(_ALIAS_NAMES)})",
+            field,
         )
     return ALIASES[name.strip().lower()]
 
 
 def parse_arch(space: str, text) -> Arch:
     """An Arch from a space's native text (the CSV ``arch`` column)."""
-    space = canonical_space(space)
-    if space == "nasbench201":
-        return nb201.from_string(text)
-    if space == "nasbench101":
-        return nb101.from_text(text)
-    if space == "fbnet":
-        return fbnet.from_text(text)
-    if isinstance(text, dict):
-        return Arch.from_dict(text)
-    return Arch.from_json(text)
+    return SPACE_MODULES[canonical_space(space)].parse(text)
 
 
 def native_text(arch: Arch) -> str:
-    """The text of ``arch`` in its own space's format (Arch JSON for the leti space)."""
-    try:
-        if arch.space == "nasbench201":
-            return nb201.to_string(arch)
-        if arch.space == "nasbench101":
-            return nb101.to_text(arch)
-        if arch.space == "fbnet":
-            return fbnet.to_text(arch)
-    except ArchError:
-        pass  # e.g. a pruned NB201 arch: fall back to its JSON
-    return arch.to_json()
-
-
-def to_arch(obj, space: str | None = None) -> Arch:
-    """Accept every form the Python API takes: Arch, Arch JSON (str or dict), NB201 string, NB101 (matrix, ops),
-    FBNet block list."""
-    if isinstance(obj, Arch):
-        return obj
+    """The text of ``arch`` in its own space's format (Arch JSON for the leti space and for archs that left their
+    space's form, such as a pruned NB201 cell)."""
+    space = SPACE_MODULES.get(arch.space)
     if space is not None:
-        return parse_arch(space, obj)
-    if isinstance(obj, dict):
-        if "matrix" in obj and "ops" in obj:
-            return nb101.from_spec(obj["matrix"], obj["ops"])
-        if "space" in obj and "arch" in obj and "adjacency" not in obj:
-            return parse_arch(obj["space"], obj["arch"])
-        return Arch.from_dict(obj)
-    if isinstance(obj, str):
-        s = obj.strip()
-        if s.startswith("|"):
-            return nb201.from_string(s)
-        if s.startswith("{"):
-            try:
-                d = json.loads(s)
-            except ValueError as e:
-                raise ArchError(f"invalid JSON ({e})", "arch") from None
-            return to_arch(d)
-        if "," in s or s in fbnet.BLOCKS:
-            return fbnet.from_text(s)
-        raise ArchError("cannot tell which space this string belongs to; pass space=", "arch")
-    if isinstance(obj, list | tuple):
-        if len(obj) == 2 and isinstance(obj[1], list | tuple) and all(isinstance(o, str) for o in obj[1]):
-            return nb101.from_spec(obj[0], obj[1])
-        if all(isinstance(o, str) for o in obj):
-            return fbnet.from_blocks(list(obj))
-    raise ArchError(f"cannot read an architecture from {type(obj).__name__}", "arch")
-
-
-def _candidate(space: str, rng: np.random.Generator, input_size) -> tuple[Arch, str]:
-    if space == "nasbench201":
-        text = nb201.random_string(rng)
-        arch = nb201.from_string(text)
-        if input_size:
-            arch = arch.with_config(input_size=input_size)
-            return arch, text
-        return arch, text
-    if space == "nasbench101":
-        while True:
-            m, ops = nb101.random_spec(rng)
-            try:
-                arch = nb101.from_spec(m, ops)
-            except ArchError:
-                continue  # NB101 rejects disconnected or too dense cells; sample again like NB101 does
-            if input_size:
-                arch = arch.with_config(input_size=input_size)
-            return arch, nb101.to_text(arch)
-    if space == "fbnet":
-        blocks = fbnet.random_blocks(rng)
-        arch = fbnet.from_blocks(blocks, input_size=input_size)
-        return arch, ",".join(blocks)
-    arch = leti_space.random_arch(rng)
-    if input_size:
-        arch = arch.with_config(input_size=input_size)
-    return arch, arch.to_json()
+        try:
+            return space.to_string(arch)
+        except ArchError:
+            pass
+    return arch.to_json()
 
 
 def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -> list[tuple[Arch, str]]:
@@ -135,7 +88,7 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
     seen: set[str] = set()
     out: list[tuple[Arch, str]] = []
     for _ in range(max_tries):
-        arch, text = _candidate(space, rng, cons.get("input_size"))
+        arch, text = SPACE_MODULES[space].sample(rng, cons.get("input_size"))
         h = arch.hash
         if h in seen:
             continue
@@ -157,4 +110,14 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
     )
 
 
-__all__ = ["ALIASES", "SPACES", "Arch", "canonical_space", "native_text", "parse_arch", "sample", "to_arch"]
+__all__ = [
+    "ALIASES",
+    "SPACES",
+    "SPACE_MODULES",
+    "Arch",
+    "Space",
+    "canonical_space",
+    "native_text",
+    "parse_arch",
+    "sample",
+]

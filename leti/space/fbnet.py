@@ -1,6 +1,7 @@
 """FBNet-style chains: 22 searchable inverted-residual blocks in FBNet's macro network.
 
 Native text: the 22 block names joined by commas, e.g. ``k3_e1,k5_e6,skip,…``.
+The space protocol (``leti.space.Space``): ``NAME``, ``ALIASES``, ``parse``, ``sample``, ``to_string``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import numpy as np
 from leti.errors import ArchError
 from leti.space.arch import Arch
 
+NAME = "fbnet"
+ALIASES: tuple[str, ...] = ()
 BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 # FBNet's stages: (output channels, number of searchable layers, stride of the first one)
 STAGES = ((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2), (112, 4, 1), (184, 4, 2), (352, 1, 1))
@@ -78,7 +81,8 @@ def from_blocks(blocks, input_size: int | None = None, config: dict | None = Non
     return Arch(adj, layers, cfg, "fbnet")
 
 
-def from_text(text: str) -> Arch:
+def parse(text: str) -> Arch:
+    """An Arch of native text: comma-joined block names, a JSON list of them, or that list itself."""
     if not isinstance(text, str | list | tuple):
         raise ArchError(
             f"must be comma-joined block names or a list of them, got {type(text).__name__}", "arch"
@@ -91,7 +95,7 @@ def from_text(text: str) -> Arch:
     return from_blocks(text)
 
 
-def to_text(arch: Arch) -> str:
+def to_string(arch: Arch) -> str:
     names = []
     for i, L in enumerate(arch.layers[1:-1], start=1):
         if L["op"] == "identity":
@@ -107,3 +111,9 @@ def to_text(arch: Arch) -> str:
 
 def random_blocks(rng: np.random.Generator) -> list[str]:
     return [BLOCKS[i] for i in rng.integers(0, len(BLOCKS), size=N_LAYERS)]
+
+
+def sample(rng: np.random.Generator, input_size=None) -> tuple[Arch, str]:
+    """One random block list (uniform per layer) and its native text; ``input_size`` changes the input."""
+    blocks = random_blocks(rng)
+    return from_blocks(blocks, input_size=input_size), ",".join(blocks)

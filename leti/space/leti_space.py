@@ -1,7 +1,8 @@
 """The wide ``leti`` space: random cells over the full layer vocabulary with a random macro network.
 
 This is LETI's parametrisation: a random DAG cell plus a config (input size 32-224, channels, stacks, cells per
-stack, downsampling), so that one predictor sees a broad range of shapes and ops.
+stack, downsampling), so that one predictor sees a broad range of shapes and ops. Its native text is the Arch JSON.
+The space protocol (``leti.space.Space``): ``NAME``, ``ALIASES``, ``parse``, ``sample``, ``to_string``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import numpy as np
 
 from leti.space.arch import Arch, live_nodes
 
+NAME = "leti"
+ALIASES: tuple[str, ...] = ()
 INPUT_SIZES = tuple(range(32, 225, 16))
 CHANNELS = (8, 16, 24, 32, 48, 64)
 DOWNSAMPLE = ("maxpool", "conv", "resblock", "avgpool")
@@ -80,4 +83,21 @@ def random_config(rng: np.random.Generator) -> dict:
 
 def random_arch(rng: np.random.Generator) -> Arch:
     m, layers = random_cell(rng)
-    return Arch(m, layers, random_config(rng), "leti")
+    return Arch(m, layers, random_config(rng), NAME)
+
+
+def parse(text) -> Arch:
+    """An Arch of native text: Arch JSON, as a string or already decoded."""
+    return Arch.from_dict(text) if isinstance(text, dict) else Arch.from_json(text)
+
+
+def to_string(arch: Arch) -> str:
+    return arch.to_json()
+
+
+def sample(rng: np.random.Generator, input_size=None) -> tuple[Arch, str]:
+    """One random cell and macro network, and its Arch JSON; ``input_size`` overrides the sampled one."""
+    arch = random_arch(rng)
+    if input_size:
+        arch = arch.with_config(input_size=input_size)
+    return arch, arch.to_json()

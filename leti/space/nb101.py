@@ -1,6 +1,7 @@
 """NAS-Bench-101 cells: ``(matrix, ops)`` <-> Archs, with NB101's macro network and pruning.
 
 The native text (the CSV ``arch`` column) is JSON: ``{"matrix": [[0,1,…],…], "ops": ["input", …, "output"]}``.
+The space protocol (``leti.space.Space``): ``NAME``, ``ALIASES``, ``parse``, ``sample``, ``to_string``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from leti.errors import ArchError
 from leti.space.arch import Arch, live_nodes
 from leti.space.config import DEFAULTS
 
+NAME = "nasbench101"
+ALIASES: tuple[str, ...] = ("nb101",)
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
 MAX_VERTICES = 7
 MAX_EDGES = 9
@@ -62,7 +65,8 @@ def from_spec(matrix, ops, config: dict | None = None, strict: bool = True) -> A
     return Arch(pm, [ops[i] for i in keep], {**CONFIG, **(config or {})}, "nasbench101")
 
 
-def from_text(text: str) -> Arch:
+def parse(text: str) -> Arch:
+    """An Arch of native text: JSON ``{"matrix", "ops"}`` or ``[matrix, ops]`` (or that object itself)."""
     try:
         d = json.loads(text) if isinstance(text, str) else text
     except ValueError as e:
@@ -74,7 +78,7 @@ def from_text(text: str) -> Arch:
     return from_spec(d["matrix"], d["ops"])
 
 
-def to_text(arch: Arch) -> str:
+def to_string(arch: Arch) -> str:
     ops = []
     for i, L in enumerate(arch.layers):
         if L["op"] in ("input", "output"):
@@ -99,3 +103,16 @@ def random_spec(rng: np.random.Generator, n_vertices: int = MAX_VERTICES) -> tup
     m = np.triu(rng.integers(0, 2, size=(n_vertices, n_vertices)), 1)
     ops = ["input"] + [OPS[i] for i in rng.integers(0, len(OPS), size=n_vertices - 2)] + ["output"]
     return m.tolist(), ops
+
+
+def sample(rng: np.random.Generator, input_size=None) -> tuple[Arch, str]:
+    """One random cell as NB101 samples it, and its native text; ``input_size`` changes the macro network."""
+    while True:
+        m, ops = random_spec(rng)
+        try:
+            arch = from_spec(m, ops)
+        except ArchError:
+            continue  # NB101 rejects disconnected or too dense cells; sample again like NB101 does
+        if input_size:
+            arch = arch.with_config(input_size=input_size)
+        return arch, to_string(arch)

@@ -7,6 +7,7 @@ vertex carrying its op and nodes 1 and 2 become ``add`` vertices, in a fixed ord
 
 ``none`` edges become ``zero`` vertices (a multiply by zero, as in NB201's PyTorch code) so that the arch says what
 an exported model really runs; ``Arch.prune()`` removes them and whatever they leave dead.
+The space protocol (``leti.space.Space``): ``NAME``, ``ALIASES``, ``parse``, ``sample``, ``to_string``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from leti.errors import ArchError
 from leti.space.arch import Arch
 from leti.space.layers import normalize_layer
 
+NAME = "nasbench201"
+ALIASES: tuple[str, ...] = ("nb201",)
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # the order edges appear in the string
 
@@ -100,6 +103,11 @@ def _from_string(text: str) -> Arch:
     return Arch._trusted(ADJACENCY, layers, cfg, "nasbench201", key)
 
 
+def parse(text: str) -> Arch:
+    """The space protocol's reader of native text: the cell string, under NB201's macro network."""
+    return from_string(text)
+
+
 def from_string(text: str, config: dict | None = None) -> Arch:
     """Arch of a NAS-Bench-201 cell string (memoised for the default macro config)."""
     if not isinstance(text, str):
@@ -148,3 +156,10 @@ def random_string(rng: np.random.Generator) -> str:
     ops = [OPS[i] for i in rng.integers(0, len(OPS), size=6)]
     nodes = [[f"{ops[EDGES.index((i, j))]}~{i}" for i in range(j)] for j in (1, 2, 3)]
     return "|" + "|+|".join("|".join(n) for n in nodes) + "|"
+
+
+def sample(rng: np.random.Generator, input_size=None) -> tuple[Arch, str]:
+    """One random cell (ops uniform on the 6 edges) and its string; ``input_size`` changes the macro network."""
+    text = random_string(rng)
+    arch = from_string(text)
+    return (arch.with_config(input_size=input_size) if input_size else arch), text

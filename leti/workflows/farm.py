@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from leti.datasets.store import Store
+from leti.device_runner.base import Runner
 from leti.device_runner.bindings import Binding
 from leti.errors import DeviceError, GraphError, LetiError, ModelFileError
 from leti.measurement import Measurement, Settings
@@ -44,7 +45,7 @@ class WorkerReport:
         return asdict(self)
 
 
-RunnerFactory = Callable[[Binding], object]
+RunnerFactory = Callable[[Binding], Runner]
 ModelSource = Callable[[str, str], bytes]  # (arch_id, precision) -> .tflite bytes
 Progress = Callable[[str, int], None]  # (worker, jobs finished so far by it)
 
@@ -146,9 +147,7 @@ class Farm:
         finally:
             if runner is not None:
                 report.faults = dict(getattr(runner, "fault_counts", {}) or {})
-                close = getattr(runner, "close", None)
-                if close:
-                    close()
+                runner.close()
             report.seconds = time.perf_counter() - t0
 
 

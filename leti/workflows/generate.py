@@ -187,14 +187,9 @@ def _repeat_check(store, bindings, settings, cache, k, seed, benchmark_binary, a
             continue
         chosen = pick_repeat(list(df["arch_id"]), k, seed)
         first = df.set_index("arch_id").loc[chosen, "latency_ms"].to_numpy()
-        runner = make_runner(binding, benchmark_binary, **(adb_options or {}))
-        try:
-            precision = parse_target(target).precision
+        precision = parse_target(target).precision
+        with make_runner(binding, benchmark_binary, **(adb_options or {})) as runner:
             second = [runner.measure(cache(aid, precision), s).latency_ms for aid in chosen]
-        finally:
-            close = getattr(runner, "close", None)
-            if close:
-                close()
         floors[target] = noise_floor(first, second)
         store.set_noise_floor(target, floors[target])
     return floors

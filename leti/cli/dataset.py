@@ -1,0 +1,103 @@
+"""``leti targets``, ``leti dataset stats|export`` and ``leti import``: what the measurement store holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leti.cli.common import _Parser, _print_json, _store, wide_console
+from leti.errors import LetiError
+
+
+def add_dataset_parsers(sub) -> None:
+    s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_targets)
+
+    ds = sub.add_parser("dataset", help="the measurement store").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = ds.add_parser("stats", help="measured archs per target and space")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_dataset_stats)
+    s = ds.add_parser("export", help="write measurements to .csv or .parquet")
+    s.add_argument("--target")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_dataset_export)
+
+    s = sub.add_parser("import", help="import measurement CSV files (space,arch,target,latency_ms,source)")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(func=cmd_import)
+
+
+def cmd_targets(args) -> int:
+    from leti.targets import host_targets
+
+    store = _store(args)
+    stats = store.stats()["per_target"]
+    known = {t.name: t for t in store.list_targets()}
+    rows = []
+    for name in sorted(set(host_targets()) | set(known)):
+        rec = known.get(name)
+        rows.append({"target": name, "measured_archs": stats.get(name, 0),
+                     "noise_floor": rec.noise_floor if rec else None, "runnable_here": name in host_targets()})  # fmt: skip
+    if args.json:
+        _print_json({"targets": rows})
+        return 0
+    from rich.table import Table
+
+    t = Table(title="targets")
+    for col in ("target", "measured archs", "noise floor", "runnable here"):
+        t.add_column(col)
+    for r in rows:
+        nf = f"{r['noise_floor'] * 100:.1f}%" if r["noise_floor"] is not None else "-"
+        t.add_row(r["target"], str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
+    wide_console().print(t)
+    return 0
+
+
+def cmd_dataset_stats(args) -> int:
+    st = _store(args).stats()
+    if args.json:
+        _print_json({"targets": st["per_target"], "targets_by_space": st["per_target_space"],
+                     "archs": st["archs"], "measurements": st["measurements"]})  # fmt: skip
+        return 0
+    from rich.table import Table
+
+    t = Table(
+        title=f"store {args.store or '$LETI_HOME/leti.db'}: {st['archs']} archs, {st['measurements']} measurements"
+    )
+    t.add_column("target")
+    t.add_column("space")
+    t.add_column("measured archs", justify="right")
+    for target, by_space in sorted(st["per_target_space"].items()):
+        for space, n in sorted(by_space.items()):
+            t.add_row(target, space, str(n))
+    wide_console().print(t)
+    return 0
+
+
+def cmd_dataset_export(args) -> int:
+    n = _store(args).export(args.output, target=args.target)
+    print(f"wrote {n} measurements to {args.output}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from rich.progress import Progress
+
+    from leti.datasets.archs import record_from_text
+    from leti.datasets.csvio import import_csv
+
+    store = _store(args)
+    for f in args.files:
+        if not Path(f).is_file():
+            raise LetiError("no such file", f)
+        with Progress(transient=True) as prog:
+            task = prog.add_task(f"import {Path(f).name}", total=None)
+
+            def progress(done, total, task=task, prog=prog):
+                prog.update(task, completed=done, total=total)
+
+            report = import_csv(store, f, record_from_text, progress=progress)
+        print(report.summary())
+    return 0

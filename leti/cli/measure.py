@@ -1,0 +1,224 @@
+"""``leti generate``, ``bench``, ``devices`` and ``lut build``: measuring on this machine or on phones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from leti.cli.common import _Parser, _print_json, _store, wide_console
+from leti.errors import LetiError
+
+
+def add_measure_parsers(sub) -> None:
+    s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
+    s.add_argument("--space", required=True)
+    s.add_argument("-n", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--target", action="append", required=True,
+                   help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
+    s.add_argument("--runs", type=int, default=30)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument(
+        "--min-time", type=float, default=0.0, help="keep running each model at least this many seconds"
+    )
+    s.add_argument("--repeat-check", type=int, default=0, metavar="K",
+                   help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
+    s.add_argument("--constraints", help='JSON sampler constraints, e.g. {"max_macs": 2e8}')
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
+    g = s.add_argument_group("phone hygiene (Android targets)")
+    g.add_argument(
+        "--max-temp", type=float, default=45.0, help="wait for every thermal zone to cool below this (°C)"
+    )
+    g.add_argument(
+        "--cooldown-wait", type=float, default=300.0, help="give up waiting for cool-down after S seconds"
+    )
+    g.add_argument(
+        "--cooldown-poll", type=float, default=5.0, help="re-read temperatures every S seconds while waiting"
+    )
+    g.add_argument(
+        "--backoff", type=float, default=1.0, help="first retry delay (s), doubling on each failure"
+    )
+    g.add_argument("--min-battery", type=int, default=20, help="do not measure below this battery level (%%)")
+    g.add_argument("--command-timeout", type=float, default=30.0, help="per-command timeout (s)")
+    g.add_argument("--attempts", type=int, default=3, help="tries per command on transport errors (backoff)")
+    g.add_argument("--max-failures", type=int, default=3,
+                   help="quarantine a device after this many failed jobs in a row")  # fmt: skip
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("bench", help="measure one .tflite file on a target")
+    s.add_argument("model")
+    s.add_argument("--target", required=True)
+    s.add_argument("--runs", type=int, default=50)
+    s.add_argument("--warmup", type=int, default=5)
+    s.add_argument("--min-time", type=float, default=0.0)
+    s.add_argument("--benchmark-binary")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
+
+    lut = sub.add_parser("lut", help="lookup tables of per-layer latency").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = lut.add_parser(
+        "build", help="measure every distinct layer of a space alone on a target; save a lut predictor"
+    )
+    s.add_argument("--target", required=True, help="TARGET or TARGET@device, as for generate")
+    s.add_argument("--space", required=True)
+    s.add_argument("-n", type=int, default=50, help="archs sampled to collect the layers")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--runs", type=int, default=30)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument(
+        "--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median"
+    )
+    s.add_argument("--benchmark-binary")
+    s.set_defaults(func=cmd_lut_build)
+
+    s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
+    s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_devices)
+
+
+def cmd_generate(args) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from leti.device_runner.bindings import parse_binding
+    from leti.workflows.generate import generate
+
+    bindings = [parse_binding(t) for t in args.target]
+    constraints = json.loads(args.constraints) if args.constraints else None
+    store = _store(args)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    from rich.console import Console
+
+    quiet = args.quiet or args.json
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as prog:
+        tasks = {}
+
+        def on_start(run_id, jobs):
+            if not quiet:
+                prog.console.print(f"run {run_id}: {jobs['_total']} jobs to measure")
+            for worker, n in jobs.items():
+                if worker != "_total":
+                    tasks[worker] = prog.add_task(worker, total=n)
+
+        def progress(worker, done):
+            prog.update(tasks[worker], completed=done)
+
+        adb_options = {
+            "max_temp_c": args.max_temp,
+            "cooldown_max_wait_s": args.cooldown_wait,
+            "cooldown_poll_s": args.cooldown_poll,
+            "backoff_s": args.backoff,
+            "min_battery": args.min_battery,
+            "command_timeout_s": args.command_timeout,
+            "attempts": args.attempts,
+        }
+        report = generate(store, args.space, args.n, args.seed, bindings, runs=args.runs, warmup=args.warmup,
+                          min_time_s=args.min_time, constraints=constraints, repeat_check=args.repeat_check,
+                          benchmark_binary=args.benchmark_binary, adb_options=adb_options,
+                          max_failures=args.max_failures, progress=progress, on_start=on_start)  # fmt: skip
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    p = report.progress
+    print(f"run {report.run_id}{' (resumed)' if report.resumed else ''}: {p['done']} done, {p['failed']} failed, "
+          f"{p['pending']} pending of {p['total']} jobs in {report.wall_s:.1f}s")  # fmt: skip
+    for w in report.workers:
+        state = "QUARANTINED" if w.quarantined else "ok"
+        faults = {k: v for k, v in w.faults.items() if v and k != "attempts"}
+        print(f"  {w.worker}: {w.measured} measured, {w.failed_jobs} failed, {state}"
+              f"{', faults ' + json.dumps(faults) if faults else ''}")  # fmt: skip
+        for e in w.errors[-3:]:
+            print(f"    {e}")
+    for target, floor in report.noise_floor.items():
+        print(f"  noise floor {target}: median |Δ|/latency = {floor * 100:.2f}%")
+    return 0 if p["pending"] == 0 and p["running"] == 0 else 1
+
+
+def cmd_bench(args) -> int:
+    from leti.device_runner.bindings import make_runner, parse_binding
+    from leti.errors import ModelFileError
+    from leti.measurement import target_settings
+
+    p = Path(args.model)
+    if not p.is_file():
+        raise ModelFileError("no such file", str(p))
+    data = p.read_bytes()
+    binding = parse_binding(args.target)
+    settings = target_settings(binding.target, runs=args.runs, warmup=args.warmup, min_time_s=args.min_time)
+    with make_runner(binding, args.benchmark_binary) as runner:
+        m = runner.measure(data, settings)
+    d = {k: v for k, v in m.to_dict().items() if k not in ("raw",)}
+    if args.json:
+        _print_json(d)
+        return 0
+    print(f"{p.name} on {args.target}: median {m.median_ms:.3f} ms, mean {m.mean_ms:.3f} ± {m.std_ms:.3f} ms, "
+          f"min {m.min_ms:.3f}, max {m.max_ms:.3f}, p90 {m.p90_ms:.3f} ms over {m.n_runs} runs")  # fmt: skip
+    if m.init_ms is not None:
+        print(f"init {m.init_ms:.1f} ms, model {m.model_bytes:,} bytes, memory {json.dumps(m.memory)}")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from leti.device_runner.adb import list_devices
+
+    if not args.address:
+        raise LetiError("list the devices to query: leti devices 192.168.1.20:5555 usb:SERIAL …", "address")
+    infos = list_devices(args.address)
+    if args.json:
+        _print_json({"devices": [i.to_dict() for i in infos]})
+        return 0
+    from rich.table import Table
+
+    t = Table(title="devices")
+    for col in ("serial", "state", "model", "SoC", "ABI", "Android", "battery", "temp °C"):
+        t.add_column(col)
+    for i in infos:
+        temp = f"{i.max_thermal_c:.1f}" if i.max_thermal_c is not None else "-"
+        batt = f"{i.battery_level}%" if i.battery_level is not None else "-"
+        t.add_row(
+            i.serial,
+            i.state,
+            i.model or "-",
+            i.soc or "-",
+            i.abi or "-",
+            i.android_version or "-",
+            batt,
+            temp,
+        )
+    wide_console().print(t)
+    return 0 if all(i.state != "unreachable" for i in infos) else 1
+
+
+def cmd_lut_build(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from leti.device_runner.bindings import parse_binding
+    from leti.workflows.lut_build import build_lut
+
+    binding = parse_binding(args.target)
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(f"measure layers on {binding.worker}", total=None)
+
+        def progress(done, total):
+            prog.update(task, completed=done, total=total)
+
+        r = build_lut(binding, args.space, args.n, args.seed, args.runs, args.warmup, args.benchmark_binary,
+                      progress=progress, rounds=args.rounds)  # fmt: skip
+    print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
+          f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
+    if r.unbuilt:
+        print(f"{len(r.unbuilt)} layers could not be built alone and will be priced by their nearest entry")
+    return 0

@@ -1,0 +1,137 @@
+"""``leti train``, ``leti evaluate`` and ``leti report``: predictors trained and tested on the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from leti.cli.common import _print_json, _store, wide_console
+from leti.errors import LetiError
+from leti.predictors.families import FAMILIES
+
+
+def add_predictors_parsers(sub) -> None:
+    s = sub.add_parser("train", help="train a predictor for a target on archs chosen by canonical-hash split")
+    s.add_argument("--target", required=True)
+    s.add_argument("--predictor", required=True, choices=FAMILY_CHOICES)
+    s.add_argument("--train-size", type=int, default=900)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--space", help="only archs of this space")
+    s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser(
+        "evaluate", help="test a trained predictor on all the target's archs outside its training set"
+    )
+    s.add_argument("--target", required=True)
+    s.add_argument("--predictor", default=None, help="family; default: the target's best")
+    s.add_argument("--space")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--plot", metavar="FILE.png", help="predicted-vs-measured scatter (log-log, ±10%% band)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
+    s.add_argument("--space", required=True)
+    s.add_argument("--train-size", type=int, default=900)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--families", help="comma-separated (default: all)")
+    s.add_argument("--out", help="folder for report.md and one plot per target")
+    s.set_defaults(func=cmd_report)
+
+
+FAMILY_CHOICES = FAMILIES
+
+
+def _metrics_table(title: str, rows: list[tuple[str, dict]]):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("predictor", "acc@5 %", "acc@10 %", "acc@20 %", "RMSE ms", "MAPE %", "R²", "Spearman ρ", "Kendall τ",
+                "n_train", "n_test"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "predictor" else "right")
+    for name, m in rows:
+        t.add_row(name, f"{100 * m['acc5']:.1f}", f"{100 * m['acc10']:.1f}", f"{100 * m['acc20']:.1f}",
+                  f"{m['rmse']:.3f}", f"{100 * m['mape']:.1f}", f"{m['r2']:.3f}", f"{m['spearman']:.3f}",
+                  f"{m['kendall']:.3f}", str(m.get("n_train", "")), str(m.get("n_test", "")))  # fmt: skip
+    return t
+
+
+def cmd_train(args) -> int:
+    from leti.predictors.evaluate import train
+
+    params = json.loads(args.params) if args.params else None
+    if params is not None and not isinstance(params, dict):
+        raise LetiError("must be a JSON object of hyper-parameters", "--params")
+    pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, params, args.space,
+                       save=True)  # fmt: skip
+    m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
+    if args.json:
+        _print_json({k: v for k, v in meta.items() if k != "train_hashes"})
+        return 0
+    name = args.predictor + (f" ({meta['auto_chosen']['family']})" if args.predictor == "auto" else "")
+    wide_console().print(_metrics_table(f"{args.target}: trained {name} in {meta['fit_seconds']:.1f}s, "
+                                    f"tested on held-out archs", [(name, m)]))  # fmt: skip
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from leti.predictors.evaluate import evaluate
+
+    store = _store(args)
+    m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
+    if args.plot:
+        from leti.predictors.evaluate import plot
+
+        y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
+        plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, acc@10 {100 * m['acc10']:.1f}%")
+    keys = (
+        "acc5",
+        "acc10",
+        "acc20",
+        "rmse",
+        "mape",
+        "r2",
+        "spearman",
+        "kendall",
+        "n_train",
+        "n_test",
+        "family",
+    )
+    if args.json:
+        _print_json({k: m[k] for k in keys})
+        return 0
+    rec = store.get_target(args.target)
+    floor = (
+        f"; target noise floor {100 * rec.noise_floor:.1f}%" if rec and rec.noise_floor is not None else ""
+    )
+    wide_console().print(_metrics_table(f"{args.target}: {m['family']} on {m['n_test']} archs outside its training set"
+                                    f"{floor}", [(m["family"], m)]))  # fmt: skip
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from leti.predictors.evaluate import report
+
+    families = args.families.split(",") if args.families else None
+    kwargs = {"families": families} if families else {}
+    from rich.console import Console
+    from rich.progress import Progress
+
+    store = _store(args)
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(f"report on {args.space}", total=None)
+
+        def progress(row, done, total):
+            prog.update(task, completed=done, total=total,
+                        description=f"{row.target} {row.family}: acc@10 {100 * row.metrics['acc10']:.1f}%")  # fmt: skip
+
+        md = report(
+            store, args.space, args.train_size, out_dir=args.out, seed=args.seed, progress=progress, **kwargs
+        )
+    print(md)
+    if args.out:
+        print(f"\nwrote {Path(args.out) / 'report.md'} and one plot per target")
+    return 0
