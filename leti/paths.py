@@ -27,6 +27,23 @@ def ensure_home() -> Path:
 
 # The default locations below are all under the home, which they create first, private: whichever of them writes
 # first (a store, a predictor, the ADB key) must not create it world-readable.
+def is_file(path) -> bool:
+    """Whether ``path`` names an existing file; False, not an error, for text that cannot be a path at all (too
+    long a name, a NUL byte): command-line arguments are tried as paths and as archs alike."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def is_dir(path) -> bool:
+    """As ``is_file``, for a directory."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def default_store_path() -> Path:
     return ensure_home() / "leti.db"
 

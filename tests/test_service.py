@@ -579,8 +579,8 @@ def test_cli_predict_via_url(server, capsys, monkeypatch):
         (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no 'gcn' predictor"),
         (["predict", "--target", TARGET], "arch: give one or more archs"),
         (["predict", "--target", TARGET, "--file", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
-        (["serve", "--port", "70000"], "--port: must be 0..65535"),
-        (["serve", "--max-batch", "0"], "--max-batch: must be positive"),
+        (["serve", "--port", "70000"], "--port: must be an integer in [0, 65535]"),
+        (["serve", "--max-batch", "0"], "--max-batch: must be an integer >= 1"),
     ],
 )
 def test_cli_errors_are_one_line(capsys, args, message):

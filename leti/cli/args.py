@@ -92,32 +92,42 @@ NONNEG_INT = int_in(0, name="nonneg_int")
 SEED = int_in(0, 2**32 - 1, name="seed")
 PORT = int_in(0, 65535, name="port")
 COUNT = int_in(1, 10_000_000, name="count")  # archs to sample, jobs to make
+TRAIN_SIZE = int_in(2, 10_000_000, name="train_size")  # one arch trains nothing (LightGBM aborted on it)
+PERCENT = int_in(0, 100, name="percent")
+STEPS = int_in(1, 16, name="steps")
 BYTES = int_in(1024, 1 << 34, name="bytes")
 POSITIVE_FLOAT = float_in(0.0, lo_open=True, name="positive_float")
 NONNEG_FLOAT = float_in(0.0, name="nonneg_float")
 PROBABILITY = float_in(0.0, 1.0, name="probability")
-SECONDS = float_in(0.0, 7 * 24 * 3600.0, lo_open=True, name="seconds")
+SECONDS = float_in(0.0, 7 * 24 * 3600.0, lo_open=True, name="seconds")  # a timeout, a polling period
+DURATION = float_in(0.0, 7 * 24 * 3600.0, name="duration")  # a wait that may be 0
 CELSIUS = float_in(-50.0, 150.0, name="celsius")
+MARGIN = float_in(0.0, 0.9, name="margin")  # a share of the budget
 JSON_OBJECT = json_value("json_object", dict)
 
-NUMERIC_TYPES = frozenset({POSITIVE_INT, NONNEG_INT, SEED, PORT, COUNT, BYTES, POSITIVE_FLOAT, NONNEG_FLOAT,
-                           PROBABILITY, SECONDS, CELSIUS})  # fmt: skip
+NUMERIC_TYPES = frozenset({POSITIVE_INT, NONNEG_INT, SEED, PORT, COUNT, TRAIN_SIZE, PERCENT, STEPS, BYTES,
+                           POSITIVE_FLOAT, NONNEG_FLOAT, PROBABILITY, SECONDS, DURATION, CELSIUS, MARGIN})  # fmt: skip
 
 
 __all__ = [
     "BYTES",
     "CELSIUS",
     "COUNT",
+    "DURATION",
+    "MARGIN",
     "JSON_OBJECT",
     "NONNEG_FLOAT",
     "NONNEG_INT",
     "NUMERIC_TYPES",
+    "PERCENT",
     "PORT",
     "POSITIVE_FLOAT",
     "POSITIVE_INT",
     "PROBABILITY",
     "SECONDS",
     "SEED",
+    "STEPS",
+    "TRAIN_SIZE",
     "float_in",
     "int_in",
     "json_value",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from leti.cli.common import _Parser, _print_json, _store, wide_console
 from leti.errors import LetiError
+from leti.paths import is_dir, is_file
 
 
 def add_dataset_parsers(sub) -> None:
@@ -77,8 +78,17 @@ def cmd_dataset_stats(args) -> int:
 
 
 def cmd_dataset_export(args) -> int:
-    n = _store(args).export(args.output, target=args.target)
-    print(f"wrote {n} measurements to {args.output}")
+    out = Path(args.output)
+    if not is_dir(out.parent):  # a typo in the folder must not be created, nor reported as written
+        raise LetiError(f"the folder {out.parent} does not exist", "--output")
+    store = _store(args)
+    if args.target is not None:
+        measured = store.stats()["per_target"]
+        if not measured.get(args.target):
+            known = ", ".join(t for t, n in sorted(measured.items()) if n) or "none"
+            raise LetiError(f"no measurements for target {args.target!r} (measured: {known})", "--target")
+    n = store.export(out, target=args.target)
+    print(f"wrote {n} measurements to {out}")
     return 0
 
 
@@ -90,7 +100,7 @@ def cmd_import(args) -> int:
 
     store = _store(args)
     for f in args.files:
-        if not Path(f).is_file():
+        if not is_file(f):
             raise LetiError("no such file", f)
         with Progress(transient=True) as prog:
             task = prog.add_task(f"import {Path(f).name}", total=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from leti.cli import args as T
 from leti.errors import LetiError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -87,12 +88,12 @@ def add_serve_parser(sub) -> None:
     s.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
     )
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=T.PORT, default=8000)
     s.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
     )
-    s.add_argument("--max-batch", type=int, default=10000, help="most archs in one request")
-    s.add_argument("--max-body", type=int, default=4 << 20,
+    s.add_argument("--max-batch", type=T.POSITIVE_INT, default=10000, help="most archs in one request")
+    s.add_argument("--max-body", type=T.BYTES, default=4 << 20,
                    help="most bytes in one request body, chunked or not (default 4 MiB)")  # fmt: skip
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument(
@@ -120,12 +121,6 @@ def cmd_serve(args) -> int:
 
     from leti.service.app import create_app, token_from_env
 
-    if not 0 <= args.port <= 65535:
-        raise LetiError(f"must be 0..65535, got {args.port}", "--port")
-    if args.max_batch < 1:
-        raise LetiError(f"must be positive, got {args.max_batch}", "--max-batch")
-    if args.max_body < 1:
-        raise LetiError(f"must be positive, got {args.max_body}", "--max-body")
     token = token_from_env(args.token)
     if args.host not in LOOPBACK and not token:
         print(f"leti: warning: serving on {args.host} without a token: anyone who can reach it may use it; "

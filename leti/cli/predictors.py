@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from leti.cli import args as T
 from leti.cli.common import _print_json, _store, wide_console
-from leti.errors import LetiError
 from leti.predictors.families import FAMILIES
 
 
@@ -14,10 +13,12 @@ def add_predictors_parsers(sub) -> None:
     s = sub.add_parser("train", help="train a predictor for a target on archs chosen by canonical-hash split")
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", required=True, choices=FAMILY_CHOICES)
-    s.add_argument("--train-size", type=int, default=900)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-size", type=T.TRAIN_SIZE, default=900)
+    s.add_argument("--seed", type=T.SEED, default=0)
     s.add_argument("--space", help="only archs of this space")
-    s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
+    s.add_argument(
+        "--params", type=T.JSON_OBJECT, help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'"
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
 
@@ -33,8 +34,8 @@ def add_predictors_parsers(sub) -> None:
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
     s.add_argument("--space", required=True)
-    s.add_argument("--train-size", type=int, default=900)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-size", type=T.TRAIN_SIZE, default=900)
+    s.add_argument("--seed", type=T.SEED, default=0)
     s.add_argument("--families", help="comma-separated (default: all)")
     s.add_argument("--out", help="folder for report.md and one plot per target")
     s.set_defaults(func=cmd_report)
@@ -60,10 +61,7 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]]):
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
 
-    params = json.loads(args.params) if args.params else None
-    if params is not None and not isinstance(params, dict):
-        raise LetiError("must be a JSON object of hyper-parameters", "--params")
-    pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, params, args.space,
+    pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, args.params, args.space,
                        save=True)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
     if args.json:

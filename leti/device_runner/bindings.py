@@ -8,6 +8,7 @@ and the runner for such a binding.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from leti.device_runner.base import Runner
@@ -25,6 +26,24 @@ class Binding:
     @property
     def worker(self) -> str:
         return self.target if self.device is None else f"{self.target}@{self.device}"
+
+
+def parse_address(address: str) -> tuple[str, str | None, int | None]:
+    """``('tcp', host, port)`` or ``('usb', serial_or_None, None)``; LetiError for anything else."""
+    if not isinstance(address, str) or not address:
+        raise LetiError("must be a non-empty string (host:port, usb or usb:SERIAL)", "address")
+    if address == "usb":
+        return "usb", None, None
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})", address)
+    if m:
+        port = int(m[2])
+        if not 1 <= port <= 65535:
+            raise LetiError(f"port {port} out of range 1..65535", "address")
+        return "tcp", m[1].strip("[]"), port
+    serial = address[4:] if address.startswith("usb:") else address
+    if re.fullmatch(r"[A-Za-z0-9._-]+", serial):
+        return "usb", serial, None
+    raise LetiError(f"{address!r} is not host:port, usb or usb:SERIAL", "address")
 
 
 def parse_binding(text: str) -> Binding:
@@ -48,8 +67,12 @@ def parse_binding(text: str) -> Binding:
         address = f"usb:{rest}" if rest else "usb"
     else:
         address = device  # bare host:port
-    if not address or any(c.isspace() for c in address):
-        raise TargetError(f"bad device address {device!r} (use tcp:HOST:PORT or usb:SERIAL)", "target")
+    try:
+        if parse_address(address)[0] != "tcp" and kind == "tcp":
+            raise LetiError("tcp: needs HOST:PORT", "address")
+    except LetiError as e:
+        raise TargetError(f"bad device address {device!r}: {e.reason} (use tcp:HOST:PORT or usb:SERIAL)",
+                          "target") from None  # fmt: skip
     return Binding(target, address)
 
 

@@ -74,8 +74,8 @@ def read_bytes(path: str | Path, field: str | None = None, max_bytes: int = MAX_
         raise LetiError("no such file", name) from None
     except IsADirectoryError:
         raise LetiError("is a directory, not a file", name) from None
-    except OSError as e:
-        raise LetiError(f"cannot read ({e.strerror or e})", name) from None
+    except (OSError, ValueError) as e:  # ENAMETOOLONG, a NUL byte in the name, …
+        raise LetiError(f"cannot read ({getattr(e, 'strerror', None) or e})", name) from None
     if len(data) > max_bytes:
         raise LetiError(f"is larger than {max_bytes:,} bytes", name)
     return data

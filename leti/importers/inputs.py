@@ -30,6 +30,7 @@ from leti.graph.layergraph import LayerGraph
 from leti.graph.memo import SizedLRU, graph_weight
 from leti.importers import bounded_json
 from leti.importers.models import is_model_file, read_model
+from leti.paths import is_file
 from leti.space import Arch, canonical_space, fbnet, nb101, nb201, parse_arch
 from leti.space.expand import expanded_size
 
@@ -217,11 +218,7 @@ def clear_graphs() -> None:
 # ---- the command line: arguments and files -------------------------------------------------------------------------
 def _existing_file(text: str) -> Path | None:
     """``text`` as a path when it names a file; a string that cannot be a path (too long, a NUL) is not one."""
-    try:
-        p = Path(text)
-        return p if p.is_file() else None
-    except (OSError, ValueError):  # ENAMETOOLONG for a long Arch JSON, NUL bytes, …
-        return None
+    return Path(text) if is_file(text) else None
 
 
 MAX_FILE_BYTES = 256 << 20  # an archs.jsonl of ~500k archs

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leti.errors import ModelFileError
+from leti.errors import ModelFileError, excerpt
 from leti.graph.layergraph import LayerGraph
+from leti.paths import is_file
 
 MODEL_SUFFIXES: tuple[str, ...] = (".tflite",)
 
@@ -17,8 +18,8 @@ def is_model_file(path: str | Path) -> bool:
 def read_model(path: str | Path, input_shape: tuple[int, ...] | None = None) -> LayerGraph:
     """The LayerGraph of a model file; ``input_shape`` fixes a dynamic input (H, W, C)."""
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError("no such file", str(p))
+    if not is_file(p):
+        raise ModelFileError("no such file", excerpt(str(p), 200))
     suffix = p.suffix.lower()
     if suffix == ".tflite":
         from leti.tflite.reader import read_tflite

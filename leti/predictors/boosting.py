@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leti.errors import PredictorError
+from leti.errors import PredictorError, excerpt
 from leti.predictors.base import Predictor
 from leti.predictors.features import FEATURES_ID, N_FEATURES, featurize
 from leti.predictors.lut import LUTPredictor
@@ -82,7 +82,13 @@ class BoostingPredictor(Predictor):
         b = self._base_predict(graphs)
         if b is not None:
             target = target - np.log(b)
-        self._train(self._design(graphs, b), target)
+        try:
+            self._train(self._design(graphs, b), target)
+        except (
+            Exception
+        ) as e:  # the library refusing this data or these settings (too few archs, constant targets)
+            raise PredictorError(f"{self.family} cannot train on these {len(graphs)} archs "
+                                 f"({excerpt(f'{type(e).__name__}: {e}', 200)})", "graphs") from None  # fmt: skip
 
     def _predict(self, graphs):
         b = self._base_predict(graphs)

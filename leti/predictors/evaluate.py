@@ -40,8 +40,10 @@ def versions() -> dict:
 
 
 def _check_size(train_size, n: int) -> None:
-    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
-        raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
+    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 2:
+        raise LetiError(
+            f"must be an integer >= 2 (one arch trains nothing), got {train_size!r}", "train_size"
+        )
     if train_size >= n:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
 
@@ -68,9 +70,11 @@ def train(
     ``save=True`` also stores it as the target's predictor of that family.
     """
     space = canonical_space(space) if space is not None else None
+    if params is not None and not isinstance(params, dict):
+        raise LetiError(f"must be a JSON object of hyper-parameters, got {type(params).__name__}", "params")
+    pred = make(family, **(params or {}))  # bad hyper-parameters are reported before any data is read
     data = target_data(store, target, space)
     _check_size(train_size, len(data))
-    pred = make(family, **(params or {}))
     tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
     t0 = time.perf_counter()
     _fit(pred, data, tr)
@@ -108,15 +112,19 @@ def train(
 def evaluate(
     store: Store,
     target: str,
-    predictor: str | Predictor,
+    predictor: str | Predictor | None = None,
     root=None,
     space: str | None = None,
     return_predictions: bool = False,
 ) -> dict:
-    """Metrics of a predictor (a family name: the target's saved one) on every arch of ``target`` it was not
-    trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
+    """Metrics of a predictor (a family name: the target's saved one; None: the target's best saved one) on every
+    arch of ``target`` it was not trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
     ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting."""
-    pred = load_trained(target, predictor, root) if isinstance(predictor, str) else predictor
+    pred = (
+        load_trained(target, predictor, root)
+        if predictor is None or isinstance(predictor, str)
+        else predictor
+    )
     if not isinstance(pred, Predictor):
         raise LetiError(f"expected a family name or a Predictor, got {type(predictor).__name__}", "predictor")
     data = target_data(store, target, canonical_space(space) if space else None)

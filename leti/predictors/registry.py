@@ -13,7 +13,7 @@ import importlib
 import json
 from pathlib import Path
 
-from leti.errors import LetiError, PredictorError
+from leti.errors import LetiError, PredictorError, excerpt
 from leti.paths import default_predictor_dir
 from leti.predictors.base import META_FILE, Predictor, finite, read_meta
 from leti.predictors.families import FAMILIES, FAMILY_CLASSES
@@ -65,8 +65,10 @@ def _root(root) -> Path:
 
 
 def _safe_part(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\\\0"):
-        raise LetiError(f"{value!r} cannot name a predictor directory", what)
+    """``value`` as one directory name: not empty, no separators or NUL, not '.' or '..', at most 200 characters."""
+    if (not isinstance(value, str) or not value or value in (".", "..") or len(value) > 200
+            or any(c in value for c in "/\\\0")):  # fmt: skip
+        raise LetiError(f"{excerpt(repr(value), 80)} cannot name a predictor directory", what)
     return value
 
 
