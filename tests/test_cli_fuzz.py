@@ -92,10 +92,12 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def no_servers(monkeypatch):
-    """``leti serve`` with acceptable flags would serve forever: here it returns once it would start serving."""
+    """``leti serve`` with acceptable flags would serve forever: here it returns once it would start serving, and
+    leaves logging alone (uvicorn's handlers would keep writing to this test's captured stderr after it closed)."""
     import uvicorn
 
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)
 
 
 def argv_for(draw, words, parser, files) -> list[str]:
