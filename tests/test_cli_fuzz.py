@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leti.cli import args as T
+import leti.cli.args as T
 from leti.cli.main import build_parser, main
 
 TIMEOUT_S = 60  # per example; parsing and refusing take milliseconds, a hang takes forever

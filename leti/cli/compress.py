@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from leti.cli import args as T
+import leti.cli.args as T
 from leti.errors import LetiError, excerpt
 from leti.importers.bounded_json import load_file
 from leti.paths import is_file

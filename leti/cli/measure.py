@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from leti.cli import args as T
+import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, _store, wide_console
 from leti.errors import LetiError
 from leti.paths import is_file
@@ -186,7 +186,7 @@ def cmd_bench(args) -> int:
 
 def cmd_devices(args) -> int:
     from leti.device_runner.adb import list_devices
-    from leti.device_runner.bindings import parse_address
+    from leti.device_runner.address import parse_address
 
     if not args.address:
         raise LetiError("list the devices to query: leti devices 192.168.1.20:5555 usb:SERIAL …", "address")

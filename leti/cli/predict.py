@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from leti.cli import args as T
+import leti.cli.args as T
 from leti.errors import LetiError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

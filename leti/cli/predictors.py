@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leti.cli import args as T
+import leti.cli.args as T
 from leti.cli.common import _print_json, _store, wide_console
 from leti.predictors.families import FAMILIES
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from leti.cli import args as T
+import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, wide_console
 
 

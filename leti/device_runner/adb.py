@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from leti.device_runner import bm_output
-from leti.device_runner.bindings import parse_address
+from leti.device_runner.address import parse_address
 from leti.errors import DeviceError, LetiError
 from leti.measurement import Measurement, Settings
 from leti.targets import parse_target
