@@ -95,6 +95,7 @@ COUNT = int_in(1, 10_000_000, name="count")  # archs to sample, jobs to make
 TRAIN_SIZE = int_in(2, 10_000_000, name="train_size")  # one arch trains nothing (LightGBM aborted on it)
 PERCENT = int_in(0, 100, name="percent")
 STEPS = int_in(1, 16, name="steps")
+MACS = int_in(1, 10**15, name="macs")
 BYTES = int_in(1024, 1 << 34, name="bytes")
 POSITIVE_FLOAT = float_in(0.0, lo_open=True, name="positive_float")
 NONNEG_FLOAT = float_in(0.0, name="nonneg_float")
@@ -105,7 +106,7 @@ CELSIUS = float_in(-50.0, 150.0, name="celsius")
 MARGIN = float_in(0.0, 0.9, name="margin")  # a share of the budget
 JSON_OBJECT = json_value("json_object", dict)
 
-NUMERIC_TYPES = frozenset({POSITIVE_INT, NONNEG_INT, SEED, PORT, COUNT, TRAIN_SIZE, PERCENT, STEPS, BYTES,
+NUMERIC_TYPES = frozenset({POSITIVE_INT, NONNEG_INT, SEED, PORT, COUNT, TRAIN_SIZE, PERCENT, STEPS, MACS, BYTES,
                            POSITIVE_FLOAT, NONNEG_FLOAT, PROBABILITY, SECONDS, DURATION, CELSIUS, MARGIN})  # fmt: skip
 
 
@@ -116,6 +117,7 @@ __all__ = [
     "DURATION",
     "MARGIN",
     "JSON_OBJECT",
+    "MACS",
     "NONNEG_FLOAT",
     "NONNEG_INT",
     "NUMERIC_TYPES",

@@ -15,17 +15,25 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def add_predict_parser(sub) -> None:
     s = sub.add_parser("predict", help="predicted latency (ms) of archs on a target")
     s.add_argument(
-        "arch", nargs="*", help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, or a .json/.tflite file"
+        "arch",
+        nargs="*",
+        help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, a .json file, or a model file "
+        "(.tflite, .onnx, .keras, .h5)",
     )
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
     s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
+    s.add_argument(
+        "--input-shape", metavar="H,W,C", help="input size of model files whose input size is not fixed"
+    )
     s.add_argument("--file", help="JSON lines, one arch each: {space, arch}, Arch JSON or `leti space sample` output "
                                   "('-' reads stdin)")  # fmt: skip
     s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
     s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...]}')
+    s.add_argument("--explain", action="store_true",
+                   help="each kernel's predicted ms (a kernel predictor: --predictor kernel)")  # fmt: skip
     s.set_defaults(func=cmd_predict)
 
 
@@ -33,9 +41,12 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     """(archs, spaces, where each came from for errors, labels to print)."""
     if args.file and args.arch:
         raise LetiError("give archs or --file, not both", "arch")
+    from leti.graph.layergraph import LayerGraph
     from leti.importers.inputs import read_arch_arg, read_jsonl, rebase
 
     if args.file:
+        if args.input_shape:
+            raise LetiError("applies to model files given as arguments, not to --file", "--input-shape")
         archs, spaces, where = read_jsonl(args.file, args.space)
         labels = [a if isinstance(a, str) else w for a, w in zip(archs, where, strict=True)]
         return archs, spaces, where, labels
@@ -45,22 +56,26 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     for i, text in enumerate(args.arch):
         field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
         try:
-            arch, graph = read_arch_arg(text, args.space)
+            arch, graph = read_arch_arg(text, args.space, args.input_shape)
         except LetiError as e:
-            raise e if e.field == "space" else rebase(e, field) from None
-        archs.append(arch if arch is not None else graph)  # a .tflite file gives a graph only
+            raise e if e.field in ("space", "input_shape") else rebase(e, field) from None
+        archs.append(arch if arch is not None else graph)  # a model file gives a graph only
         where.append(field)
+    if args.input_shape and all(a is not None and not isinstance(a, LayerGraph) for a in archs):
+        raise LetiError("applies to model files (.tflite, .onnx, .keras, .h5) only", "--input-shape")
     return archs, [None] * len(archs), where, list(args.arch)
 
 
 def cmd_predict(args) -> int:
     archs, spaces, where, labels = _from_args(args)
+    if args.explain and args.url:
+        raise LetiError("--explain runs the predictor here; drop --url", "--explain")
     if args.url:
         from leti.graph.layergraph import LayerGraph
         from leti.service.api import Client, wire_item
 
         if any(isinstance(a, LayerGraph) for a in archs):
-            raise LetiError("a .tflite file cannot be sent to a server; drop --url", "arch")
+            raise LetiError("a model file cannot be sent to a server; drop --url", "arch")
         items = [wire_item(a, s) for a, s in zip(archs, spaces, strict=True)]
         with Client(args.url, token=args.token) as client:
             res = client.predict_items(items, args.target, args.predictor)
@@ -70,6 +85,11 @@ def cmd_predict(args) -> int:
         from leti.service.api import predictor_cache
 
         loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
+        if args.explain:
+            from leti.importers.inputs import graph_of
+
+            graphs = [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
+            return _explain(loaded, graphs, labels, args.json)
         ms = loaded.predict_archs(archs, spaces, where, space_fields=[f"{w}: space" for w in where]).tolist()
         target, family = loaded.target, loaded.family
     if args.json:
@@ -79,6 +99,45 @@ def cmd_predict(args) -> int:
         shown = label if len(label) <= 72 else label[:69] + "..."
         print(f"{value:10.4f} ms  {shown}" if value is not None else f"{'nan':>10} ms  {shown}")
     print(f"({len(ms)} archs, {target}, predictor {family})", file=sys.stderr)
+    return 0
+
+
+def _explain(loaded, graphs, labels: list[str], as_json: bool) -> int:
+    """One table per arch: its kernels under the target's fusion rules, each with its predicted ms."""
+    explain = getattr(loaded.predictor, "explain", None)
+    if explain is None:
+        raise LetiError(
+            f"the {loaded.family} predictor cannot explain per kernel; use --predictor kernel", "--explain"
+        )
+    from rich.table import Table
+
+    from leti.cli.common import wide_console
+
+    out = []
+    for g, label in zip(graphs, labels, strict=True):
+        e = explain(g)
+        out.append({"arch": label, **e})
+        if as_json:
+            continue
+        t = Table(title=f"{label if len(label) <= 60 else label[:57] + '...'}: {e['total_ms']:.4f} ms on "
+                  f"{loaded.target} ({e['rules']} rules)")  # fmt: skip
+        for col in ("#", "kernel", "ops", "in", "out", "k/s/g", "ms", "note"):
+            t.add_column(col, justify="right" if col in ("#", "ms") else "left")
+        for k in e["kernels"]:
+            c = k["config"]
+            note = "outside training: " + ", ".join(k["outside"]) if k["outside"] else ""
+            t.add_row(str(k["kernel"]), k["type"], "+".join(k["ops"]), f"{c['h_in']}x{c['w_in']}x{c['c_in']}",
+                      f"{c['h_out']}x{c['w_out']}x{c['c_out']}", f"{c['k']}/{c['stride']}/{c['groups']}",
+                      f"{k['ms']:.4f}", note)  # fmt: skip
+        t.add_row("", "overhead", "", "", "", "", f"{e['overhead_ms']:.4f}", "")
+        wide_console().print(t)
+        if e["kernels_outside_training_ranges"]:
+            print(f"leti: warning: {e['kernels_outside_training_ranges']} kernels lie outside what the predictor "
+                  "was trained on: their times are extrapolated", file=sys.stderr)  # fmt: skip
+    if as_json:
+        print(
+            json.dumps({"target": loaded.target, "predictor": loaded.family, "explain": out}, default=float)
+        )
     return 0
 
 

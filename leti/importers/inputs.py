@@ -9,8 +9,12 @@ Accepted forms:
   or ``{"matrix", "ops"}``; ``space`` says how to read it where the form alone does not;
 * the wrapper ``{"space": …, "arch": …}`` (CSV rows, HTTP request items, JSON lines, ``leti space sample`` output):
   its own ``space`` wins over the caller's default (see ``unwrap``);
-* on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``). Only the CLI
-  helpers here read files; ``graph_of``, which the service calls, never touches the file system.
+* on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``: .tflite, .onnx,
+  .keras, .h5; ``input_shape`` fixes a dynamic input). Only the CLI helpers here read files; ``graph_of``, which the
+  service calls, never touches the file system;
+* in the Python API also an in-memory model: a ``torch.nn.Module`` (exported through ONNX; needs ``input_shape``)
+  or a Keras model;
+* with space ``model`` (imported real models in the store): the LayerGraph JSON itself (``LayerGraph.to_dict``).
 
 Parsed graphs are cached by their input text (``graph_of``), because NAS loops and training re-read the same archs.
 """
@@ -31,7 +35,7 @@ from leti.graph.memo import SizedLRU, graph_weight
 from leti.importers import bounded_json
 from leti.importers.models import is_model_file, read_model
 from leti.paths import is_file
-from leti.space import Arch, canonical_space, fbnet, nb101, nb201, parse_arch
+from leti.space import MODEL_SPACE, Arch, canonical_space, fbnet, nb101, nb201, parse_arch
 from leti.space.expand import expanded_size
 
 
@@ -58,13 +62,38 @@ def is_single(obj) -> bool:
         return all(isinstance(o, str) and o.strip() in fbnet.BLOCKS for o in obj)
     if isinstance(obj, np.ndarray):
         return obj.ndim == 0
-    if isinstance(obj, Arch | LayerGraph | str | bytes | dict):
+    if isinstance(obj, Arch | LayerGraph | str | bytes | dict) or framework_model(obj) is not None:
         return True
     return not isinstance(obj, Iterable)  # generators and other iterables are batches
 
 
 def as_list(archs) -> list:
     return [archs] if is_single(archs) else list(archs)
+
+
+def framework_model(obj) -> str | None:
+    """ "torch" or "keras" when ``obj`` is a model of that framework (checked without importing either), else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        return "torch"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(obj, keras.Model):
+        return "keras"
+    return None
+
+
+def model_graph(obj, input_shape=None) -> LayerGraph:
+    """The LayerGraph of an in-memory torch module or Keras model; ``input_shape`` = (H, W, C)."""
+    kind = framework_model(obj)
+    if kind == "torch":
+        from leti.importers.torch_module import read_torch
+
+        return read_torch(obj, input_shape)
+    if kind == "keras":
+        from leti.importers.keras_file import read_keras_model
+
+        return read_keras_model(obj, input_shape)
+    raise LetiError(f"expected a torch.nn.Module or a Keras model, got {type(obj).__name__}", "model")
 
 
 # ---- one arch --------------------------------------------------------------------------------------------------------
@@ -160,33 +189,59 @@ def _cache_key(obj, space: str | None):
     return None
 
 
-def _build(obj, space: str | None, max_size: int | None) -> LayerGraph:
+def layergraph_json(obj) -> LayerGraph:
+    """A LayerGraph from its JSON (a dict or a string): the arch form of space ``model``."""
+    if isinstance(obj, str):
+        try:
+            obj = bounded_json.loads(obj, "arch")
+        except LetiError as e:
+            raise ArchError(f"a model's arch must be LayerGraph JSON ({e.reason})", "arch") from None
+    if not isinstance(obj, dict):
+        raise ArchError("a model's arch must be a LayerGraph JSON object", "arch")
+    return LayerGraph.from_dict(obj)
+
+
+def _too_large(size: int, max_size: int) -> TooLargeError:
+    return TooLargeError(
+        f"expands to {size:,} layers and edges, over the limit of {max_size:,} per arch", "arch"
+    )
+
+
+def _make_graph(obj, space: str | None, max_size: int | None = None) -> LayerGraph:
+    if space == MODEL_SPACE:
+        g = layergraph_json(obj)  # as large as its JSON, which the caller has bounded
+        if max_size is not None and graph_weight(g) > max_size:
+            raise _too_large(graph_weight(g), max_size)
+        return g
     arch = to_arch(obj, space)
-    if max_size is not None:
-        size = expanded_size(arch)  # known from the arch's pieces, before the whole network is built
-        if size > max_size:
-            raise TooLargeError(f"expands to {size:,} layers and edges, over the limit of {max_size:,} per arch",
-                                "arch")  # fmt: skip
+    if max_size is not None and expanded_size(arch) > max_size:  # known before the whole network is built
+        raise _too_large(expanded_size(arch), max_size)
     return arch.to_graph()
 
 
 def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space",
-             cache: SizedLRU = GRAPHS, max_size: int | None = None) -> LayerGraph:  # fmt: skip
-    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``). An arch that
-    would expand past ``max_size`` nodes + edges raises ``TooLargeError`` before it is built."""
+             cache: SizedLRU = GRAPHS, input_shape=None, max_size: int | None = None) -> LayerGraph:  # fmt: skip
+    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``).
+    ``input_shape`` (H, W, C) is for in-memory torch / Keras models only. An arch that would expand past
+    ``max_size`` nodes + edges raises ``TooLargeError`` before it is built."""
     if isinstance(obj, LayerGraph):
         return obj
+    if framework_model(obj) is not None:
+        try:
+            return model_graph(obj, input_shape)
+        except LetiError as e:
+            raise e if e.field == "input_shape" else rebase(e, field) from None
     obj, space = unwrap(obj, space, space_field)
     if space is not None:
         space = canonical_space(space, space_field)
     try:
         key = None if isinstance(obj, Arch) else _cache_key(obj, space)
         if key is None:
-            return _build(obj, space, max_size)
+            return _make_graph(obj, space, max_size)
         hit = cache.get(key)
         if hit is not None and (max_size is None or graph_weight(hit) <= max_size):
             return hit
-        g = _build(obj, space, max_size)
+        g = _make_graph(obj, space, max_size)
         cache.put(key, g)
         return g
     except LetiError as e:
@@ -199,10 +254,12 @@ def graph_of(obj, space: str | None = None, field: str = "arch", space_field: st
         ) from None
 
 
-def graphs_of(archs: list, space: str | None = None, field: str = "archs") -> list[LayerGraph]:
+def graphs_of(
+    archs: list, space: str | None = None, field: str = "archs", input_shape=None
+) -> list[LayerGraph]:
     if space is not None:
         space = canonical_space(space, "space")
-    return [graph_of(obj, space, f"{field}[{i}]") for i, obj in enumerate(archs)]
+    return [graph_of(obj, space, f"{field}[{i}]", input_shape=input_shape) for i, obj in enumerate(archs)]
 
 
 def stored_graph(space: str, text: str) -> LayerGraph:
@@ -235,15 +292,18 @@ def _read_text(p: Path) -> str:
     return _text(bounded_json.read_bytes(p, str(p), MAX_FILE_BYTES), str(p))
 
 
-def read_arch_arg(text: str, space: str | None = None) -> tuple[Arch | None, LayerGraph]:
+def read_arch_arg(text: str, space: str | None = None, input_shape=None) -> tuple[Arch | None, LayerGraph]:
     """``(arch, graph)`` from one command-line argument: a native string, Arch JSON, a JSON/JSONL file (its first
-    line) or a model file; a model file gives no Arch (None)."""
+    line) or a model file; a model file gives no Arch (None). ``input_shape`` (H, W, C) fixes a model file's
+    dynamic input."""
     p = _existing_file(text)
     if p is None:
+        if is_model_file(text):
+            raise LetiError("no such file", text)  # a model file's name: not an arch string
         arch = to_arch(text, space)
         return arch, arch.to_graph()
     if is_model_file(p):
-        return None, read_model(p)
+        return None, read_model(p, input_shape)
     content = _read_text(p).strip()
     first = content.splitlines()[0] if content else ""
     if not first:

@@ -30,7 +30,7 @@ from leti.predictors.schema import check_meta, check_params
 META_FILE = "meta.json"
 MAX_META_BYTES = 32 << 20  # train_hashes of 100k archs take ~7 MB
 MAX_META_DEPTH = 16
-FEATURE_VERSION = 1  # bump when features change meaning: saved predictors then refuse to load
+FEATURE_VERSION = 2  # bump when features change meaning: saved predictors then refuse to load
 
 
 def library_versions() -> dict:
@@ -93,6 +93,11 @@ class Predictor:
             self._groups = None
         self.n_train_ = int(y.size)
         return self
+
+    def store_inputs(self, store, target: str, arch_ids) -> dict:
+        """Extra ``fit`` keyword arguments this family reads from the store for ``target``'s training archs
+        ``arch_ids`` (the kernel family takes the target and its kernel measurements). None by default."""
+        return {}
 
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         if not hasattr(self, "n_train_"):

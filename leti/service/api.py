@@ -98,11 +98,11 @@ class Loaded:
         return np.concatenate(out) if out else np.zeros(0)
 
     def predict_archs(self, archs: list, spaces: list, fields: list[str], limits: Limits | None = None,
-                      space_fields: list[str] | None = None) -> np.ndarray:  # fmt: skip
+                      space_fields: list[str] | None = None, input_shape=None) -> np.ndarray:  # fmt: skip
         """Latency of archs in any accepted form, built into graphs and predicted a chunk at a time, so that at most
         one chunk's graphs are held; errors name ``fields[i]`` (``space_fields[i]``, default ``archs[i].space``,
         for a bad space). ``limits`` refuses oversized archs and requests (``TooLargeError``) before they are
-        built."""
+        built. ``input_shape`` is for in-memory torch / Keras models (``graph_of``)."""
         from leti.predictors.features import trim
 
         out, total, i = [], 0, 0
@@ -114,7 +114,7 @@ class Loaded:
                     space_field = (
                         space_fields[i] if space_fields else f"{fields[i].removesuffix('.arch')}.space"
                     )
-                    g = graph_of(archs[i], spaces[i], fields[i], space_field,
+                    g = graph_of(archs[i], spaces[i], fields[i], space_field, input_shape=input_shape,
                                  max_size=limits.arch_size if limits else None)  # fmt: skip
                     w = graph_weight(g)
                     total, size = total + w, size + w
@@ -214,19 +214,23 @@ def clear_cache() -> None:
 
 
 def predict(
-    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None
+    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None
 ) -> np.ndarray:
     """Predicted latency in ms of one arch or a list of archs on ``target``.
 
-    ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best by test acc@10.
-    ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``, ``fbnet``, ``leti``).
-    ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a 1-D array.
+    An arch is anything ``leti.importers.inputs`` reads (Arch, native text, Arch JSON, a LayerGraph) or an in-memory
+    ``torch.nn.Module`` / Keras model; ``input_shape`` = (H, W, C) gives a torch module's input size (and fixes a
+    Keras model's open one). ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best
+    by test acc@10. ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``,
+    ``fbnet``, ``leti``). ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a
+    1-D array.
     """
     loaded = _PREDICTORS.get(target, predictor, root)
     if space is not None:
         space = canonical_space(space, "space")
     items = as_list(archs)
-    return loaded.predict_archs(items, [space] * len(items), [f"archs[{i}]" for i in range(len(items))])
+    fields = [f"archs[{i}]" for i in range(len(items))]
+    return loaded.predict_archs(items, [space] * len(items), fields, input_shape=input_shape)
 
 
 # ---- the HTTP client -----------------------------------------------------------------------------------------------
