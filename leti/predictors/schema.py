@@ -1,7 +1,8 @@
 """What a family's hyper-parameters and a saved predictor's ``meta.json`` may hold.
 
-Hyper-parameters come from ``--params``, from Python and from ``meta.json``. Each is checked against the type of
-its default in the family's ``__init__`` and the family's ``param_ranges`` (a value out of range gives one
+Hyper-parameters come from ``--params``, from Python and from ``meta.json``. Each is checked against its annotation
+in the family's ``__init__`` (``int``, ``float``, ``bool``, ``str``, optionally ``| None``) and the family's
+``param_ranges`` (a value out of range gives one
 ``PredictorError`` line naming it, not a library's crash), and thread counts are capped at this machine's cores:
 ``n_jobs=100000`` in a LightGBM model once took the process down. ``meta.json`` is validated by ``Meta``.
 """
@@ -37,16 +38,16 @@ def n_threads(n) -> int:
     return max(1, min(n, cores()))
 
 
-def _check_value(name: str, value, default, lo_hi: tuple | None, optional: bool):
-    """``value`` checked against the type of ``default`` and the range ``lo_hi``; returns it (ints as int).
-    ``optional``: the annotation allows None."""
+def _check_value(name: str, value, kind: str, lo_hi: tuple | None, optional: bool):
+    """``value`` checked against ``kind`` (the parameter's annotation: int, float, bool or str; anything else is
+    left to the family) and the range ``lo_hi``; returns it (integral floats from JSON as int)."""
     if value is None and optional:
         return None
-    if isinstance(default, bool):
+    if kind == "bool":
         if not isinstance(value, bool):
             raise PredictorError(f"must be true or false, got {excerpt(repr(value), 60)}", name)
         return value
-    if isinstance(default, int):
+    if kind == "int":
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)  # 100.0 from JSON
         if isinstance(value, bool) or not isinstance(value, int):
@@ -55,20 +56,30 @@ def _check_value(name: str, value, default, lo_hi: tuple | None, optional: bool)
         if not lo <= value <= hi:
             raise PredictorError(f"must be an integer in [{lo}, {hi}], got {value}", name)
         return value
-    if isinstance(default, float):
+    if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PredictorError(f"must be a number, got {excerpt(repr(value), 60)}", name)
         lo, hi = lo_hi or FLOAT_RANGE
         if not (math.isfinite(value) and lo <= value <= hi):
-            raise PredictorError(
-                f"must be a number in [{lo:g}, {hi:g}], got {excerpt(repr(value), 60)}", name
-            )
+            raise PredictorError(f"must be a number in [{lo:g}, {hi:g}], got {excerpt(repr(value), 60)}", name)
         return float(value)
-    if isinstance(default, str):
+    if kind == "str":
         if not isinstance(value, str) or len(value) > MAX_STR:
             raise PredictorError(f"must be a string of at most {MAX_STR} characters", name)
         return value
-    return value  # a default of None or a container: the family checks it when it fits
+    if isinstance(value, float) and not math.isfinite(value):  # untyped: the family checks it, but never inf
+        raise PredictorError(f"must be finite, got {value!r}", name)
+    return value
+
+
+def _kind(annotation) -> tuple[str, bool]:
+    """(``int``/``float``/``bool``/``str`` or ``""``, whether None is allowed) from an annotation (a string under
+    postponed annotations)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    parts = [p.strip() for p in text.split("|")]
+    optional = "None" in parts
+    rest = [p for p in parts if p != "None"]
+    return (rest[0] if len(rest) == 1 and rest[0] in ("int", "float", "bool", "str") else ""), optional
 
 
 def check_params(cls, params: dict) -> dict:
@@ -86,8 +97,8 @@ def check_params(cls, params: dict) -> dict:
             known = ", ".join(k for k in sig.parameters if k != "self")
             raise PredictorError(f"unknown hyper-parameter for {cls.family} (known: {known})",
                                  excerpt(str(name), 60))  # fmt: skip
-        default = p.default if p.default is not inspect.Parameter.empty else None
-        value = _check_value(name, value, default, ranges.get(name), "None" in str(p.annotation))
+        kind, optional = _kind(p.annotation if p.annotation is not inspect.Parameter.empty else "")
+        value = _check_value(name, value, kind, ranges.get(name), optional)
         if name in THREAD_PARAMS and value is not None:
             value = n_threads(value)
         out[name] = value
