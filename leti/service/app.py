@@ -45,7 +45,7 @@ OPEN_PATHS = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc"
 # one chunk. Bodies in flight together share IN_FLIGHT_BODIES x max_body. benchmarks/bench_service.py --flood
 # measures the server's peak RSS under these limits.
 # DEFAULT_MAX_BODY (leti.service.api): 10,000 NB201 or FBNet archs take ~1.5 MB; leti Arch JSON ~450 bytes an arch
-IN_FLIGHT_BODIES = 4
+IN_FLIGHT_BODIES = 2
 ARCH_SIZE = 250_000  # nodes + edges of one arch (an NB201 network has ~350; features of 250k take ~50 MB)
 SIZE_PER_ARCH = 1_000  # a batch slot's share of a request's nodes + edges (NB201 ~350, FBNet ~190)
 MIN_REQUEST_SIZE = 1_000_000
