@@ -12,6 +12,7 @@ where the labels came from). Then, for the 10,000 archs:
 Goal: >= 50,000 predictions/s for the boosting families.
 
     .venv/bin/python benchmarks/bench_predict.py [--n 10000] [--families lut,flops,xgboost,lightgbm,catboost]
+        [--topology]   # also: cold features with and without the topology columns models may ask for
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="archs to predict (at most 15625 - 900)")
     ap.add_argument("--families", default=",".join(DEFAULT))
+    ap.add_argument("--topology", action="store_true", help="also time the topology columns (on request)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     strings = nb201.all_strings()
@@ -103,6 +105,26 @@ def main() -> None:
         )
         print(f"{fam:10s} {r['n'] / total:9,.0f} {r['n'] / r['warm']:10,.0f}   {split}   "
               f"(features+signatures+model only: {r['n'] / (total - c['graphs']):,.0f}/s)")  # fmt: skip
+    if args.topology:
+        print(topology_cost(test))
+
+
+def topology_cost(strings: list[str], repeats: int = 3) -> str:
+    """Cold featurisation with and without the topology columns that models may ask for (best of ``repeats``)."""
+    graphs = graphs_of(strings)
+    plain, both = [], []
+    for _ in range(repeats):
+        F.clear_memo()
+        t0 = time.perf_counter()
+        F.featurize(graphs)
+        plain.append(time.perf_counter() - t0)
+        F.clear_memo()
+        t0 = time.perf_counter()
+        F.design(graphs, "all")
+        both.append(time.perf_counter() - t0)
+    a, b = min(plain), min(both)
+    return (f"cold features of {len(graphs):,} graphs: {len(graphs) / a:,.0f}/s; with the topology columns "
+            f"(models with topology != none): {len(graphs) / b:,.0f}/s, {b / a:.2f}x the time")  # fmt: skip
 
 
 if __name__ == "__main__":

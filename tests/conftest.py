@@ -8,6 +8,8 @@ import pytest
 
 from leti.device_runner.adb_keys import ensure_key
 
+pytest_plugins = ["tests.postgres_fixtures"]  # pg_server, pg_url
+
 # ---- the real ~/.leti is out of bounds -----------------------------------------------------------------------------
 # A test that passed only because the developer's ~/.leti held a trained predictor failed on a fresh machine (issue
 # 11). An audit hook refuses every open, listing, creation or removal under the real ~/.leti in the test process,

@@ -102,12 +102,16 @@ NONNEG_FLOAT = float_in(0.0, name="nonneg_float")
 PROBABILITY = float_in(0.0, 1.0, name="probability")
 SECONDS = float_in(0.0, 7 * 24 * 3600.0, lo_open=True, name="seconds")  # a timeout, a polling period
 DURATION = float_in(0.0, 7 * 24 * 3600.0, name="duration")  # a wait that may be 0
+LEASE = float_in(
+    1.0, 86400.0, name="lease_seconds"
+)  # how long a claimed job stays leased without a heartbeat
+WATCH_PERIOD = float_in(0.1, 3600.0, name="watch_seconds")
 CELSIUS = float_in(-50.0, 150.0, name="celsius")
 MARGIN = float_in(0.0, 0.9, name="margin")  # a share of the budget
 JSON_OBJECT = json_value("json_object", dict)
 
 NUMERIC_TYPES = frozenset({POSITIVE_INT, NONNEG_INT, SEED, PORT, COUNT, TRAIN_SIZE, PERCENT, STEPS, MACS, BYTES,
-                           POSITIVE_FLOAT, NONNEG_FLOAT, PROBABILITY, SECONDS, DURATION, CELSIUS, MARGIN})  # fmt: skip
+                           POSITIVE_FLOAT, NONNEG_FLOAT, PROBABILITY, SECONDS, DURATION, LEASE, WATCH_PERIOD, CELSIUS, MARGIN})  # fmt: skip
 
 
 __all__ = [
@@ -117,6 +121,7 @@ __all__ = [
     "DURATION",
     "MARGIN",
     "JSON_OBJECT",
+    "LEASE",
     "MACS",
     "NONNEG_FLOAT",
     "NONNEG_INT",
@@ -130,6 +135,7 @@ __all__ = [
     "SEED",
     "STEPS",
     "TRAIN_SIZE",
+    "WATCH_PERIOD",
     "float_in",
     "int_in",
     "json_value",

@@ -19,10 +19,22 @@ class _Parser(argparse.ArgumentParser):
         raise LetiError(message, self.prog.replace("leti ", "", 1) if self.prog != "leti" else None)
 
 
-def _store(args):
+STORE_HELP = (
+    "measurement store: a path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+    "(default $LETI_STORE, else $LETI_HOME/leti.db; LETI_HOME=~/.leti)"
+)
+
+
+def add_store_option(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--store``, accepted before the verb (``top``) and after it; the later one wins."""
+    p.add_argument("--store", metavar="STORE", help=STORE_HELP, default=None if top else argparse.SUPPRESS)
+
+
+def _store(args, create: bool = True):
+    """The store a command names. ``create=False`` (read-only commands): a location without a store is an error."""
     from leti.datasets.store import Store
 
-    return Store.open(args.store)
+    return Store.open(getattr(args, "store", None), create=create)
 
 
 def wide_console():

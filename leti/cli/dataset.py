@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from leti.cli.common import _Parser, _print_json, _store, wide_console
+from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
-from leti.paths import is_dir, is_file
+from leti.paths import is_file
 
 IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 
@@ -14,6 +15,7 @@ IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 def add_dataset_parsers(sub) -> None:
     s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_targets)
 
     ds = sub.add_parser("dataset", help="the measurement store").add_subparsers(
@@ -21,31 +23,57 @@ def add_dataset_parsers(sub) -> None:
     )
     s = ds.add_parser("stats", help="measured archs per target and space")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_dataset_stats)
-    s = ds.add_parser("export", help="write measurements to .csv or .parquet")
-    s.add_argument("--target")
-    s.add_argument("-o", "--output", required=True)
+    s = ds.add_parser(
+        "export",
+        help="write every measurement and kernel measurement, all columns, to .csv or .parquet "
+        "(leti import reads it)",
+    )
+    s.add_argument("--target", help="only this target's measurements")
+    s.add_argument("-o", "--output", required=True, help="the .csv or .parquet file (its folder must exist)")
+    add_store_option(s)
     s.set_defaults(func=cmd_dataset_export)
 
     s = sub.add_parser(
         "import",
-        help="import measurement CSV files (space,arch,target,latency_ms,source), or a mobile-ml-benchmark "
-        "directory with --format mobile-ml-benchmark",
+        help="import measurement files: exchange CSV (space,arch,target,latency_ms,source) or a `leti dataset "
+        "export` (.csv/.parquet); or a mobile-ml-benchmark directory with --format mobile-ml-benchmark",
     )
-    s.add_argument("files", nargs="+", help="CSV files (--format csv) or one directory (mobile-ml-benchmark)")
+    s.add_argument(
+        "files", nargs="+", help="CSV/parquet files (--format csv) or one directory (mobile-ml-benchmark)"
+    )
     s.add_argument("--format", choices=IMPORT_FORMATS, default="csv")
     s.add_argument("--precision", default="float",
                    help="mobile-ml-benchmark precisions, comma-separated: float, quant (default float)")  # fmt: skip
+    s.add_argument("--on-conflict", choices=("keep-first", "keep-both", "reject"), default="keep-first",
+                   help="a row whose arch, target and settings are stored with another latency: keep the stored "
+                   "value (default), keep both (a repeat measurement), or reject the file")  # fmt: skip
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_import)
+
+
+def _targets_store(args):
+    """The store `leti targets` reads: none yet at the default location is fine (nothing measured), a named one
+    that does not exist is an error."""
+    from leti.datasets.location import ENV_VAR
+
+    named = getattr(args, "store", None) or os.environ.get(ENV_VAR)
+    try:
+        return _store(args, create=False)
+    except LetiError:
+        if named:
+            raise
+        return None
 
 
 def cmd_targets(args) -> int:
     from leti.targets import host_targets
 
-    store = _store(args)
-    stats = store.stats()["per_target"]
-    known = {t.name: t for t in store.list_targets()}
+    store = _targets_store(args)
+    stats = store.stats()["per_target"] if store else {}
+    known = {t.name: t for t in store.list_targets()} if store else {}
     rows = []
     for name in sorted(set(host_targets()) | set(known)):
         rec = known.get(name)
@@ -67,15 +95,18 @@ def cmd_targets(args) -> int:
 
 
 def cmd_dataset_stats(args) -> int:
-    st = _store(args).stats()
+    store = _store(args, create=False)
+    st = store.stats()
     if args.json:
         _print_json({"targets": st["per_target"], "targets_by_space": st["per_target_space"],
-                     "archs": st["archs"], "measurements": st["measurements"]})  # fmt: skip
+                     "archs": st["archs"], "measurements": st["measurements"],
+                     "kernel_measurements": st["kernel_measurements"]})  # fmt: skip
         return 0
     from rich.table import Table
 
+    kernels = f", {st['kernel_measurements']} kernel measurements" if st["kernel_measurements"] else ""
     t = Table(
-        title=f"store {args.store or '$LETI_HOME/leti.db'}: {st['archs']} archs, {st['measurements']} measurements"
+        title=f"store {store.location.display}: {st['archs']} archs, {st['measurements']} measurements{kernels}"
     )
     t.add_column("target")
     t.add_column("space")
@@ -88,17 +119,10 @@ def cmd_dataset_stats(args) -> int:
 
 
 def cmd_dataset_export(args) -> int:
-    out = Path(args.output)
-    if not is_dir(out.parent):  # a typo in the folder must not be created, nor reported as written
-        raise LetiError(f"the folder {out.parent} does not exist", "--output")
-    store = _store(args)
-    if args.target is not None:
-        measured = store.stats()["per_target"]
-        if not measured.get(args.target):
-            known = ", ".join(t for t, n in sorted(measured.items()) if n) or "none"
-            raise LetiError(f"no measurements for target {args.target!r} (measured: {known})", "--target")
-    n = store.export(out, target=args.target)
-    print(f"wrote {n} measurements to {out}")
+    from leti.datasets.export import export_measurements
+
+    n = export_measurements(_store(args, create=False), args.output, target=args.target)
+    print(f"wrote {n} rows to {args.output}")
     return 0
 
 
@@ -111,6 +135,7 @@ def cmd_import(args) -> int:
     if args.format == "mobile-ml-benchmark":
         return _import_mlbench(args)
     store = _store(args)
+    reports = []
     for f in args.files:
         if not is_file(f):
             raise LetiError("no such file", f)
@@ -120,8 +145,12 @@ def cmd_import(args) -> int:
             def progress(done, total, task=task, prog=prog):
                 prog.update(task, completed=done, total=total)
 
-            report = import_csv(store, f, record_from_text, progress=progress)
-        print(report.summary())
+            report = import_csv(store, f, record_from_text, progress=progress, on_conflict=args.on_conflict)
+        reports.append(report)
+        if not args.json:
+            print(report.summary())
+    if args.json:
+        _print_json({"files": [r.to_dict() for r in reports]})
     return 0
 
 
@@ -131,7 +160,7 @@ def _import_mlbench(args) -> int:
     if len(args.files) != 1:
         raise LetiError("give one mobile-ml-benchmark directory", "files")
     precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
-    r = import_mlbench(_store(args), args.files[0], precisions)
+    r = import_mlbench(_store(args), args.files[0], precisions, on_conflict=args.on_conflict)
     if args.json:
         _print_json(r.to_dict())
         return 0

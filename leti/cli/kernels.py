@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import leti.cli.args as T
-from leti.cli.common import _Parser, _print_json, _store
+from leti.cli.common import _Parser, _print_json, _store, add_store_option
 
 
 def add_kernels_parsers(sub) -> None:
@@ -28,6 +28,7 @@ def add_kernels_parsers(sub) -> None:
                    "(default: the imported models in the store, else typical CNN layers)")  # fmt: skip
     s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_kernels_build)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from leti.cli.common import _Parser, run_parser
+from leti.cli.common import _Parser, add_store_option, run_parser
 from leti.cli.compress import add_compress_parser
 from leti.cli.dataset import add_dataset_parsers
+from leti.cli.farm import add_farm_parser
 from leti.cli.kernels import add_kernels_parsers
 from leti.cli.measure import add_measure_parsers
 from leti.cli.predict import add_predict_parser, add_serve_parser
@@ -22,7 +23,7 @@ from leti.cli.space import add_space_parsers
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
-    p.add_argument("--store", help="measurement store (default $LETI_HOME/leti.db, LETI_HOME=~/.leti)")
+    add_store_option(p, top=True)
     p.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_space_parsers(sub)
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_serve_parser(sub)
     add_compress_parser(sub)
+    add_farm_parser(sub)
     return p
 
 

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import leti.cli.args as T
-from leti.cli.common import _Parser, _print_json, _store, wide_console
+from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
 from leti.paths import is_file
 
 
-def add_measure_parsers(sub) -> None:
-    s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
-    s.add_argument("--space", required=True)
-    s.add_argument("-n", type=T.COUNT, required=True)
-    s.add_argument("--seed", type=T.SEED, default=0)
-    s.add_argument("--target", action="append", required=True,
-                   help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
-    s.add_argument("--runs", type=T.POSITIVE_INT, default=30)
-    s.add_argument("--warmup", type=T.NONNEG_INT, default=3)
-    s.add_argument(
-        "--min-time", type=T.DURATION, default=0.0, help="keep running each model at least this many seconds"
-    )
-    s.add_argument("--repeat-check", type=T.NONNEG_INT, default=0, metavar="K",
-                   help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
-    s.add_argument(
-        "--constraints", type=T.JSON_OBJECT, help='JSON sampler constraints, e.g. {"max_macs": 2e8}'
-    )
-    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
-    g = s.add_argument_group("phone hygiene (Android targets)")
+def add_phone_options(p: argparse.ArgumentParser) -> None:
+    """The flags of Android measurements (shared by generate and farm worker)."""
+    p.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
+    g = p.add_argument_group("phone hygiene (Android targets)")
     g.add_argument(
         "--max-temp", type=T.CELSIUS, default=45.0, help="wait for every thermal zone to cool below this (°C)"
     )
@@ -57,8 +43,50 @@ def add_measure_parsers(sub) -> None:
     )
     g.add_argument("--max-failures", type=T.POSITIVE_INT, default=3,
                    help="quarantine a device after this many failed jobs in a row")  # fmt: skip
+
+
+def adb_options(args) -> dict:
+    return {
+        "max_temp_c": args.max_temp,
+        "cooldown_max_wait_s": args.cooldown_wait,
+        "cooldown_poll_s": args.cooldown_poll,
+        "backoff_s": args.backoff,
+        "min_battery": args.min_battery,
+        "command_timeout_s": args.command_timeout,
+        "attempts": args.attempts,
+    }
+
+
+def add_measure_parsers(sub) -> None:
+    s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
+    s.add_argument("--space", required=True)
+    s.add_argument("-n", type=T.COUNT, required=True)
+    s.add_argument("--seed", type=T.SEED, default=0)
+    s.add_argument("--target", action="append", required=True,
+                   help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
+    s.add_argument("--runs", type=T.POSITIVE_INT, default=30)
+    s.add_argument("--warmup", type=T.NONNEG_INT, default=3)
+    s.add_argument(
+        "--min-time", type=T.DURATION, default=0.0, help="keep running each model at least this many seconds"
+    )
+    s.add_argument("--repeat-check", type=T.NONNEG_INT, default=0, metavar="K",
+                   help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
+    s.add_argument(
+        "--constraints", type=T.JSON_OBJECT, help='JSON sampler constraints, e.g. {"max_macs": 2e8}'
+    )
+    add_phone_options(s)
+    q = s.add_argument_group("queue")
+    q.add_argument("--enqueue-only", action="store_true",
+                   help="only fill the queue (TARGET without @device is fine): farm workers measure it")  # fmt: skip
+    q.add_argument("--retry-failed", action="store_true", help="give the run's failed jobs another go")
+    q.add_argument(
+        "--max-attempts", type=T.POSITIVE_INT, default=5, help="claims per job before it fails for good"
+    )
+    q.add_argument("--lease", type=T.LEASE, default=60.0,
+                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("bench", help="measure one .tflite file on a target")
@@ -105,10 +133,9 @@ def cmd_generate(args) -> int:
         TimeRemainingColumn,
     )
 
-    from leti.device_runner.bindings import parse_binding
     from leti.workflows.generate import generate
 
-    bindings = [parse_binding(t) for t in args.target]
+    bindings = [_generate_binding(t, args.enqueue_only) for t in args.target]
     constraints = args.constraints
     store = _store(args)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -129,23 +156,22 @@ def cmd_generate(args) -> int:
         def progress(worker, done):
             prog.update(tasks[worker], completed=done)
 
-        adb_options = {
-            "max_temp_c": args.max_temp,
-            "cooldown_max_wait_s": args.cooldown_wait,
-            "cooldown_poll_s": args.cooldown_poll,
-            "backoff_s": args.backoff,
-            "min_battery": args.min_battery,
-            "command_timeout_s": args.command_timeout,
-            "attempts": args.attempts,
-        }
         report = generate(store, args.space, args.n, args.seed, bindings, runs=args.runs, warmup=args.warmup,
                           min_time_s=args.min_time, constraints=constraints, repeat_check=args.repeat_check,
-                          benchmark_binary=args.benchmark_binary, adb_options=adb_options,
-                          max_failures=args.max_failures, progress=progress, on_start=on_start)  # fmt: skip
+                          benchmark_binary=args.benchmark_binary, adb_options=adb_options(args),
+                          max_failures=args.max_failures, progress=progress, on_start=on_start,
+                          enqueue_only=args.enqueue_only, retry_failed=args.retry_failed, lease_s=args.lease,
+                          max_attempts=args.max_attempts)  # fmt: skip
+    p = report.progress
+    left = p["pending"] + p["running"] + p["failed"]
     if args.json:
         _print_json(report.to_dict())
+        return 0 if args.enqueue_only or left == 0 else 1
+    if args.enqueue_only:
+        print(f"run {report.run_id}: {report.enqueued} jobs queued ({p['pending']} pending, {p['done']} done, "
+              f"{p['failed']} failed of {p['total']}) in {store.location.display}; start workers with "
+              f"leti farm worker --store STORE --target TARGET@DEVICE")  # fmt: skip
         return 0
-    p = report.progress
     print(f"run {report.run_id}{' (resumed)' if report.resumed else ''}: {p['done']} done, {p['failed']} failed, "
           f"{p['pending']} pending of {p['total']} jobs in {report.wall_s:.1f}s")  # fmt: skip
     for w in report.workers:
@@ -157,7 +183,19 @@ def cmd_generate(args) -> int:
             print(f"    {e}")
     for target, floor in report.noise_floor.items():
         print(f"  noise floor {target}: median |Δ|/latency = {floor * 100:.2f}%")
-    return 0 if p["pending"] == 0 and p["running"] == 0 else 1
+    if p["failed"]:
+        print(f"  {p['failed']} jobs failed for good; rerun with --retry-failed to try them again")
+    return 0 if left == 0 else 1
+
+
+def _generate_binding(text: str, enqueue_only: bool):
+    """A --target of generate: bound to a device to measure here; a bare target name when only queueing."""
+    from leti.device_runner.bindings import Binding, parse_binding
+    from leti.targets import validate_name
+
+    if enqueue_only and "@" not in text:
+        return Binding(validate_name(text.strip()))
+    return parse_binding(text)
 
 
 def cmd_bench(args) -> int:

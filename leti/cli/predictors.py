@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import leti.cli.args as T
-from leti.cli.common import _print_json, _store, wide_console
+from leti.cli.common import _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
 from leti.predictors.families import FAMILIES
 
@@ -21,6 +21,7 @@ def add_predictors_parsers(sub) -> None:
         "--params", type=T.JSON_OBJECT, help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'"
     )
     s.add_argument("--json", action="store_true")
+    add_store_option(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser(
@@ -35,6 +36,7 @@ def add_predictors_parsers(sub) -> None:
                    help="trained: the saved predictor on the archs outside its training set; family: fit a fresh "
                    "predictor leaving each model family out in turn (imported real models)")  # fmt: skip
     s.add_argument("--params", type=T.JSON_OBJECT, help="JSON hyper-parameters for --split family")
+    add_store_option(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
@@ -43,6 +45,7 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--seed", type=T.SEED, default=0)
     s.add_argument("--families", help="comma-separated (default: all)")
     s.add_argument("--out", help="folder for report.md and one plot per target")
+    add_store_option(s)
     s.set_defaults(func=cmd_report)
 
 
@@ -79,7 +82,8 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]]):
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
 
-    pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, args.params, args.space,
+    params = args.params
+    pred, meta = train(_store(args, create=False), args.target, args.predictor, args.train_size, args.seed, params, args.space,
                        save=True)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
     if args.json:
@@ -94,9 +98,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from leti.predictors.evaluate import evaluate
 
-    store = _store(args)
     if args.split == "family":
-        return _evaluate_by_family(args, store)
+        return _evaluate_by_family(args)
+    store = _store(args, create=False)
     m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
     if args.plot:
         from leti.predictors.evaluate import plot
@@ -117,7 +121,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_by_family(args, store) -> int:
+def _evaluate_by_family(args) -> int:
     from leti.predictors.family_split import evaluate_by_family
 
     if args.predictor is None:
@@ -126,9 +130,9 @@ def _evaluate_by_family(args, store) -> int:
         raise LetiError(
             f"unknown predictor family {args.predictor!r} (known: {', '.join(FAMILIES)})", "--predictor"
         )
-    m = evaluate_by_family(
-        store, args.target, args.predictor, args.params, return_predictions=bool(args.plot)
-    )
+    params = args.params
+    store = _store(args, create=False)  # after the arguments: a bad one is reported whatever the store
+    m = evaluate_by_family(store, args.target, args.predictor, params, return_predictions=bool(args.plot))
     if args.plot:
         from leti.predictors.evaluate import plot
 
@@ -155,7 +159,7 @@ def cmd_report(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    store = _store(args)
+    store = _store(args, create=False)
     with Progress(console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task(f"report on {args.space}", total=None)
 

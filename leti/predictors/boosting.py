@@ -7,6 +7,9 @@ unseen combinations of layers) and the trees learn what is not (fusion, caches, 
 compares the parts on the phone data.
 
 ``objective``: ``l2``, ``l1``, ``huber`` (``alpha`` = delta in log units) or ``quantile`` (``alpha`` = level).
+``topology``: which topology column groups to read besides the features (``none``, ``all`` or names joined by '+',
+see ``leti.predictors.topology``). LightGBM's ``monotone`` keeps the prediction from falling as the columns that
+count work (and the LUT's estimate) grow.
 Noisy targets whose bad measurements are one-sided (a share of runs much slower or faster than the rest) are
 predicted best by the typical value, not the mean: ``quantile`` or ``l1`` there.
 
@@ -23,7 +26,13 @@ import numpy as np
 
 from leti.errors import PredictorError, excerpt
 from leti.predictors.base import Predictor
-from leti.predictors.features import FEATURES_ID, N_FEATURES, featurize
+from leti.predictors.features import (
+    FEATURES_ID,
+    TOPOLOGY_ID,
+    design,
+    design_columns,
+    monotone_signs,
+)
 from leti.predictors.lut import LUTPredictor
 from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
 from leti.predictors.schema import n_threads
@@ -52,13 +61,14 @@ class BoostingPredictor(Predictor):
             )
         if self.base not in BASES:
             raise PredictorError(f"must be one of {', '.join(BASES)}, got {self.base!r}", "base")
+        design_columns(self.topology)  # an unknown topology group fails here
         if self.objective == "quantile" and not 0 < float(self.alpha) < 1:
             raise PredictorError(f"a quantile level must lie in (0, 1), got {self.alpha!r}", "alpha")
         if self.objective == "huber" and not float(self.alpha) > 0:
             raise PredictorError(f"the Huber delta must be positive, got {self.alpha!r}", "alpha")
 
     def _design(self, graphs, base_ms: np.ndarray | None) -> np.ndarray:
-        X = featurize(graphs)[:, self.columns_]
+        X = design(graphs, self.topology)[:, self.columns_]
         if base_ms is not None:
             X = np.hstack([X, np.log(base_ms)[:, None]])
         return X
@@ -70,9 +80,10 @@ class BoostingPredictor(Predictor):
 
     def _fit(self, graphs, y):
         self._check()
-        X = featurize(graphs)
+        X = design(graphs, self.topology)
         # constant columns carry nothing for this training set; dropping them keeps models small and fast
-        self.columns_ = np.flatnonzero(np.ptp(X, axis=0) > 0) if len(graphs) > 1 else np.arange(N_FEATURES)
+        allowed = design_columns(self.topology)
+        self.columns_ = allowed[np.ptp(X[:, allowed], axis=0) > 0] if len(graphs) > 1 else allowed
         target = np.log(y)
         self.base_ = None
         self.base_floor_ = 0.0
@@ -104,7 +115,7 @@ class BoostingPredictor(Predictor):
                 "fold_constant": bool(self.base_.fold_constant),
                 "floor_ms": self.base_floor_,
             }
-        info = {"features_id": FEATURES_ID, "columns": self.columns_.tolist(), "base": base,
+        info = {"features_id": FEATURES_ID, "topology_id": TOPOLOGY_ID, "columns": self.columns_.tolist(), "base": base,
                 "model_file": self.model_file}  # fmt: skip
         if self.base_ is not None:
             (d / BASE_DIR).mkdir(exist_ok=True)
@@ -115,10 +126,12 @@ class BoostingPredictor(Predictor):
     def _load(self, d: Path) -> None:
         self._check()
         info = read_json_checked(d / INFO_FILE)
-        if info.get("features_id") != FEATURES_ID:
+        if info.get("features_id") != FEATURES_ID or (
+            self.topology != "none" and info.get("topology_id") != TOPOLOGY_ID
+        ):
             raise PredictorError("was trained on other features than this leti computes; retrain it", str(d))
         cols = np.asarray(info["columns"], dtype=np.int64)
-        if cols.ndim != 1 or (cols.size and (cols.min() < 0 or cols.max() >= N_FEATURES)):
+        if cols.ndim != 1 or not np.isin(cols, design_columns(self.topology)).all():
             raise PredictorError("feature columns out of range", str(d / INFO_FILE))
         self.columns_ = cols
         base = info.get("base")
@@ -175,6 +188,8 @@ class LightGBMPredictor(BoostingPredictor):
         base: str = "lut",
         base_states: str = "separate",
         base_robust: float = 0.0,
+        monotone: bool = False,
+        topology: str = "none",
         seed: int = 0,
         n_jobs: int = 1,
     ):
@@ -190,6 +205,8 @@ class LightGBMPredictor(BoostingPredictor):
         self.base = base
         self.base_states = base_states
         self.base_robust = base_robust
+        self.monotone = monotone
+        self.topology = topology
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -217,8 +234,14 @@ class LightGBMPredictor(BoostingPredictor):
     def _train(self, X, t):
         import lightgbm as lgb
 
+        params = self._params()
+        if self.monotone:
+            # more work never makes a network faster: the columns that count work (and the LUT's estimate) may
+            # only raise the prediction, which keeps the trees from fitting noise against them
+            signs = monotone_signs()[self.columns_].tolist() + ([1] if self.base_ is not None else [])
+            params.update(monotone_constraints=signs, monotone_constraints_method="advanced")
         ds = lgb.Dataset(X, t, params={"verbose": -1, "min_data_in_bin": 1})
-        self.model_ = lgb.train(self._params(), ds, num_boost_round=int(self.n_estimators))
+        self.model_ = lgb.train(params, ds, num_boost_round=int(self.n_estimators))
 
     def _raw_predict(self, X):
         return self.model_.predict(X, num_threads=n_threads(self.n_jobs))
@@ -304,6 +327,7 @@ class XGBoostPredictor(BoostingPredictor):
         base: str = "lut",
         base_states: str = "separate",
         base_robust: float = 0.0,
+        topology: str = "none",
         seed: int = 0,
         n_jobs: int = 1,
     ):
@@ -319,6 +343,7 @@ class XGBoostPredictor(BoostingPredictor):
         self.base = base
         self.base_states = base_states
         self.base_robust = base_robust
+        self.topology = topology
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -389,6 +414,7 @@ class CatBoostPredictor(BoostingPredictor):
         base: str = "lut",
         base_states: str = "separate",
         base_robust: float = 0.0,
+        topology: str = "none",
         seed: int = 0,
         n_jobs: int = 1,
     ):
@@ -403,6 +429,7 @@ class CatBoostPredictor(BoostingPredictor):
         self.base = base
         self.base_states = base_states
         self.base_robust = base_robust
+        self.topology = topology
         self.seed = seed
         self.n_jobs = n_jobs
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "lut": ("leti.predictors.lut", "LUTPredictor"),
     "flops": ("leti.predictors.flops", "FlopsPredictor"),
+    "linear": ("leti.predictors.linear", "LinearPredictor"),
     "xgboost": ("leti.predictors.boosting", "XGBoostPredictor"),
     "lightgbm": ("leti.predictors.boosting", "LightGBMPredictor"),
     "catboost": ("leti.predictors.boosting", "CatBoostPredictor"),

@@ -18,6 +18,10 @@ The columns (``feature_names()``, stable order; ``FEATURES_ID`` fingerprints the
 * ``const.*`` count and MACs per kind of nodes that do not depend on the input, live or dead (``node_states``);
 * ``io.*``    input shape and output width.
 
+``design(graphs, topology)`` adds the ``topo.*`` columns of ``topology`` (where the layers sit: paths, what feeds
+what, parallel branches, live memory) after these, for the models that ask for them; they are memoised apart, so
+a model that does not read them does not pay for them.
+
 A node is *dead* when its value never reaches the output (``LayerGraph.live``) and *constant* when it does not
 depend on the input (everything it reads comes through zero ops). Runtimes may fold constants away, skip
 dead nodes, or run both (NAS-Bench-201 exports differ here), so they are kept apart and the models learn which cost
@@ -29,11 +33,13 @@ from __future__ import annotations
 import hashlib
 import weakref
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
+from leti.errors import PredictorError
 from leti.graph.layergraph import N_ATTRS, OP_CODE, OPS, A, LayerGraph
+from leti.predictors import topology
 
 # ---- node kinds: the op, refined where kernel size and stride change the cost a lot ----------------------------
 _WINDOWED = ("conv", "dwconv", "maxpool", "avgpool")
@@ -114,7 +120,7 @@ class Batch:
     def n_nodes(self) -> int:
         return int(self.op.size)
 
-    @property
+    @cached_property
     def out_elems(self) -> np.ndarray:
         s = self.out_shape
         return s[:, 0] * s[:, 1] * s[:, 2]
@@ -574,14 +580,82 @@ def featurize(graphs, use_memo: bool = True) -> np.ndarray:
     return np.stack(memoised(graphs, _MEMO, rows))
 
 
+# ---- topology columns and the full design ---------------------------------------------------------------------
+TOPOLOGY_ID = hashlib.sha256("\n".join(topology.topology_names()).encode()).hexdigest()[:16]
+_TOPO_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def design_names() -> tuple[str, ...]:
+    """Names of the columns of ``design``: the features, then every topology column."""
+    return feature_names() + topology.topology_names()
+
+
+def topology_features(graphs) -> np.ndarray:
+    """The topology columns (``topology.topology_names()``) of ``graphs``, memoised per graph."""
+    graphs = list(graphs)
+    if not graphs:
+        return np.zeros((0, topology.N_TOPO))
+
+    def rows(chunk: list[LayerGraph]) -> np.ndarray:
+        bt = batch(chunk)
+        X = topology.compute(bt, node_states(bt), resolution_levels(bt))
+        X.setflags(write=False)
+        return X
+
+    return np.stack(memoised(graphs, _TOPO_MEMO, rows))
+
+
+def design(graphs, topology_groups: str = "none") -> np.ndarray:
+    """The features, followed by all topology columns unless ``topology_groups`` is ``none`` (index it with
+    ``design_columns``)."""
+    graphs = list(graphs)
+    X = featurize(graphs)
+    if topology_groups == "none":
+        return X
+    return np.hstack([X, topology_features(graphs)])
+
+
+@cache
+def design_columns(topology_groups: str = "none") -> np.ndarray:
+    """Indices into ``design`` of the columns a model reads: the features, plus the topology groups named (``all``,
+    ``none``, or names of ``topology.GROUPS`` joined by '+', e.g. ``path+big``: ablations use it)."""
+    keep = {"all": list(topology.GROUPS), "none": []}.get(topology_groups)
+    if keep is None:
+        keep = str(topology_groups).split("+")
+        unknown = [g for g in keep if g not in topology.GROUPS]
+        if unknown:
+            raise PredictorError(
+                f"unknown topology group {unknown[0]!r} (known: all, none, {', '.join(topology.GROUPS)})",
+                "topology",
+            )
+    index = {n: i for i, n in enumerate(design_names())}
+    extra = sorted(index[n] for g in keep for n in topology.GROUPS[g])
+    out = np.concatenate([np.arange(N_FEATURES), np.array(extra, dtype=np.int64)])
+    out.setflags(write=False)
+    return out
+
+
+@cache
+def monotone_signs() -> np.ndarray:
+    """Per ``design`` column: +1 where the column measures work (counts, MACs, params, bytes, live memory), since
+    more work never makes a network faster; 0 for the rest (shapes, flags, shares and pairs may go either way)."""
+    work = ("tot.", "kind.", "lvl", "const.", "topo.mem.")
+    out = np.array([1 if n.startswith(work) else 0 for n in design_names()], dtype=np.int64)
+    out[_INDEX["tot.const_output"]] = 0  # a constant output is folded away: far faster
+    out.setflags(write=False)
+    return out
+
+
 def clear_memo() -> None:
-    """Forget memoised feature rows and graph summaries (benchmarks use it to time cold starts)."""
+    """Forget memoised feature rows, topology rows and graph summaries (benchmarks use it to time cold starts)."""
     _MEMO.clear()
+    _TOPO_MEMO.clear()
     ROWS.memo.clear()
 
 
 __all__ = [
     "FEATURES_ID",
+    "TOPOLOGY_ID",
     "KINDS",
     "N_FEATURES",
     "ROWS",
@@ -591,11 +665,16 @@ __all__ = [
     "clear_memo",
     "trim",
     "compute",
+    "design",
+    "design_columns",
+    "design_names",
     "feature_index",
     "feature_names",
     "featurize",
+    "monotone_signs",
     "node_kinds",
     "node_states",
     "summaries",
+    "topology_features",
     "varying_mask",
 ]

@@ -61,7 +61,9 @@ def _check_value(name: str, value, kind: str, lo_hi: tuple | None, optional: boo
             raise PredictorError(f"must be a number, got {excerpt(repr(value), 60)}", name)
         lo, hi = lo_hi or FLOAT_RANGE
         if not (math.isfinite(value) and lo <= value <= hi):
-            raise PredictorError(f"must be a number in [{lo:g}, {hi:g}], got {excerpt(repr(value), 60)}", name)
+            raise PredictorError(
+                f"must be a number in [{lo:g}, {hi:g}], got {excerpt(repr(value), 60)}", name
+            )
         return float(value)
     if kind == "str":
         if not isinstance(value, str) or len(value) > MAX_STR:
