@@ -81,8 +81,10 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]]):
 
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
+    from leti.predictors.registry import make
 
     params = args.params
+    make(args.predictor, **(params or {}))  # bad hyper-parameters are reported before the store is opened
     pred, meta = train(_store(args, create=False), args.target, args.predictor, args.train_size, args.seed, params, args.space,
                        save=True)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
