@@ -449,6 +449,27 @@ def test_chunked_body_under_the_cap_is_served(server):
     assert status.startswith(b"HTTP/1.1 200") and body["n"] == 2
 
 
+def test_stalled_bodies_cannot_hold_the_server(home, monkeypatch):
+    """A body that stops arriving gets a 408; while stalled uploads hold the budget of bodies in flight, another
+    request waits, then gets a 429, and is served once they are gone."""
+    from leti.service import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(app_module, "BUDGET_WAIT_S", 0.5)
+    monkeypatch.setattr(app_module, "IN_FLIGHT_BODIES", 1)
+    app = app_module.create_app(predictor_root=home[0] / "predictors", max_body=MAX_BODY)
+    with app_module.BackgroundServer(app) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n[1,2,\r\n")  # and no more
+            time.sleep(0.2)
+            r = httpx.post(f"{srv.url}/v1/predict", json=_ok(NB201), timeout=10)
+            assert r.status_code == 429 and r.json()["field"] == "body" and r.headers["retry-after"]
+            reply = stalled.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert httpx.post(f"{srv.url}/v1/predict", json=_ok(NB201), timeout=10).status_code == 200
+
+
 def test_errors_do_not_echo_a_large_input(server):
     """Issue 11: a 422 for a 100 MB arch echoed all of it. Every error is now a short excerpt."""
     big = "|nor_conv_3x3~0|+" * (MAX_BODY // 20)  # ~0.9 MB of an invalid NB201 cell

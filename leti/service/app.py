@@ -6,6 +6,7 @@ OpenAPI docs are at ``/docs``. Every error is a 4xx JSON body ``{"detail": "<fie
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -46,6 +47,10 @@ OPEN_PATHS = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc"
 # measures the server's peak RSS under these limits.
 # DEFAULT_MAX_BODY (leti.service.api): 10,000 NB201 or FBNet archs take ~1.5 MB; leti Arch JSON ~450 bytes an arch
 IN_FLIGHT_BODIES = 2
+# A body must arrive within BODY_TIMEOUT_S (else 408), and a request waits at most BUDGET_WAIT_S for its share of the
+# bodies in flight (else 429): slow or stalled uploads cannot hold the server's budget forever.
+BODY_TIMEOUT_S = 60.0
+BUDGET_WAIT_S = 120.0
 ARCH_SIZE = 250_000  # nodes + edges of one arch (an NB201 network has ~350; features of 250k take ~50 MB)
 SIZE_PER_ARCH = 1_000  # a batch slot's share of a request's nodes + edges (NB201 ~350, FBNet ~190)
 MIN_REQUEST_SIZE = 1_000_000
@@ -239,8 +244,6 @@ class _Budget:
     unread in the socket, so a flood of uploads is held back by TCP instead of filling memory."""
 
     def __init__(self, total: int):
-        import asyncio
-
         self.total, self.used = total, 0
         self._cond = asyncio.Condition()
 
@@ -295,9 +298,17 @@ class BodyGuard:
         if self._budget is None:
             self._budget = _Budget(self.in_flight * self.max_bytes)
         hold = self.max_bytes if declared is None else declared
-        await self._budget.acquire(hold)
         try:
-            body = await self._read(receive)
+            await asyncio.wait_for(self._budget.acquire(hold), BUDGET_WAIT_S)
+        except TimeoutError:
+            return await _refuse(429, "the server is busy with other large requests; retry later", "body",
+                                 scope, receive, send, {"Retry-After": "5"})  # fmt: skip
+        try:
+            try:
+                body = await asyncio.wait_for(self._read(receive), BODY_TIMEOUT_S)
+            except TimeoutError:
+                return await _refuse(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", "body",
+                                     scope, receive, send)  # fmt: skip
             if body is None:  # the client went away
                 return None
             if len(body) > self.max_bytes:
@@ -420,7 +431,7 @@ def create_app(predictor_root=None, store_path=None, token: str | None = None, m
         responses={422: {"model": ErrorBody, "description": "invalid input"}},
     )
     _install_error_handlers(app)
-    app.add_middleware(BodyGuard, max_bytes=max_body, token=token)
+    app.add_middleware(BodyGuard, max_bytes=max_body, token=token, in_flight=IN_FLIGHT_BODIES)
     auth = _auth_dependency(token)
     errors = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 413: {"model": ErrorBody}}
 
