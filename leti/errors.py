@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+# Messages may quote user input (a bad arch, a file name); quoting is cut to this many characters, so that an error
+# about a 100 MB arch is a line, not 100 MB, on a terminal, in a log or in an HTTP response.
+MAX_REASON = 500
+MAX_FIELD = 200
+
+
+def excerpt(text, limit: int = MAX_REASON) -> str:
+    """``text`` on one line, cut to about ``limit`` characters with a note saying how much was left out."""
+    s = text if isinstance(text, str) else str(text)
+    n = len(s)
+    if n > 4 * limit:  # never split the whole of a huge string
+        s = s[: 4 * limit] + " …"
+    s = " ".join(s.split())
+    if len(s) <= limit:
+        return s
+    return s[: limit - 20].rstrip() + f" … ({n:,} chars)"
+
 
 class LetiError(Exception):
     """Bad input or an operation that cannot proceed.
@@ -11,10 +28,10 @@ class LetiError(Exception):
     """
 
     def __init__(self, message: str, field: str | None = None):
-        self.field = field
-        self.reason = message
-        text = f"{field}: {message}" if field else message
-        super().__init__(" ".join(text.split()))
+        self.field = excerpt(field, MAX_FIELD) if field is not None else None
+        self.reason = excerpt(message)
+        text = f"{self.field}: {self.reason}" if self.field else self.reason
+        super().__init__(text)
 
 
 class ArchError(LetiError):
@@ -39,6 +56,10 @@ class StoreError(LetiError):
 
 class PredictorError(LetiError):
     """A missing, corrupt or incompatible predictor."""
+
+
+class TooLargeError(LetiError):
+    """An input beyond a limit: a body, a batch, or a network too large to build (HTTP 413)."""
 
 
 class DeviceError(LetiError):

@@ -14,6 +14,7 @@ from leti.predictors import auto as AU
 from leti.predictors import calibrate as C
 from leti.predictors import features as F
 from leti.predictors import lut as L
+from leti.predictors import manifest
 from leti.predictors import registry as R
 from leti.predictors.auto import AutoPredictor, kfold_indices
 from leti.predictors.flops import FlopsPredictor
@@ -85,7 +86,7 @@ def test_families_and_errors():
     assert set(TABULAR) <= set(R.FAMILIES) and "gcn" in R.FAMILIES
     with pytest.raises(PredictorError, match="unknown predictor family"):
         R.make("svm")
-    with pytest.raises(PredictorError, match="bad hyper-parameters"):
+    with pytest.raises(PredictorError, match="unknown hyper-parameter"):
         R.make("lightgbm", n_trees=3)
     with pytest.raises(PredictorError, match="not fitted"):
         R.make("xgboost").predict([])
@@ -519,7 +520,7 @@ def test_registry_dirs_save_load_best(data, tmp_path, monkeypatch):
 
 
 def _model_files(d):
-    return [p for p in d.rglob("*") if p.is_file() and p.suffix not in (".sha256",) and p.name != "meta.json"]
+    return [p for p in d.rglob("*") if p.is_file() and p.name not in ("meta.json", "manifest.json")]
 
 
 @pytest.mark.parametrize("family", TABULAR)
@@ -550,30 +551,34 @@ def test_corrupt_or_tampered_directories_give_one_line(family, data, tmp_path):
                 g.write_bytes(data_[: len(data_) // 2])
             else:
                 g.unlink()
-            check(d, "checksum|missing|edited|no trained|not a saved")
+            check(d, "SHA-256|missing|edited|no trained|not a saved")
         # garbage that matches a fresh seal still fails in the parser, as one line
         d = tmp_path / f"resealed{i}"
         shutil.copytree(good, d)
         g = d / f.relative_to(good)
         g.write_bytes(g.read_bytes()[: max(1, len(g.read_bytes()) // 3)])
-        R.seal(g)
+        manifest.seal(d)
         check(d, ".")
-    # meta.json problems
+    # meta.json problems, resealed so that they reach the reader
     d = tmp_path / "badmeta"
     shutil.copytree(good, d)
     (d / "meta.json").write_text("{not json")
+    check(d, "SHA-256")
+    manifest.seal(d)
     check(d, "not valid JSON")
     meta = json.loads((good / "meta.json").read_text())
     d = tmp_path / "mismatch"
     shutil.copytree(good, d)
     other = "lut" if family != "lut" else "flops"
     (d / "meta.json").write_text(json.dumps({**meta, "family": other}))
+    manifest.seal(d)
     check(d, ".")
     with pytest.raises(PredictorError, match=f"holds a '{family}' predictor"):
         R.family_class(other).load(good)
     d = tmp_path / "version"
     shutil.copytree(good, d)
     (d / "meta.json").write_text(json.dumps({**meta, "feature_version": -1}))
+    manifest.seal(d)
     check(d, "feature version")
 
 

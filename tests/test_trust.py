@@ -194,7 +194,7 @@ def test_save_load_gives_the_same_assessment(nb, lut_trust, tmp_path):
     graphs, _, _ = nb
     pred, tm = lut_trust
     tm.save(tmp_path)
-    assert (tmp_path / (TRUST_FILE + ".sha256")).is_file()
+    assert TRUST_FILE in json.loads((tmp_path / "manifest.json").read_text())["files"]
     back = TrustModel.load(tmp_path)
     test = graphs[700:900] + [nb201.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|",
                                                 {"channels": 48}).to_graph()]  # fmt: skip
@@ -211,5 +211,5 @@ def test_tampered_trust_file_is_refused(lut_trust, tmp_path):
     obj = json.loads(p.read_text())
     obj["conformal"]["scores"] = [0.0] * len(obj["conformal"]["scores"])
     p.write_text(json.dumps(obj))
-    with pytest.raises(PredictorError, match="checksum"):
+    with pytest.raises(PredictorError, match="SHA-256"):
         TrustModel.load(tmp_path)

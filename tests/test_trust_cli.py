@@ -149,7 +149,7 @@ def test_fewshot_train_suggest_and_train_archs(home, tmp_path, capsys, monkeypat
 @pytest.mark.parametrize(
     "extra,needle",
     [
-        (["--train-size", "0"], "train_size: must be a positive integer"),
+        (["--train-size", "0"], "--train-size: must be an integer"),
         (["--train-size", "61"], "more than the 60 archs measured on newc-cpu"),
         (["--sources", "nope-cpu"], "sources: unknown target 'nope-cpu'"),
         (["--sources", "newc-cpu"], "sources: cannot include the target itself"),

@@ -3,6 +3,8 @@ learnt from source targets (synthetic devices that are scaled copies), with its 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from trust_devices import write_csv
@@ -33,7 +35,7 @@ def test_saved_predictor_carries_trust_and_evaluate_reports_coverage(store, tmp_
     st, _ = store
     pred, meta = E.train(st, "srca-cpu", "lut", 150, save=True, root=tmp_path)
     d = predictor_dir("srca-cpu", "lut", tmp_path)
-    assert (d / TRUST_FILE).is_file() and (d / (TRUST_FILE + ".sha256")).is_file()
+    assert (d / TRUST_FILE).is_file() and TRUST_FILE in json.loads((d / "manifest.json").read_text())["files"]
     assert 0.75 <= meta["trust"]["coverage"] <= 1.0 and meta["trust"]["n_calibration"] == 150
     ev = E.evaluate(st, "srca-cpu", "lut", root=tmp_path)
     assert ev["coverage"] == pytest.approx(meta["trust"]["coverage"])

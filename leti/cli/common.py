@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from leti.errors import LetiError
+from leti.errors import LetiError, excerpt
 
 EXIT_BAD_INPUT = 2
 
@@ -50,9 +50,17 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=None, sort_keys=True, default=str))
 
 
+EXIT_INTERNAL = 1
+
+
 def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse and dispatch; bad input becomes one ``leti: error: ...`` line and exit status 2."""
+    """Parse and dispatch. Bad input (any ``LetiError``) is one ``leti: error: <field>: <reason>`` line and exit 2;
+    anything else is a bug: one ``leti: internal error`` line asking for a report and exit 1, with the traceback
+    only under ``--debug`` (or ``LETI_DEBUG=1``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("LETI_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line, not only before the verb
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -64,3 +72,14 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except SystemExit:  # --help, --version
+        raise
+    except BaseException as e:  # noqa: BLE001 (the last line of defence: never a bare traceback)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        what = excerpt(f"{type(e).__name__}: {e}", 200)
+        print(f"leti: internal error ({what}); this is a bug in leti: please report it, with the output of the same "
+              "command run with --debug", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERNAL

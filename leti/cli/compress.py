@@ -14,7 +14,10 @@ import re
 import sys
 from pathlib import Path
 
-from leti.errors import LetiError
+import leti.cli.args as T
+from leti.errors import LetiError, excerpt
+from leti.importers.bounded_json import load_file
+from leti.paths import is_file
 
 __all__ = ["add_compress_parser", "cmd_compress", "format_plan", "load_model"]
 
@@ -29,7 +32,9 @@ def add_compress_parser(sub) -> None:
         "--latency-budget", required=True, help="0.6x (of the original's predicted latency) or 12ms"
     )
     s.add_argument("--methods", default="tucker2,cp,svd,prune", help="comma-separated: tucker2,cp,svd,prune")
-    s.add_argument("--steps", type=int, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)")
+    s.add_argument(
+        "--steps", type=T.STEPS, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)"
+    )
     s.add_argument("--solver", default="auto", choices=("auto", "knapsack", "greedy"))
     s.add_argument("--family", help="predictor family to load for the target (default: the registry's best)")
     s.add_argument("--lut", help="host targets: a layer-LUT JSON file to reuse and extend (measured layers)")
@@ -37,9 +42,12 @@ def add_compress_parser(sub) -> None:
         "--verify", action="store_true", help="build and measure the compressed model (host targets)"
     )
     s.add_argument(
-        "--runs", type=int, default=20, help="--verify: timed runs per measurement (3 measurements each)"
+        "--runs",
+        type=T.POSITIVE_INT,
+        default=20,
+        help="--verify: timed runs per measurement (3 measurements each)",
     )
-    s.add_argument("--margin", type=float, default=0.0,
+    s.add_argument("--margin", type=T.MARGIN, default=0.0,
                    help="plan for (1 - M) x the budget to absorb prediction error, e.g. 0.05")  # fmt: skip
     s.add_argument("--allow-ood", action="store_true",
                    help="plan even when the predictor flags the model or the plan as out of distribution")  # fmt: skip
@@ -51,7 +59,7 @@ def add_compress_parser(sub) -> None:
 def load_model(path: str):
     """A Keras model from a .keras file, with leti's custom layers registered; LetiError when it cannot load."""
     p = Path(path)
-    if not p.is_file():
+    if not is_file(p):
         raise LetiError("no such file", "model")
     if p.suffix not in (".keras", ".h5"):
         raise LetiError(f"must be a .keras (or .h5) file, got {p.name!r}", "model")
@@ -83,11 +91,15 @@ def _predictor(args, model):
             raise LetiError("a layer LUT is measured on this machine: use a host target", "--lut")
         lut = _host_lut(target)
         p = Path(args.lut)
-        if p.is_file():
+        if is_file(p):
+            data = load_file(p, "--lut")
             try:
-                lut = LayerLUT.from_dict(json.loads(p.read_text()))
-            except ValueError as e:
-                raise LetiError(f"not a layer-LUT JSON file ({e})", "--lut") from None
+                lut = LayerLUT.from_dict(data)
+            except LetiError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any shape of wrong content: one line naming the flag
+                raise LetiError(f"not a layer-LUT JSON file ({excerpt(f'{type(e).__name__}: {e}', 200)})",
+                                "--lut") from None  # fmt: skip
             if lut.target != target:
                 raise LetiError(f"was measured for {lut.target}, not {target}", "--lut")
         return _calibrated(lut, model)
@@ -229,8 +241,8 @@ def cmd_compress(args) -> int:
     about = describe(predictor, args.target)
     ood = _out_of_distribution(predictor, args.target, model, p)
     if ood and not args.allow_ood:
-        raise LetiError(f"the {about.removeprefix('predictor: ')} has not seen what this plan needs: {ood}; its "
-                        "predictions here are guesses (pass --allow-ood to plan anyway)", "plan")  # fmt: skip
+        raise LetiError(f"the {about.removeprefix('predictor: ')} has not seen what this plan needs, so its "
+                        f"predictions here are guesses (pass --allow-ood to plan anyway): {ood}", "plan")  # fmt: skip
     if args.lut:
         Path(args.lut).write_text(json.dumps(predictor.to_dict()))
     out: dict = {"predictor": about, "plan": p.table(), "original_ms": p.original_ms,

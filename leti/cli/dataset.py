@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
+from leti.paths import is_file
 
 IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 
@@ -136,7 +137,7 @@ def cmd_import(args) -> int:
     store = _store(args)
     reports = []
     for f in args.files:
-        if not Path(f).is_file():
+        if not is_file(f):
             raise LetiError("no such file", f)
         with Progress(transient=True) as prog:
             task = prog.add_task(f"import {Path(f).name}", total=None)

@@ -6,8 +6,9 @@ import signal
 import threading
 import time
 
+import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
-from leti.cli.measure import adb_options, add_phone_options, lease_seconds, seconds_in
+from leti.cli.measure import adb_options, add_phone_options
 
 DEFAULT_LEASE_S = 60.0  # mirrors leti.datasets.queue.DEFAULT_LEASE_S (not imported: keeps --help fast)
 
@@ -107,7 +108,7 @@ def add_farm_parser(sub) -> None:
     s.add_argument("--target", action="append", metavar="TARGET@DEVICE",
                    help="a target and the device that measures it (repeat: one per device)")  # fmt: skip
     add_phone_options(s)
-    s.add_argument("--lease", type=lease_seconds, default=DEFAULT_LEASE_S,
+    s.add_argument("--lease", type=T.LEASE, default=DEFAULT_LEASE_S,
                    help="seconds a claimed job stays leased without a heartbeat (default %(default)g)")  # fmt: skip
     s.add_argument("--until-empty", action="store_true", help="exit when the targets' queues are empty")
     s.add_argument("--quiet", action="store_true")
@@ -117,7 +118,7 @@ def add_farm_parser(sub) -> None:
     s = farm.add_parser("status", help="queued, leased, done and failed jobs per target and per worker")
     s.add_argument("--run", help="only this run's jobs")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--watch", type=seconds_in(0.1, 3600.0), nargs="?", const=2.0, default=None, metavar="S",
+    s.add_argument("--watch", type=T.WATCH_PERIOD, nargs="?", const=2.0, default=None, metavar="S",
                    help="a live table, refreshed every S seconds (default 2) until Ctrl-C")  # fmt: skip
     add_store_option(s)
     s.set_defaults(func=cmd_farm_status)

@@ -24,6 +24,7 @@ from leti.cli.space import add_space_parsers
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
     add_store_option(p, top=True)
+    p.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_space_parsers(sub)
     add_dataset_parsers(sub)

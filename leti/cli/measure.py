@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
+from leti.paths import is_file
 
 
 def add_phone_options(p: argparse.ArgumentParser) -> None:
@@ -15,21 +17,31 @@ def add_phone_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
     g = p.add_argument_group("phone hygiene (Android targets)")
     g.add_argument(
-        "--max-temp", type=float, default=45.0, help="wait for every thermal zone to cool below this (°C)"
+        "--max-temp", type=T.CELSIUS, default=45.0, help="wait for every thermal zone to cool below this (°C)"
     )
     g.add_argument(
-        "--cooldown-wait", type=float, default=300.0, help="give up waiting for cool-down after S seconds"
+        "--cooldown-wait",
+        type=T.DURATION,
+        default=300.0,
+        help="give up waiting for cool-down after S seconds",
     )
     g.add_argument(
-        "--cooldown-poll", type=float, default=5.0, help="re-read temperatures every S seconds while waiting"
+        "--cooldown-poll",
+        type=T.SECONDS,
+        default=5.0,
+        help="re-read temperatures every S seconds while waiting",
     )
     g.add_argument(
-        "--backoff", type=float, default=1.0, help="first retry delay (s), doubling on each failure"
+        "--backoff", type=T.DURATION, default=1.0, help="first retry delay (s), doubling on each failure"
     )
-    g.add_argument("--min-battery", type=int, default=20, help="do not measure below this battery level (%%)")
-    g.add_argument("--command-timeout", type=float, default=30.0, help="per-command timeout (s)")
-    g.add_argument("--attempts", type=int, default=3, help="tries per command on transport errors (backoff)")
-    g.add_argument("--max-failures", type=int, default=3,
+    g.add_argument(
+        "--min-battery", type=T.PERCENT, default=20, help="do not measure below this battery level (%%)"
+    )
+    g.add_argument("--command-timeout", type=T.SECONDS, default=30.0, help="per-command timeout (s)")
+    g.add_argument(
+        "--attempts", type=T.POSITIVE_INT, default=3, help="tries per command on transport errors (backoff)"
+    )
+    g.add_argument("--max-failures", type=T.POSITIVE_INT, default=3,
                    help="quarantine a device after this many failed jobs in a row")  # fmt: skip
 
 
@@ -45,51 +57,37 @@ def adb_options(args) -> dict:
     }
 
 
-def seconds_in(lo: float, hi: float):
-    """An argparse type: seconds within [lo, hi]."""
-
-    def parse(text: str) -> float:
-        try:
-            x = float(text)
-        except ValueError:
-            x = float("nan")
-        if not lo <= x <= hi:  # NaN fails too
-            raise argparse.ArgumentTypeError(f"must be {lo:g}..{hi:g} seconds, got {text!r}")
-        return x
-
-    return parse
-
-
-lease_seconds = seconds_in(1.0, 86400.0)
-
-
 def add_measure_parsers(sub) -> None:
     s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
     s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, help="archs to sample and measure (or --suggest K)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-n", type=T.COUNT, help="archs to sample and measure (or --suggest K)")
+    s.add_argument("--seed", type=T.SEED, default=0)
     s.add_argument("--target", action="append", required=True,
                    help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
     g = s.add_argument_group("a new target (few-shot)")
-    g.add_argument("--suggest", type=int, metavar="K",
+    g.add_argument("--suggest", type=T.COUNT, metavar="K",
                    help="measure the K archs `leti suggest` picks for the target instead of a random sample")  # fmt: skip
     g.add_argument("--sources", help="for --suggest: comma-separated source targets (default: all others)")
-    g.add_argument("--pool", type=int, default=2000, help="for --suggest: archs sampled to choose from")
-    s.add_argument("--runs", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=3)
+    g.add_argument("--pool", type=T.COUNT, default=2000, help="for --suggest: archs sampled to choose from")
+    s.add_argument("--runs", type=T.POSITIVE_INT, default=30)
+    s.add_argument("--warmup", type=T.NONNEG_INT, default=3)
     s.add_argument(
-        "--min-time", type=float, default=0.0, help="keep running each model at least this many seconds"
+        "--min-time", type=T.DURATION, default=0.0, help="keep running each model at least this many seconds"
     )
-    s.add_argument("--repeat-check", type=int, default=0, metavar="K",
+    s.add_argument("--repeat-check", type=T.NONNEG_INT, default=0, metavar="K",
                    help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
-    s.add_argument("--constraints", help='JSON sampler constraints, e.g. {"max_macs": 2e8}')
+    s.add_argument(
+        "--constraints", type=T.JSON_OBJECT, help='JSON sampler constraints, e.g. {"max_macs": 2e8}'
+    )
     add_phone_options(s)
     q = s.add_argument_group("queue")
     q.add_argument("--enqueue-only", action="store_true",
                    help="only fill the queue (TARGET without @device is fine): farm workers measure it")  # fmt: skip
     q.add_argument("--retry-failed", action="store_true", help="give the run's failed jobs another go")
-    q.add_argument("--max-attempts", type=int, default=5, help="claims per job before it fails for good")
-    q.add_argument("--lease", type=lease_seconds, default=60.0,
+    q.add_argument(
+        "--max-attempts", type=T.POSITIVE_INT, default=5, help="claims per job before it fails for good"
+    )
+    q.add_argument("--lease", type=T.LEASE, default=60.0,
                    help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true")
@@ -99,9 +97,9 @@ def add_measure_parsers(sub) -> None:
     s = sub.add_parser("bench", help="measure one .tflite file on a target")
     s.add_argument("model")
     s.add_argument("--target", required=True)
-    s.add_argument("--runs", type=int, default=50)
-    s.add_argument("--warmup", type=int, default=5)
-    s.add_argument("--min-time", type=float, default=0.0)
+    s.add_argument("--runs", type=T.POSITIVE_INT, default=50)
+    s.add_argument("--warmup", type=T.NONNEG_INT, default=5)
+    s.add_argument("--min-time", type=T.DURATION, default=0.0)
     s.add_argument("--benchmark-binary")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)
@@ -114,12 +112,12 @@ def add_measure_parsers(sub) -> None:
     )
     s.add_argument("--target", required=True, help="TARGET or TARGET@device, as for generate")
     s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, default=50, help="archs sampled to collect the layers")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--runs", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("-n", type=T.COUNT, default=50, help="archs sampled to collect the layers")
+    s.add_argument("--seed", type=T.SEED, default=0)
+    s.add_argument("--runs", type=T.POSITIVE_INT, default=30)
+    s.add_argument("--warmup", type=T.NONNEG_INT, default=3)
     s.add_argument(
-        "--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median"
+        "--rounds", type=T.POSITIVE_INT, default=3, help="passes over all layers; each layer keeps its median"
     )
     s.add_argument("--benchmark-binary")
     s.set_defaults(func=cmd_lut_build)
@@ -143,7 +141,7 @@ def cmd_generate(args) -> int:
     from leti.workflows.generate import generate
 
     bindings = [_generate_binding(t, args.enqueue_only) for t in args.target]
-    constraints = json.loads(args.constraints) if args.constraints else None
+    constraints = args.constraints
     store = _store(args)
     picks = None
     if args.suggest is not None:
@@ -227,7 +225,7 @@ def cmd_bench(args) -> int:
     from leti.measurement import target_settings
 
     p = Path(args.model)
-    if not p.is_file():
+    if not is_file(p):
         raise ModelFileError("no such file", str(p))
     data = p.read_bytes()
     binding = parse_binding(args.target)
@@ -247,13 +245,22 @@ def cmd_bench(args) -> int:
 
 def cmd_devices(args) -> int:
     from leti.device_runner.adb import list_devices
+    from leti.device_runner.address import parse_address
 
     if not args.address:
         raise LetiError("list the devices to query: leti devices 192.168.1.20:5555 usb:SERIAL …", "address")
+    for i, address in enumerate(
+        args.address
+    ):  # a malformed address is bad input (exit 2), before any connection
+        try:
+            parse_address(address)
+        except LetiError as e:
+            raise LetiError(e.reason, "address" if len(args.address) == 1 else f"address[{i}]") from None
     infos = list_devices(args.address)
+    status = 0 if all(i.state != "unreachable" for i in infos) else 1  # the same with --json
     if args.json:
         _print_json({"devices": [i.to_dict() for i in infos]})
-        return 0
+        return status
     from rich.table import Table
 
     t = Table(title="devices")
@@ -273,7 +280,7 @@ def cmd_devices(args) -> int:
             temp,
         )
     wide_console().print(t)
-    return 0 if all(i.state != "unreachable" for i in infos) else 1
+    return status
 
 
 def cmd_lut_build(args) -> int:

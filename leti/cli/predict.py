@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import leti.cli.args as T
 from leti.errors import LetiError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -30,19 +31,13 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
     s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument("--coverage", type=float, default=0.9,
+    s.add_argument("--coverage", type=T.PROBABILITY, default=0.9,
                    help="coverage of the printed intervals, in (0, 1) (default 0.9)")  # fmt: skip
     s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...], '
                    '"interval_ms": [[lo, hi], ...], "in_distribution": [...], "why": [...]}')  # fmt: skip
     s.add_argument("--explain", action="store_true",
                    help="each kernel's predicted ms (a kernel predictor: --predictor kernel)")  # fmt: skip
     s.set_defaults(func=cmd_predict)
-
-
-def _graphs(archs: list, spaces: list, where: list[str]):
-    from leti.importers.inputs import graph_of
-
-    return [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
 
 
 def _from_args(args) -> tuple[list, list, list[str], list[str]]:
@@ -99,10 +94,13 @@ def cmd_predict(args) -> int:
         from leti.service.api import predictor_cache
 
         loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
-        graphs = _graphs(archs, spaces, where)
         if args.explain:
+            from leti.importers.inputs import graph_of
+
+            graphs = [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
             return _explain(loaded, graphs, labels, args.json)
-        res = loaded.assess(graphs, coverage)
+        res = loaded.predict_archs(archs, spaces, where, space_fields=[f"{w}: space" for w in where],
+                                   coverage=coverage)  # fmt: skip
     for label, ok, why in zip(labels, res["in_distribution"], res["why"], strict=True):
         if ok is False:  # one line per arch a user should not trust blindly
             print(f"leti: warning: {_short(label, 60)}: out of distribution: {why}", file=sys.stderr)
@@ -173,11 +171,13 @@ def add_serve_parser(sub) -> None:
     s.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
     )
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=T.PORT, default=8000)
     s.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
     )
-    s.add_argument("--max-batch", type=int, default=10000, help="most archs in one request")
+    s.add_argument("--max-batch", type=T.POSITIVE_INT, default=10000, help="most archs in one request")
+    s.add_argument("--max-body", type=T.BYTES, default=4 << 20,
+                   help="most bytes in one request body, chunked or not (default 4 MiB)")  # fmt: skip
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
@@ -185,21 +185,32 @@ def add_serve_parser(sub) -> None:
     s.set_defaults(func=cmd_serve)
 
 
+def _fewer_malloc_arenas(n: int = 2) -> None:
+    """Ask glibc for at most ``n`` malloc arenas. By default each thread that allocates may get its own (8 per
+    core), and memory freed in one is not reused by the others: under concurrent requests the server's resident
+    memory grew to several times its working set (benchmarks/bench_service.py --memory). No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from leti.service.app import create_app, token_from_env
 
-    if not 0 <= args.port <= 65535:
-        raise LetiError(f"must be 0..65535, got {args.port}", "--port")
-    if args.max_batch < 1:
-        raise LetiError(f"must be positive, got {args.max_batch}", "--max-batch")
     token = token_from_env(args.token)
     if args.host not in LOOPBACK and not token:
         print(f"leti: warning: serving on {args.host} without a token: anyone who can reach it may use it; "
               "set --token or LETI_TOKEN", file=sys.stderr)  # fmt: skip
+    _fewer_malloc_arenas()
     app = create_app(predictor_root=args.predictor_root, store_path=getattr(args, "store", None), token=token,
-                     max_batch=args.max_batch)  # fmt: skip
+                     max_batch=args.max_batch, max_body=args.max_body)  # fmt: skip
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

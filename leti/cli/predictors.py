@@ -3,9 +3,9 @@ and the archs to measure first on a new target."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import leti.cli.args as T
 from leti.cli.common import _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
 from leti.predictors.families import FAMILIES
@@ -15,11 +15,13 @@ def add_predictors_parsers(sub) -> None:
     s = sub.add_parser("train", help="train a predictor for a target on archs chosen by canonical-hash split")
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", required=True, choices=FAMILY_CHOICES)
-    s.add_argument("--train-size", type=int, default=None,
+    s.add_argument("--train-size", type=T.TRAIN_SIZE, default=None,
                    help="archs to train on (default 900; fewshot: K of the target's measured archs, default 10)")  # fmt: skip
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=T.SEED, default=0)
     s.add_argument("--space", help="only archs of this space")
-    s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
+    s.add_argument(
+        "--params", type=T.JSON_OBJECT, help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'"
+    )
     g = s.add_argument_group("few-shot (--predictor fewshot)")
     g.add_argument(
         "--sources", help="comma-separated source targets (default: every other target of the space)"
@@ -39,20 +41,20 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", default=None, help="family; default: the target's best")
     s.add_argument("--space")
-    s.add_argument("--coverage", type=float, default=0.9, help="interval coverage to check, in (0, 1)")
+    s.add_argument("--coverage", type=T.PROBABILITY, default=0.9, help="interval coverage to check, in (0, 1)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="predicted-vs-measured scatter (log-log, ±10%% band)")
     s.add_argument("--split", choices=("trained", "family"), default="trained",
                    help="trained: the saved predictor on the archs outside its training set; family: fit a fresh "
                    "predictor leaving each model family out in turn (imported real models)")  # fmt: skip
-    s.add_argument("--params", help="JSON hyper-parameters for --split family")
+    s.add_argument("--params", type=T.JSON_OBJECT, help="JSON hyper-parameters for --split family")
     add_store_option(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
     s.add_argument("--space", required=True)
-    s.add_argument("--train-size", type=int, default=900)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-size", type=T.TRAIN_SIZE, default=900)
+    s.add_argument("--seed", type=T.SEED, default=0)
     s.add_argument("--families", help="comma-separated (default: all)")
     s.add_argument("--out", help="folder for report.md and one plot per target")
     add_store_option(s)
@@ -63,12 +65,12 @@ def add_predictors_parsers(sub) -> None:
     )
     s.add_argument("--target", required=True, help="the new target (need not be measured yet)")
     s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, default=10, help="how many archs")
+    s.add_argument("-n", type=T.COUNT, default=10, help="how many archs")
     s.add_argument(
         "--sources", help="comma-separated source targets (default: every other target of the space)"
     )
-    s.add_argument("--pool", type=int, default=2000, help="archs sampled to choose from (default 2000)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pool", type=T.COUNT, default=2000, help="archs sampled to choose from (default 2000)")
+    s.add_argument("--seed", type=T.SEED, default=0)
     s.set_defaults(func=cmd_suggest)
 
 
@@ -103,17 +105,6 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]]):
     return t
 
 
-def _params(args) -> dict | None:
-    """``--params``: a JSON object of hyper-parameters, or None."""
-    if not args.params:
-        return None
-    try:
-        params = json.loads(args.params)
-    except ValueError as e:
-        raise LetiError(f"is not JSON ({e})", "--params") from None
-    if not isinstance(params, dict):
-        raise LetiError("must be a JSON object of hyper-parameters", "--params")
-    return params
 def sources_arg(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -139,8 +130,10 @@ def _train_archs(path: str, space: str | None) -> list:
 
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
+    from leti.predictors.registry import make
 
-    params = _params(args)
+    params = args.params
+    make(args.predictor, **(params or {}))  # bad hyper-parameters are reported before the store is opened
     fewshot = args.predictor == "fewshot"
     if not fewshot and (args.sources or args.train_archs):
         raise LetiError(
@@ -220,7 +213,7 @@ def _evaluate_by_family(args) -> int:
         raise LetiError(
             f"unknown predictor family {args.predictor!r} (known: {', '.join(FAMILIES)})", "--predictor"
         )
-    params = _params(args)
+    params = args.params
     store = _store(args, create=False)  # after the arguments: a bad one is reported whatever the store
     m = evaluate_by_family(store, args.target, args.predictor, params, return_predictions=bool(args.plot))
     if args.plot:

@@ -245,9 +245,13 @@ class Database:
 
     def _check_sqlite_path(self, create: bool) -> None:
         p = self.path
-        if p.is_dir():
+        try:
+            is_dir, exists = p.is_dir(), p.exists()
+        except (OSError, ValueError) as e:  # not a possible path: a name too long, a NUL byte
+            raise StoreError(f"cannot open {p}: {getattr(e, 'strerror', None) or e}", "store") from None
+        if is_dir:
             raise StoreError(f"cannot open {p}: is a directory", "store")
-        if not create and not p.exists():
+        if not create and not exists:
             raise StoreError(
                 f"no store at {p} (create one with leti import or leti generate, or pass --store)", "store"
             )

@@ -156,6 +156,7 @@ class AutoPredictor(Predictor):
     module doc."""
 
     family = "auto"
+    param_ranges = {"folds": (2, 100)}
 
     def __init__(
         self,
@@ -345,8 +346,11 @@ class AutoPredictor(Predictor):
         self.shrink_, self.lowest_ms_ = shrink, lowest
 
     def summary(self) -> str:
-        rows = [f"{s['family']} {json.dumps(s['params'], sort_keys=True)}: acc10 {s['acc10']:.3f}, "
-                f"rho {s['spearman']:.3f}, score {s['score']:.2f} ± {s['score_se']:.2f}"
+        def num(v, fmt: str = ".3f") -> str:
+            return "nan" if v is None else format(v, fmt)  # NaN is saved as null
+
+        rows = [f"{s['family']} {json.dumps(s['params'], sort_keys=True)}: acc10 {num(s.get('acc10'))}, "
+                f"rho {num(s.get('spearman'))}, score {num(s.get('score'), '.2f')} ± {num(s.get('score_se'), '.2f')}"
                 for s in getattr(self, "cv_scores_", [])]  # fmt: skip
         return "\n".join(rows)
 

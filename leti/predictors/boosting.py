@@ -13,7 +13,7 @@ count work (and the LUT's estimate) grow.
 Noisy targets whose bad measurements are one-sided (a share of runs much slower or faster than the rest) are
 predicted best by the typical value, not the mean: ``quantile`` or ``l1`` there.
 
-Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed with a checksum.
+Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed by the manifest.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leti.errors import PredictorError
+from leti.errors import PredictorError, excerpt
 from leti.predictors.base import Predictor
 from leti.predictors.features import (
     FEATURES_ID,
@@ -34,7 +34,8 @@ from leti.predictors.features import (
     monotone_signs,
 )
 from leti.predictors.lut import LUTPredictor
-from leti.predictors.registry import read_checked, read_json_checked, seal, write_json_checked
+from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
+from leti.predictors.schema import n_threads
 
 OBJECTIVES = ("l2", "l1", "huber", "quantile")
 BASES = ("lut", "none")
@@ -46,6 +47,11 @@ class BoostingPredictor(Predictor):
     """Shared pipeline: features -> (optional LUT base) -> a library's trees on log-latency."""
 
     model_file = ""
+    param_ranges = {"n_estimators": (1, 100_000), "learning_rate": (1e-6, 10.0), "subsample": (1e-3, 1.0),
+                    "colsample": (1e-3, 1.0), "reg_lambda": (0.0, 1e6), "alpha": (0.0, 1e6),
+                    "base_robust": (0.0, 100.0), "n_jobs": (1, 1_000_000), "num_leaves": (2, 131_072),
+                    "min_child_samples": (1, 1_000_000), "max_depth": (1, 64), "min_child_weight": (0.0, 1e6),
+                    "depth": (1, 16), "l2_leaf_reg": (0.0, 1e6)}  # fmt: skip
 
     # ---- the pipeline ---------------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -87,7 +93,13 @@ class BoostingPredictor(Predictor):
         b = self._base_predict(graphs)
         if b is not None:
             target = target - np.log(b)
-        self._train(self._design(graphs, b), target)
+        try:
+            self._train(self._design(graphs, b), target)
+        except (
+            Exception
+        ) as e:  # the library refusing this data or these settings (too few archs, constant targets)
+            raise PredictorError(f"{self.family} cannot train on these {len(graphs)} archs "
+                                 f"({excerpt(f'{type(e).__name__}: {e}', 200)})", "graphs") from None  # fmt: skip
 
     def _predict(self, graphs):
         b = self._base_predict(graphs)
@@ -109,7 +121,6 @@ class BoostingPredictor(Predictor):
             (d / BASE_DIR).mkdir(exist_ok=True)
             self.base_._save(d / BASE_DIR)
         self._write(d / self.model_file)
-        seal(d / self.model_file)
         write_json_checked(d / INFO_FILE, info)
 
     def _load(self, d: Path) -> None:
@@ -216,7 +227,7 @@ class LightGBMPredictor(BoostingPredictor):
             "lambda_l2": float(self.reg_lambda),
             "seed": int(self.seed),
             "deterministic": True,
-            "num_threads": int(self.n_jobs),
+            "num_threads": n_threads(self.n_jobs),
             "verbose": -1,
         }
 
@@ -233,7 +244,7 @@ class LightGBMPredictor(BoostingPredictor):
         self.model_ = lgb.train(params, ds, num_boost_round=int(self.n_estimators))
 
     def _raw_predict(self, X):
-        return self.model_.predict(X, num_threads=int(self.n_jobs))
+        return self.model_.predict(X, num_threads=n_threads(self.n_jobs))
 
     def _write(self, path):
         self.model_.save_model(str(path))
@@ -352,7 +363,7 @@ class XGBoostPredictor(BoostingPredictor):
             "lambda": float(self.reg_lambda),
             "tree_method": "hist",
             "seed": int(self.seed),
-            "nthread": int(self.n_jobs),
+            "nthread": n_threads(self.n_jobs),
             "base_score": 0.0,
         }
         if self.objective == "quantile":
@@ -378,7 +389,7 @@ class XGBoostPredictor(BoostingPredictor):
         json.loads(data)  # a clear error for a non-JSON file before XGBoost sees it
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
-        booster.set_param({"nthread": int(self.n_jobs)})
+        booster.set_param({"nthread": n_threads(self.n_jobs)})
         self.model_ = booster
 
     def _n_model_features(self) -> int:
@@ -441,14 +452,14 @@ class CatBoostPredictor(BoostingPredictor):
             rsm=float(self.colsample),
             loss_function=self._loss(),
             random_seed=int(self.seed),
-            thread_count=int(self.n_jobs),
+            thread_count=n_threads(self.n_jobs),
             allow_writing_files=False,
             verbose=False,
         )
         self.model_.fit(X, t)
 
     def _raw_predict(self, X):
-        return self.model_.predict(X, thread_count=int(self.n_jobs))
+        return self.model_.predict(X, thread_count=n_threads(self.n_jobs))
 
     def _write(self, path):
         self.model_.save_model(str(path), format="cbm")

@@ -41,8 +41,10 @@ def versions() -> dict:
 
 
 def _check_size(train_size, n: int) -> None:
-    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
-        raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
+    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 2:
+        raise LetiError(
+            f"must be an integer >= 2 (one arch trains nothing), got {train_size!r}", "train_size"
+        )
     if train_size >= n:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
 
@@ -83,6 +85,9 @@ def train(
     to test), or exactly the archs ``train_archs`` (``[(Arch, where), ...]``; each must be measured on ``target``).
     """
     space = canonical_space(space) if space is not None else None
+    if params is not None and not isinstance(params, dict):
+        raise LetiError(f"must be a JSON object of hyper-parameters, got {type(params).__name__}", "params")
+    pred = make(family, **(params or {}))  # bad hyper-parameters are reported before any data is read
     data = target_data(store, target, space)
     if family == "fewshot":
         tr, te = fewshot_rows(data, train_size, seed, train_archs)
@@ -92,7 +97,6 @@ def train(
             raise LetiError("applies to the fewshot predictor only", field)
         _check_size(train_size, len(data))
         tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
-    pred = make(family, **(params or {}))
     source_meta = None
     t0 = time.perf_counter()
     if family == "fewshot":
@@ -137,7 +141,7 @@ def train(
     if save:
         d = save_trained(pred, target, meta, root)
         if getattr(pred, "trust_", None) is not None:
-            pred.trust_.save(d)
+            pred.trust_.save(d)  # and re-seals the directory
     pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
     return pred, meta
 
@@ -157,18 +161,22 @@ def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, fol
 def evaluate(
     store: Store,
     target: str,
-    predictor: str | Predictor,
+    predictor: str | Predictor | None = None,
     root=None,
     space: str | None = None,
     return_predictions: bool = False,
     coverage: float = 0.9,
 ) -> dict:
-    """Metrics of a predictor (a family name: the target's saved one) on every arch of ``target`` it was not
-    trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
-    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting. A predictor saved with trust
-    data adds ``coverage`` (share of test archs inside their ``coverage`` interval), ``interval_rel_width``
-    (median (hi - lo) / prediction) and ``ood_share`` (share flagged out of distribution)."""
-    pred = load_trained(target, predictor, root) if isinstance(predictor, str) else predictor
+    """Metrics of a predictor (a family name: the target's saved one; None: the target's best saved one) on every
+    arch of ``target`` it was not trained on. A predictor without recorded training hashes is tested on all archs
+    (``held_out`` False). ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting. A
+    predictor saved with trust data adds ``coverage`` (share of test archs inside their ``coverage`` interval),
+    ``interval_rel_width`` (median (hi - lo) / prediction) and ``ood_share`` (share flagged out of distribution)."""
+    pred = (
+        load_trained(target, predictor, root)
+        if predictor is None or isinstance(predictor, str)
+        else predictor
+    )
     if not isinstance(pred, Predictor):
         raise LetiError(f"expected a family name or a Predictor, got {type(predictor).__name__}", "predictor")
     data = target_data(store, target, canonical_space(space) if space else None)
@@ -181,7 +189,7 @@ def evaluate(
     p = pred.predict(data.graphs(test))
     out = metrics(data.latency_ms[test], p)
     tm = getattr(pred, "trust_", None)
-    if tm is None and isinstance(predictor, str):
+    if tm is None and (predictor is None or isinstance(predictor, str)):
         from leti.predictors.registry import predictor_dir
         from leti.trust import load as load_trust
 

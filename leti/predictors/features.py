@@ -388,11 +388,17 @@ class RowRegistry:
     """Process-wide numbering of distinct node rows, their feature contributions, and the memo of summaries."""
 
     def __init__(self):
+        self.generation = -1  # bumped by ``reset``: ids of an older generation mean nothing
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every row: ids start over, and the summaries that hold old ids go too."""
         self._ids: dict[bytes, int] = {}
         self._rows: list[np.ndarray] = []
         self._contrib: list[tuple[np.ndarray, np.ndarray]] = []
         self._matrix = None  # CSR (n_rows, N_FEATURES) of contributions, rebuilt when rows were added
         self.memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.generation += 1
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -462,6 +468,18 @@ class RowRegistry:
 
 
 ROWS = RowRegistry()
+# A long-running server meets ever more distinct layers (each row costs a few KB with what hangs off it: ~45 MB for
+# 1,000 random leti archs), so it calls ``trim`` between requests to start the numbering over past this many rows.
+MAX_ROWS = 10_000
+
+
+def trim(max_rows: int = MAX_ROWS) -> bool:
+    """Reset ``ROWS`` when it holds more than ``max_rows`` rows; whatever is numbered by row ids (the LUT's
+    signatures) starts over at its next use. Only between predictions: ids taken before a reset are void."""
+    if len(ROWS) <= max_rows:
+        return False
+    ROWS.reset()
+    return True
 
 
 def summaries(graphs) -> list[Summary]:
@@ -645,6 +663,7 @@ __all__ = [
     "Summary",
     "batch",
     "clear_memo",
+    "trim",
     "compute",
     "design",
     "design_columns",

@@ -15,7 +15,7 @@ kernels build``), a kernel regressor learns each measured kernel type's time fro
 model-level fit weighs its per-model sum against the latent terms. The intercept is the per-model overhead.
 
 ``features="auto"`` picks the work terms by grouped cross-validation on the training set (``groups``: model
-families or canonical hashes), never by looking at a test set. Files are JSON and LightGBM text, sealed; nothing
+families or canonical hashes), never by looking at a test set. Files are JSON and LightGBM text, sealed by the manifest; nothing
 is pickled.
 """
 
@@ -33,7 +33,7 @@ from leti.graph.layergraph import LayerGraph
 from leti.predictors import fusion as FU
 from leti.predictors.base import Predictor
 from leti.predictors.metrics import acc_within
-from leti.predictors.registry import read_checked, read_json_checked, seal, write_json_checked
+from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
 
 MODEL_FILE = "kernel.json"
 KERNEL_MODEL_FILE = "kernel_model.txt"
@@ -527,7 +527,6 @@ class KernelPredictor(Predictor):
         }
         if self.kreg_ is not None and self.kreg_.booster_ is not None:
             self.kreg_.booster_.save_model(str(d / KERNEL_MODEL_FILE))
-            seal(d / KERNEL_MODEL_FILE)
         write_json_checked(d / MODEL_FILE, info)
 
     def _load(self, d: Path) -> None:

@@ -1,22 +1,23 @@
 """Predictor families by name (their table: ``leti.predictors.families``), and trained predictors on disk:
 ``$LETI_HOME/predictors/<target>/<family>/``.
 
-Every model file a family writes is sealed with a SHA-256 sidecar (``<file>.sha256``) and checked before it is
-parsed, so an edited or truncated file gives one clear ``PredictorError`` line instead of a parser's traceback or,
-worse, a silently different model. Nothing here (or in any family) unpickles.
+Every file of a saved predictor, ``meta.json`` included, is sealed by the directory's manifest and checked before
+anything is parsed (``leti.predictors.manifest``), so an edited or truncated file gives one clear ``PredictorError``
+line instead of a parser's traceback or, worse, a silently different model. Nothing here (or in any family)
+unpickles.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 from pathlib import Path
 
-from leti.errors import LetiError, PredictorError
+from leti.errors import LetiError, PredictorError, excerpt
 from leti.paths import default_predictor_dir
-from leti.predictors.base import META_FILE, Predictor, read_meta
+from leti.predictors.base import META_FILE, Predictor, finite, read_meta
 from leti.predictors.families import FAMILIES, FAMILY_CLASSES
+from leti.predictors.schema import check_params
 
 
 # ---- families -------------------------------------------------------------------------------------------------
@@ -52,9 +53,10 @@ def make(family: str, **params) -> Predictor:
     """A new, unfitted predictor of ``family`` with the given hyper-parameters."""
     cls = family_class(family)
     try:
-        return cls(**params)
-    except TypeError as e:
-        raise PredictorError(f"bad hyper-parameters for {family} ({e})", "params") from None
+        params = check_params(cls, params)
+    except LetiError as e:
+        raise PredictorError(e.reason, f"params.{e.field}") from None
+    return cls(**params)
 
 
 # ---- trained predictors on disk --------------------------------------------------------------------------------
@@ -63,8 +65,10 @@ def _root(root) -> Path:
 
 
 def _safe_part(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\\\0"):
-        raise LetiError(f"{value!r} cannot name a predictor directory", what)
+    """``value`` as one directory name: not empty, no separators or NUL, not '.' or '..', at most 200 characters."""
+    if (not isinstance(value, str) or not value or value in (".", "..") or len(value) > 200
+            or any(c in value for c in "/\\\0")):  # fmt: skip
+        raise LetiError(f"{excerpt(repr(value), 80)} cannot name a predictor directory", what)
     return value
 
 
@@ -86,18 +90,30 @@ def load_dir(path) -> Predictor:
     return family_class(info["family"]).load(d)
 
 
-def _trained(target: str, root) -> list[tuple[str, Path, dict]]:
+def _trained(target: str, root, problems: dict | None = None) -> list[tuple[str, Path, dict]]:
+    """(family, dir, meta) of each usable predictor of ``target``; ``problems`` collects why others are not."""
     base = _root(root) / _safe_part(target, "target")
     out = []
     if not base.is_dir():
         return out
-    for d in sorted(p for p in base.iterdir() if p.is_dir()):
+    for d in sorted(
+        p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):  # .tmp: being saved
         try:
             info = read_meta(d)
-        except PredictorError:
+        except PredictorError as e:
+            if problems is not None and (d / META_FILE).exists():
+                problems[d.name] = e.reason
             continue
         out.append((d.name, d, info))
     return out
+
+
+def problems(target: str, root=None) -> dict[str, str]:
+    """family -> why its saved predictor for ``target`` cannot be used (edited after it was saved, …)."""
+    found: dict[str, str] = {}
+    _trained(target, root, found)
+    return found
 
 
 def _test_acc10(info: dict) -> float:
@@ -122,9 +138,11 @@ def load(target: str, family: str | None = None, root=None) -> Predictor:
             )
         pred = family_class(family).load(d)
         return pred
-    found = _trained(target, root)
+    bad: dict[str, str] = {}
+    found = _trained(target, root, bad)
     if not found:
-        raise PredictorError(f"no trained predictor for target {target!r}; train one first", "target")
+        why = "".join(f"; {f}: {reason}" for f, reason in sorted(bad.items())[:1])
+        raise PredictorError(f"no trained predictor for target {target!r}{why}; train one first", "target")
     name = best_family({name: info for name, _, info in found})
     return family_class(name).load(next(d for f, d, _ in found if f == name))
 
@@ -150,46 +168,40 @@ def list_trained(root=None) -> list[dict]:
     return out
 
 
-# ---- file integrity -------------------------------------------------------------------------------------------
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def seal(path) -> None:
-    """Record the SHA-256 of a model file next to it."""
-    p = Path(path)
-    p.with_name(p.name + ".sha256").write_text(hashlib.sha256(p.read_bytes()).hexdigest() + "\n")
+# ---- reading a family's files ---------------------------------------------------------------------------------
+# The directory's manifest was checked before a family's ``_load`` runs; these only bound what is read.
+MAX_MODEL_BYTES = 1 << 30
+MAX_MODEL_JSON_BYTES = 256 << 20
 
 
 def read_checked(path) -> bytes:
-    """The bytes of a sealed model file; PredictorError when it is missing or differs from its seal."""
-    p = Path(path)
-    if not p.is_file():
-        raise PredictorError("model file is missing", str(p))
-    side = _sidecar(p)
-    if not side.is_file():
-        raise PredictorError("model file has no checksum (.sha256); it was not saved by leti", str(p))
-    data = p.read_bytes()
-    if hashlib.sha256(data).hexdigest() != side.read_text().strip():
-        raise PredictorError("model file does not match its checksum: it was edited or truncated", str(p))
-    return data
+    """The bytes of a model file; PredictorError when it is missing or too large."""
+    from leti.importers.bounded_json import read_bytes
 
-
-def write_json_checked(path, obj) -> None:
-    p = Path(path)
-    p.write_text(json.dumps(obj, sort_keys=True))
-    seal(p)
+    try:
+        return read_bytes(path, str(path), MAX_MODEL_BYTES)
+    except LetiError as e:
+        raise PredictorError(e.reason, str(path)) from None
 
 
 def read_json_checked(path) -> dict:
-    data = read_checked(path)
+    """A model's JSON object file, read through the bounded JSON reader."""
+    from leti.importers.bounded_json import loads
+
     try:
-        obj = json.loads(data)
-    except ValueError as e:
-        raise PredictorError(f"not valid JSON ({e})", str(path)) from None
+        obj = loads(read_checked(path), str(path), MAX_MODEL_JSON_BYTES, max_depth=16)
+    except PredictorError:
+        raise
+    except LetiError as e:
+        raise PredictorError(e.reason, str(path)) from None
     if not isinstance(obj, dict):
         raise PredictorError("not a JSON object", str(path))
     return obj
+
+
+def write_json_checked(path, obj) -> None:
+    """Write a model's JSON file (sealed with the rest of the directory when ``save`` finishes)."""
+    Path(path).write_text(json.dumps(finite(obj), sort_keys=True, allow_nan=False))  # NaN -> null
 
 
 __all__ = [
@@ -203,9 +215,9 @@ __all__ = [
     "load_dir",
     "make",
     "predictor_dir",
+    "problems",
     "read_checked",
     "read_json_checked",
     "save_trained",
-    "seal",
     "write_json_checked",
 ]

@@ -12,6 +12,7 @@ training ones), ``in_distribution`` (bool per arch) and ``why`` (a short reason 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -21,19 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from leti.errors import LetiError, PredictorError
+from leti.errors import LetiError, PredictorError, TooLargeError
 from leti.graph.layergraph import LayerGraph
-from leti.importers.inputs import as_list, clear_graphs, graphs_of
+from leti.graph.memo import graph_weight
+from leti.importers.inputs import as_list, clear_graphs, graph_of
 from leti.paths import default_predictor_dir
-from leti.space import Arch
+from leti.space import Arch, canonical_space
+
+# The server's defaults, which the client splits batches by (leti.service.app explains them)
+DEFAULT_MAX_BATCH = 10000
+DEFAULT_MAX_BODY = 4 << 20
 
 
 class NotFoundError(LetiError):
     """An unknown target or predictor (HTTP 404)."""
-
-
-class TooLargeError(LetiError):
-    """A request beyond the server's limits (HTTP 413)."""
 
 
 class AuthError(LetiError):
@@ -62,11 +64,21 @@ def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, 
     return out
 
 
-# Predictors and the feature memo they share are not documented as thread-safe, so one prediction runs at a time
-# (the work is CPU-bound under the GIL anyway). Big batches take the lock chunk by chunk, so that single-arch
-# requests arriving meanwhile wait for one chunk, not for the whole batch.
-_PREDICT_LOCK = threading.Lock()
-PREDICT_CHUNK = 512
+# Graph building and prediction run one chunk at a time, process-wide. Predictors and the feature memo they share are
+# not documented as thread-safe, and the work is CPU-bound under the GIL, so serialising it costs no throughput; it
+# also bounds a server's working set to one chunk's graphs and features however many requests arrive together. Big
+# batches take the lock chunk by chunk, so that single-arch requests arriving meanwhile wait for one chunk only.
+_WORK_LOCK = threading.Lock()
+PREDICT_CHUNK = 128  # archs
+CHUNK_SIZE = 50_000  # nodes + edges: a chunk's graphs and features take ~15 MB (benchmarks/bench_service.py)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost: nodes + edges of one arch, and of all its archs together."""
+
+    arch_size: int
+    request_size: int
 
 
 NO_TRUST = "no trust data saved with this predictor: retrain it with `leti train` for intervals and flags"
@@ -81,15 +93,69 @@ class Loaded:
     predictor: Any
     trust: Any = None
 
+    def _predict_chunk(self, graphs: list[LayerGraph]) -> np.ndarray:
+        ms = np.asarray(self.predictor.predict(graphs), dtype=float).ravel()
+        if ms.size != len(graphs):
+            raise PredictorError(f"returned {ms.size} values for {len(graphs)} archs", self.family)
+        return ms
+
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         out = []
         for start in range(0, len(graphs), PREDICT_CHUNK):
-            chunk = graphs[start : start + PREDICT_CHUNK]
-            with _PREDICT_LOCK:
-                ms = np.asarray(self.predictor.predict(chunk), dtype=float).ravel()
-            if ms.size != len(chunk):
-                raise PredictorError(f"returned {ms.size} values for {len(chunk)} archs", self.family)
-            out.append(ms)
+            with _WORK_LOCK:
+                out.append(self._predict_chunk(graphs[start : start + PREDICT_CHUNK]))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def _assess_chunk(self, graphs: list[LayerGraph], coverage: float) -> dict:
+        """One chunk's JSON-ready lists (the caller holds ``_WORK_LOCK``: the trust model's memo is shared too)."""
+        ms = self._predict_chunk(graphs)
+        if self.trust is None:
+            n = len(graphs)
+            return {"latency_ms": [float(x) if np.isfinite(x) else None for x in ms],
+                    "interval_ms": [[None, None]] * n, "in_distribution": [None] * n, "why": [NO_TRUST] * n}  # fmt: skip
+        return self.trust.assess(graphs, ms, coverage).to_dict()
+
+    def _merged(self, parts: list[dict], coverage: float) -> dict:
+        out: dict = {"target": self.target, "predictor": self.family, "coverage": coverage}
+        for key in ("latency_ms", "interval_ms", "in_distribution", "why"):
+            out[key] = [v for p in parts for v in p[key]]
+        return out
+
+    def predict_archs(self, archs: list, spaces: list, fields: list[str], limits: Limits | None = None,
+                      space_fields: list[str] | None = None, input_shape=None, coverage: float | None = None):  # fmt: skip
+        """Latency of archs in any accepted form, built into graphs and predicted a chunk at a time, so that at most
+        one chunk's graphs are held; errors name ``fields[i]`` (``space_fields[i]``, default ``archs[i].space``,
+        for a bad space). ``limits`` refuses oversized archs and requests (``TooLargeError``) before they are
+        built. ``input_shape`` is for in-memory torch / Keras models (``graph_of``). With ``coverage``, ``assess``'s
+        dict instead of an array."""
+        from leti.predictors.features import trim
+
+        if coverage is not None:
+            from leti.trust import check_coverage
+
+            coverage = check_coverage(coverage)
+        out, total, i = [], 0, 0
+        while i < len(archs):
+            with _WORK_LOCK:
+                trim()  # registries of distinct layers start over past their budget (leti.predictors.features)
+                graphs, size = [], 0
+                while i < len(archs) and len(graphs) < PREDICT_CHUNK and size < CHUNK_SIZE:
+                    space_field = (
+                        space_fields[i] if space_fields else f"{fields[i].removesuffix('.arch')}.space"
+                    )
+                    g = graph_of(archs[i], spaces[i], fields[i], space_field, input_shape=input_shape,
+                                 max_size=limits.arch_size if limits else None)  # fmt: skip
+                    w = graph_weight(g)
+                    total, size = total + w, size + w
+                    if limits and total > limits.request_size:
+                        raise TooLargeError(f"the archs up to this one expand to {total:,} layers and edges, over "
+                                            f"this server's limit of {limits.request_size:,} per request; send fewer "
+                                            "or smaller archs", fields[i].removesuffix(".arch"))  # fmt: skip
+                    graphs.append(g)
+                    i += 1
+                out.append(self._predict_chunk(graphs) if coverage is None else self._assess_chunk(graphs, coverage))
+        if coverage is not None:
+            return self._merged(out, coverage)
         return np.concatenate(out) if out else np.zeros(0)
 
     def assess(self, graphs: list[LayerGraph], coverage: float = 0.9) -> dict:
@@ -98,22 +164,11 @@ class Loaded:
         from leti.trust import check_coverage
 
         coverage = check_coverage(coverage)
-        ms = self.predict(graphs)
-        n = len(graphs)
-        out: dict = {"target": self.target, "predictor": self.family, "coverage": coverage}
-        if self.trust is None:
-            out.update(latency_ms=[float(x) if np.isfinite(x) else None for x in ms],
-                       interval_ms=[[None, None]] * n, in_distribution=[None] * n, why=[NO_TRUST] * n)  # fmt: skip
-            return out
         parts = []
-        for start in range(0, n, PREDICT_CHUNK):
-            with _PREDICT_LOCK:  # the trust model's memo and the feature rows are shared like the predictor's
-                a = self.trust.assess(graphs[start : start + PREDICT_CHUNK], ms[start : start + PREDICT_CHUNK],
-                                      coverage)  # fmt: skip
-            parts.append(a.to_dict())
-        for key in ("latency_ms", "interval_ms", "in_distribution", "why"):
-            out[key] = [v for p in parts for v in p[key]]
-        return out
+        for start in range(0, len(graphs), PREDICT_CHUNK):
+            with _WORK_LOCK:
+                parts.append(self._assess_chunk(graphs[start : start + PREDICT_CHUNK], coverage))
+        return self._merged(parts, coverage)
 
 
 def as_arrays(res: dict) -> dict:
@@ -171,7 +226,16 @@ class PredictorCache:
         # Check names against what is on disk first: this gives a 404 listing the choices, and stops a crafted
         # name such as '../x' from reaching the file system.
         index = trained_index(base)
+        bad = {}
+        if target not in index or family not in index[target]:
+            with contextlib.suppress(LetiError):  # a target that cannot name a directory ('../x'): unknown
+                bad = _registry().problems(target, base)
+        if family is not None and family in bad:  # there, but edited or corrupt: say so
+            raise NotFoundError(f"{target}/{family} cannot be loaded: {bad[family]}", "predictor")
         if target not in index:
+            if bad:
+                f, why = sorted(bad.items())[0]
+                raise NotFoundError(f"no usable predictor for target {target!r} ({f}: {why})", "target")
             known = ", ".join(sorted(index)) or f"none; train one with leti train (looked in {base})"
             raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
         families = index[target]
@@ -223,10 +287,12 @@ def predict(
     ``in_distribution``, ``why``, with ``target``, ``predictor`` and ``coverage``.
     """
     loaded = _PREDICTORS.get(target, predictor, root)
-    graphs = graphs_of(as_list(archs), space, input_shape=input_shape)
-    if interval is None:
-        return loaded.predict(graphs)
-    return as_arrays(loaded.assess(graphs, interval))
+    if space is not None:
+        space = canonical_space(space, "space")
+    items = as_list(archs)
+    fields = [f"archs[{i}]" for i in range(len(items))]
+    res = loaded.predict_archs(items, [space] * len(items), fields, input_shape=input_shape, coverage=interval)
+    return res if interval is None else as_arrays(res)
 
 
 # ---- the HTTP client -----------------------------------------------------------------------------------------------
@@ -257,16 +323,17 @@ def wire_item(obj, space: str | None = None, field: str = "archs") -> dict:
 class Client:
     """A client of ``leti serve`` that keeps one HTTP connection open.
 
-    ``token`` defaults to ``$LETI_TOKEN``. Batches longer than ``max_batch`` are split into several requests.
-    Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
+    ``token`` defaults to ``$LETI_TOKEN``. Batches are split into requests of at most ``max_batch`` archs and
+    ``max_body`` bytes (the server's defaults; see ``/v1/health``). Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0,
-                 max_batch: int = 10000):  # fmt: skip
+                 max_batch: int = DEFAULT_MAX_BATCH, max_body: int = DEFAULT_MAX_BODY):  # fmt: skip
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("LETI_TOKEN")
         self.timeout = timeout
         self.max_batch = max_batch
+        self.max_body = max_body
         self._http = None  # opened on first use
 
     # ---- the connection ---------------------------------------------------------------------------------------
@@ -298,14 +365,13 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, data: str | None = None) -> dict:
         import httpx
 
         try:
-            if body is None:
+            if data is None:
                 r = self._client().request(method, path)
             else:
-                data = json.dumps(body, separators=(",", ":"), allow_nan=False)
                 r = self._client().request(
                     method, path, content=data, headers={"Content-Type": "application/json"}
                 )
@@ -313,8 +379,6 @@ class Client:
             raise LetiError(
                 f"cannot reach the leti server at {self.url} ({type(e).__name__}: {e})", "url"
             ) from None
-        except ValueError as e:  # NaN or infinity in an arch
-            raise LetiError(f"cannot be sent as JSON ({e})", "archs") from None
         if r.status_code >= 400:
             raise _server_error(r)
         try:
@@ -340,30 +404,36 @@ class Client:
         """Send request items (``{"space", "arch"}`` dicts) as is; returns ``{"target", "predictor",
         "latency_ms": ndarray}`` and the server's ``interval_ms``, ``in_distribution``, ``why`` lists (at
         ``coverage``, default the server's 0.9) when it sends them."""
-        out, res = [], {"target": target, "predictor": predictor}
+        head: dict = {"target": target}
+        if predictor is not None:
+            head["predictor"] = predictor
+        if coverage is not None:
+            head["coverage"] = coverage
+        head_text = _dumps(head, "target")[:-1] + ',"archs":['
+        texts = [_dumps(it, f"archs[{i}]") for i, it in enumerate(items)]
+        out, res, start = [], {"target": target, "predictor": predictor}, 0
         extra: dict = {}
-        for start in range(0, max(len(items), 1), self.max_batch):
-            body: dict = {"target": target, "archs": items[start : start + self.max_batch]}
-            if predictor is not None:
-                body["predictor"] = predictor
-            if coverage is not None:
-                body["coverage"] = coverage
+        while True:  # one request at least, even for no archs
+            stop, size = start, len(head_text) + 2
+            while stop < len(texts) and stop - start < self.max_batch:
+                if stop > start and size + len(texts[stop]) + 1 > self.max_body:
+                    break
+                size += len(texts[stop]) + 1
+                stop += 1
             try:
-                res = self._request("POST", "/v1/predict", body)
+                res = self._request("POST", "/v1/predict", head_text + ",".join(texts[start:stop]) + "]}")
             except LetiError as e:
                 raise _shift(e, start) from None
             out.append(np.asarray([np.nan if v is None else v for v in res["latency_ms"]], dtype=float))
             for key in ("interval_ms", "in_distribution", "why"):
                 if key in res:
                     extra.setdefault(key, []).extend(res[key])
+            if stop >= len(texts):
+                break
+            start = stop
         if "coverage" in res:
             extra["coverage"] = res["coverage"]
-        return {
-            "target": res["target"],
-            "predictor": res["predictor"],
-            "latency_ms": np.concatenate(out),
-            **extra,
-        }
+        return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out), **extra}
 
     def targets(self) -> list[dict]:
         return self._request("GET", "/v1/targets")["targets"]
@@ -373,6 +443,13 @@ class Client:
 
     def health(self) -> dict:
         return self._request("GET", "/v1/health")
+
+
+def _dumps(obj, field: str) -> str:
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:  # NaN or infinity in an arch
+        raise LetiError(f"cannot be sent as JSON ({e})", field) from None
 
 
 def _server_error(r) -> LetiError:

@@ -24,6 +24,7 @@ from leti.space.layers import normalize_layer
 NAME = "nasbench201"
 ALIASES: tuple[str, ...] = ("nb201",)
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+SIZE = len(OPS) ** 6  # 15,625 cells (fewer distinct by canonical hash): what ``leti.space.sample`` can draw
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # the order edges appear in the string
 
 CONFIG = {

@@ -19,6 +19,7 @@ import numpy as np
 from leti.errors import LetiError, PredictorError
 from leti.graph.layergraph import LayerGraph
 from leti.predictors import features as F
+from leti.predictors import manifest
 from leti.predictors.base import Predictor
 from leti.predictors.registry import read_json_checked, write_json_checked
 from leti.trust.conformal import DEFAULT_COVERAGE, Conformal, Difficulty, check_coverage
@@ -195,6 +196,7 @@ class TrustModel:
     def save(self, d) -> Path:
         p = Path(d) / TRUST_FILE
         write_json_checked(p, self.to_dict())
+        manifest.seal(d)  # the predictor directory's seal now covers the trust data
         return p
 
     @classmethod
@@ -225,6 +227,7 @@ class TrustModel:
         p = Path(d) / TRUST_FILE
         if not p.exists():
             return None
+        manifest.verify(d, only=TRUST_FILE)
         obj = read_json_checked(p)
         try:
             return cls.from_dict(obj, str(p))

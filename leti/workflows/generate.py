@@ -17,7 +17,7 @@ from leti.datasets.store import Store, TargetRecord
 from leti.device_runner.bindings import Binding, make_runner
 from leti.errors import LetiError
 from leti.measurement import Settings, target_settings
-from leti.paths import leti_home
+from leti.paths import default_models_dir
 from leti.space import Arch, canonical_space, sample
 from leti.space.hashing import digest
 from leti.workflows.farm import HOST, Farm, WorkerReport, noise_floor, pick_repeat, pid_alive
@@ -134,7 +134,7 @@ def generate(
         # a worker's bar counts its target's whole queue: devices of one target share it
         on_start(run_id, {**{b.worker: pending[b.target] for b in bindings}, "_total": sum(pending.values())})
 
-    cache = ModelCache(by_id, Path(model_dir) if model_dir else leti_home() / "models")
+    cache = ModelCache(by_id, Path(model_dir) if model_dir else default_models_dir())
     farm = Farm(
         store,
         run_id,
