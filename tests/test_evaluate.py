@@ -64,7 +64,7 @@ def test_train_records_everything_and_tests_on_unseen_archs(store, tmp_path):
     tr, te = split_by_hash(data.hashes, 100, 3)
     assert sorted(meta["train_hashes"]) == sorted(set(data.hashes[tr]))
     assert meta["n_test"] == te.size and not set(data.hashes[te]) & set(meta["train_hashes"])
-    assert (tmp_path / "ta-cpu" / "lightgbm" / "meta.json").is_file()
+    assert (tmp_path / "ta-cpu" / "lightgbm" / "v1" / "meta.json").is_file() and meta["version"] == 1
     # the saved predictor, evaluated later, sees exactly the same held-out archs and scores the same
     ev = E.evaluate(store, "ta-cpu", "lightgbm", root=tmp_path, return_predictions=True)
     assert ev["n_test"] == meta["n_test"] and ev["held_out"] and ev["family"] == "lightgbm"

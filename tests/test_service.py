@@ -484,7 +484,7 @@ def test_cli_predict_via_url(server, capsys, monkeypatch):
         (["predict", "--target", TARGET, NB201, "|nor_conv_3x3~0|"], "arch[1]: needs 3 nodes"),
         (["predict", "--target", TARGET, "--space", "nb999", NB201], "nb999"),
         (["predict", "--target", "nokia3310-tflite-cpu", NB201], "target: no trained predictor"),
-        (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no 'gcn' predictor"),
+        (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no trained gcn predictor"),
         (["predict", "--target", TARGET], "arch: give one or more archs"),
         (["predict", "--target", TARGET, "--file", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
         (["serve", "--port", "70000"], "--port: must be 0..65535"),

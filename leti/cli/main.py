@@ -17,6 +17,7 @@ from leti.cli.measure import add_measure_parsers
 from leti.cli.predict import add_predict_parser, add_serve_parser
 from leti.cli.predictors import add_predictors_parsers
 from leti.cli.space import add_space_parsers
+from leti.cli.zoo import add_zoo_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_serve_parser(sub)
     add_compress_parser(sub)
+    add_zoo_parsers(sub)
     return p
 
 

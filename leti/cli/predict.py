@@ -70,6 +70,7 @@ def cmd_predict(args) -> int:
         with Client(args.url, token=args.token) as client:
             res = client.predict_items(items, args.target, args.predictor)
         target, family = res["target"], res["predictor"]
+        about = f"{family}, served by {args.url}"
         ms = [None if x != x else float(x) for x in res["latency_ms"]]  # NaN (a null from the server) -> None
     else:
         from leti.service.api import predictor_cache
@@ -77,13 +78,14 @@ def cmd_predict(args) -> int:
         loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
         ms = loaded.predict(_graphs(archs, spaces, where)).tolist()
         target, family = loaded.target, loaded.family
+        about = f"{family} v{loaded.version}" + (", pretrained" if loaded.source == "pretrained" else "")
     if args.json:
         print(json.dumps({"target": target, "predictor": family, "latency_ms": ms}))
         return 0
     for value, label in zip(ms, labels, strict=True):
         shown = label if len(label) <= 72 else label[:69] + "..."
         print(f"{value:10.4f} ms  {shown}" if value is not None else f"{'nan':>10} ms  {shown}")
-    print(f"({len(ms)} archs, {target}, predictor {family})", file=sys.stderr)
+    print(f"({len(ms)} archs, {target}, predictor {about})", file=sys.stderr)
     return 0
 
 

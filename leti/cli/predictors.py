@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from leti.cli.common import _print_json, _store, wide_console
+from leti.cli.common import _Parser, _print_json, _store, wide_console
 from leti.errors import LetiError
 from leti.predictors.families import FAMILIES
 
@@ -39,6 +40,31 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--out", help="folder for report.md and one plot per target")
     s.set_defaults(func=cmd_report)
 
+    pr = sub.add_parser("predictors", help="saved predictors: list, show, remove versions").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    s = pr.add_parser("list", help="every saved version, yours and pretrained, and which one answers")
+    s.add_argument("--target", help="only this target")
+    s.add_argument(
+        "--all", action="store_true", help="older versions too (default: each family's current one)"
+    )
+    s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_predictors_list)
+    s = pr.add_parser("show", help="the meta.json of one predictor (default: the one that answers)")
+    s.add_argument("target")
+    s.add_argument("--predictor", help="family (default: the one that answers)")
+    s.add_argument("--version", type=int, help="version number (default: the family's current one)")
+    s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
+    s.add_argument("--json", action="store_true", help="all of meta.json")
+    s.set_defaults(func=cmd_predictors_show)
+    s = pr.add_parser("rm", help="remove a version you trained (the previous one answers again)")
+    s.add_argument("target")
+    s.add_argument("--predictor", required=True, help="family")
+    s.add_argument("--version", type=int, help="version number (default: every version of the family)")
+    s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
+    s.set_defaults(func=cmd_predictors_rm)
+
 
 FAMILY_CHOICES = FAMILIES
 
@@ -59,6 +85,7 @@ def _metrics_table(title: str, rows: list[tuple[str, dict]]):
 
 def cmd_train(args) -> int:
     from leti.predictors.evaluate import train
+    from leti.predictors.registry import resolve
 
     params = json.loads(args.params) if args.params else None
     if params is not None and not isinstance(params, dict):
@@ -66,12 +93,114 @@ def cmd_train(args) -> int:
     pred, meta = train(_store(args), args.target, args.predictor, args.train_size, args.seed, params, args.space,
                        save=True)  # fmt: skip
     m = {**meta["metrics"], "n_train": meta["n_train"], "n_test": meta["n_test"]}
+    answers = resolve(args.target)
     if args.json:
-        _print_json({k: v for k, v in meta.items() if k != "train_hashes"})
+        out = {k: v for k, v in meta.items() if k != "train_hashes"}
+        out["answers"] = {"family": answers.family, "version": answers.version, "source": answers.source}
+        _print_json(out)
         return 0
     name = args.predictor + (f" ({meta['auto_chosen']['family']})" if args.predictor == "auto" else "")
     wide_console().print(_metrics_table(f"{args.target}: trained {name} in {meta['fit_seconds']:.1f}s, "
                                     f"tested on held-out archs", [(name, m)]))  # fmt: skip
+    print(saved_line(meta, answers))
+    return 0
+
+
+def saved_line(meta: dict, answers) -> str:
+    """Where ``leti train`` saved the predictor, what it kept, and which predictor now answers."""
+    v = meta["version"]
+    kept = f"; v{v - 1} and older kept (leti predictors list --all)" if v > 1 else ""
+    sel = meta.get("selection") or {}
+    on = (
+        f" (best acc@10 on {sel['n_test']} archs held out from every trained predictor)"
+        if sel.get("n_test")
+        else ""
+    )
+    return (
+        f"saved {meta['family']} v{v} to {meta['path']}{kept}\n"
+        f"leti predict --target {meta['target']} now answers with {answers.family} v{answers.version}{on}"
+    )
+
+
+def _predictor_rows(rows) -> list[dict]:
+    out = []
+    for r in rows:
+        m = r.meta.get("metrics") if isinstance(r.meta.get("metrics"), dict) else {}
+        out.append({**r.summary(), "acc10": m.get("acc10"), "spearman": m.get("spearman"),
+                    "chosen": (r.meta.get("auto_chosen") or {}).get("family") if r.family == "auto" else None})  # fmt: skip
+    return out
+
+
+def cmd_predictors_list(args) -> int:
+    from leti.predictors.registry import saved
+
+    problems: dict[str, str] = {}
+    rows = [r for r in saved(args.target, args.predictor_root, problems=problems) if args.all or r.current]
+    data = _predictor_rows(rows)
+    if args.json:
+        _print_json({"predictors": data, "problems": problems})
+        return 0
+    from rich.table import Table
+
+    t = Table(title="saved predictors (* answers for its target)")
+    for col in ("", "target", "family", "version", "source", "n_train", "acc@10 %", "ρ", "trained at"):
+        t.add_column(col, justify="right" if col in ("version", "n_train", "acc@10 %", "ρ") else "left")
+    for r in data:
+        fam = r["family"] + (f" ({r['chosen']})" if r["chosen"] else "")
+        acc = f"{100 * r['acc10']:.1f}" if isinstance(r["acc10"], int | float) else "-"
+        rho = f"{r['spearman']:.3f}" if isinstance(r["spearman"], int | float) else "-"
+        ver = f"v{r['version']}" + ("" if r["current"] else " (old)")
+        t.add_row("*" if r["answers"] else "", r["target"], fam, ver, r["source"], str(r["n_train"] or "-"), acc,
+                  rho, str(r["trained_at"] or "-"))  # fmt: skip
+    con = wide_console()
+    if data:
+        con.print(t)
+    else:
+        print(
+            "no saved predictors"
+            + (f" for {args.target}" if args.target else "")
+            + "; train one with leti train"
+        )
+    for where, why in sorted(problems.items()):
+        print(f"leti: warning: {where}: {why}", file=sys.stderr)
+    return 0
+
+
+def cmd_predictors_show(args) -> int:
+    from leti.predictors.registry import resolve
+
+    hit = resolve(args.target, args.predictor, args.predictor_root, args.version)
+    if args.json:
+        _print_json({**hit.meta, **hit.summary()})
+        return 0
+    meta = hit.meta
+    lines = [f"{hit.target} {hit.family} v{hit.version} ({hit.source}){'  answers for its target' if hit.answers else ''}",
+             f"path: {hit.path}"]  # fmt: skip
+    for key in ("source_data", "licence", "protocol", "train_size", "seed", "split", "space", "n_train", "n_test",
+                "trained_at", "auto_chosen", "selection"):  # fmt: skip
+        if meta.get(key) not in (None, {}, ""):
+            lines.append(f"{key}: {json.dumps(meta[key], sort_keys=True, default=str)}")
+    m = meta.get("metrics")
+    if isinstance(m, dict) and m:
+        lines.append("test metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in sorted(m.items())))  # fmt: skip
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_predictors_rm(args) -> int:
+    from leti.predictors.registry import remove, resolve
+
+    gone = remove(args.target, args.predictor, args.version, args.predictor_root)
+    for d in gone:
+        print(f"removed {d}")
+    try:
+        now = resolve(args.target, root=args.predictor_root)
+        print(
+            f"leti predict --target {args.target} now answers with {now.family} v{now.version} ({now.source})"
+        )
+    except LetiError:
+        print(f"no predictor is left for {args.target}")
     return 0
 
 

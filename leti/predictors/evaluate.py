@@ -23,7 +23,7 @@ from leti.predictors.families import FAMILIES
 from leti.predictors.features import FEATURES_ID
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
-from leti.predictors.registry import make, save_trained
+from leti.predictors.registry import make, next_version_dir, record_selection, save_trained
 from leti.space import canonical_space
 
 DEFAULT_FAMILIES = FAMILIES
@@ -100,9 +100,70 @@ def train(
     if family == "auto":
         meta["auto_chosen"] = pred.chosen_
     if save:
-        save_trained(pred, target, meta, root)
+        into = next_version_dir(target, family, root)  # reserved first: the selection names this version
+        meta["version"] = int(into.name[1:])
+        meta["selection"] = select(store, target, root, new=(pred, meta), data=data)
+        meta["path"] = str(save_trained(pred, target, meta, root, into=into))
+        record_selection(target, meta["selection"], root)
     pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
     return pred, meta
+
+
+MIN_SELECTION_ARCHS = 20
+
+
+def _or_worst(v) -> float:
+    return float(v) if isinstance(v, int | float) and v == v else -np.inf
+
+
+def select(
+    store: Store, target: str, root=None, new: tuple[Predictor, dict] | None = None, data=None
+) -> dict:
+    """Choose the family that answers for ``target`` among the user's trained predictors (each family's current
+    version, with ``new`` = (predictor, meta) in place of its family's), on one protocol: every candidate predicts
+    the same archs, those of the target that none of them was trained on; best acc@10, ties by Spearman's rho.
+
+    When fewer than ``MIN_SELECTION_ARCHS`` such archs remain, the candidates are ranked by the test acc@10 recorded
+    at training instead, and the selection says so. Returns the selection record (``registry.record_selection``).
+    """
+    from leti.predictors.registry import TRAINED, best_family, saved
+
+    data = data if data is not None else target_data(store, target)
+    cands: dict[str, tuple[Predictor | None, dict, int | None]] = {}
+    for r in saved(target, root, pretrained=False):
+        if r.current and r.source == TRAINED:
+            cands[r.family] = (None, r.meta, r.version)
+    if new is not None:
+        cands[new[0].family] = (new[0], new[1], new[1].get("version"))
+    seen: set = set()
+    for _, meta, _ in cands.values():
+        seen |= set(meta.get("train_hashes") or [])
+    test = np.flatnonzero([h not in seen for h in data.hashes])
+    if test.size < MIN_SELECTION_ARCHS:
+        family = best_family({f: m for f, (_, m, _) in cands.items()})
+        scores = {
+            f: {"version": v, "acc10": (m.get("metrics") or {}).get("acc10")}
+            for f, (_, m, v) in cands.items()
+        }
+        return {"family": family, "metric": "acc10 recorded at training (own test splits)", "n_test": 0,
+                "scores": scores, "reason": f"only {test.size} archs are held out from every candidate"}  # fmt: skip
+    graphs, y = data.graphs(test), data.latency_ms[test]
+    scores = {}
+    for fam, (pred, _, version) in cands.items():
+        try:
+            p = (pred if pred is not None else load_trained(target, fam, root, version)).predict(graphs)
+            m = metrics(y, p)
+        except LetiError as e:  # an unreadable or broken candidate cannot answer
+            scores[fam] = {"version": version, "error": str(e)}
+            continue
+        scores[fam] = {"version": version, "acc10": m["acc10"], "spearman": m["spearman"]}
+    ok = {f: s for f, s in scores.items() if "acc10" in s}
+    if not ok:
+        raise LetiError(f"no trained predictor of {target} can predict its archs", "target")
+    family = max(sorted(ok), key=lambda f: (_or_worst(ok[f]["acc10"]), _or_worst(ok[f]["spearman"])))
+    return {"family": family, "metric": "acc10, ties by spearman", "n_test": int(test.size),
+            "test": "archs of the target held out from every candidate's training set", "scores": scores,
+            "chosen_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
 
 
 def evaluate(
@@ -299,4 +360,4 @@ def learning_curve(
     return out
 
 
-__all__ = ["evaluate", "learning_curve", "plot", "report", "report_table", "train", "versions"]
+__all__ = ["evaluate", "learning_curve", "plot", "report", "report_table", "select", "train", "versions"]

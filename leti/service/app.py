@@ -94,6 +94,8 @@ class PredictorInfo(BaseModel):
     n_train: int | None = None
     seed: int | None = None
     trained_at: str | None = None
+    version: int | None = None
+    source: str = Field("trained", description="trained (by you) or pretrained (shipped with leti)")
 
 
 class TargetInfo(BaseModel):
@@ -258,6 +260,11 @@ def _noise_floors(store_path: Path, targets) -> dict[str, float | None]:
         return {}
 
 
+def _answering(families: dict[str, dict]) -> str:
+    """The family the registry answers with by default (marked in the index), else the best by recorded metrics."""
+    return next((f for f, m in families.items() if m.get("answers")), None) or best_family(families)
+
+
 def _info(target: str, family: str, meta: dict, best: bool) -> dict:
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     n_train, seed = meta.get("n_train"), meta.get("seed")
@@ -269,6 +276,8 @@ def _info(target: str, family: str, meta: dict, best: bool) -> dict:
         "n_train": n_train if isinstance(n_train, int) else None,
         "seed": seed if isinstance(seed, int) else None,
         "trained_at": meta["trained_at"] if isinstance(meta.get("trained_at"), str) else None,
+        "version": meta["version"] if isinstance(meta.get("version"), int) else None,
+        "source": meta["source"] if isinstance(meta.get("source"), str) else "trained",
     }
 
 
@@ -337,7 +346,7 @@ def create_app(
         floors = _noise_floors(store(), index)
         out = []
         for t, fams in sorted(index.items()):
-            best = best_family(fams)
+            best = _answering(fams)
             preds = [_info(t, f, m, f == best) for f, m in sorted(fams.items())]
             out.append({"target": t, "best": best, "noise_floor": floors.get(t), "predictors": preds})
         return {"targets": out}
@@ -354,7 +363,7 @@ def create_app(
         index = trained_index(root())
         out = []
         for t, fams in sorted(index.items()):
-            best = best_family(fams)
+            best = _answering(fams)
             out += [_info(t, f, m, f == best) for f, m in sorted(fams.items())]
         return {"predictors": out}
 
