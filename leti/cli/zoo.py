@@ -7,7 +7,7 @@ from leti.errors import LetiError
 
 
 def add_zoo_parsers(sub) -> None:
-    from leti.zoo.build import FOLDS, SEED, TRAIN_SIZE
+    from leti.zoo import FOLDS, SEED, TRAIN_SIZE
 
     zp = sub.add_parser("zoo", help="the pretrained predictors shipped with leti").add_subparsers(
         dest="sub", required=True, parser_class=_Parser

@@ -12,5 +12,11 @@ from pathlib import Path
 
 ZOO_DIR = Path(__file__).resolve().parent
 INDEX_FILE = "zoo.json"
+# The build protocol (``leti.zoo.build``); here so that the command line shows the defaults without importing it.
+TRAIN_SIZE = (
+    1500  # archs to train on (split by canonical hash); a target keeps at least a quarter for testing
+)
+SEED = 0
+FOLDS = 5
 
-__all__ = ["INDEX_FILE", "ZOO_DIR"]
+__all__ = ["FOLDS", "INDEX_FILE", "SEED", "TRAIN_SIZE", "ZOO_DIR"]
