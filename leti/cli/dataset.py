@@ -7,6 +7,8 @@ from pathlib import Path
 from leti.cli.common import _Parser, _print_json, _store, wide_console
 from leti.errors import LetiError
 
+IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
+
 
 def add_dataset_parsers(sub) -> None:
     s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
@@ -24,8 +26,16 @@ def add_dataset_parsers(sub) -> None:
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=cmd_dataset_export)
 
-    s = sub.add_parser("import", help="import measurement CSV files (space,arch,target,latency_ms,source)")
-    s.add_argument("files", nargs="+")
+    s = sub.add_parser(
+        "import",
+        help="import measurement CSV files (space,arch,target,latency_ms,source), or a mobile-ml-benchmark "
+        "directory with --format mobile-ml-benchmark",
+    )
+    s.add_argument("files", nargs="+", help="CSV files (--format csv) or one directory (mobile-ml-benchmark)")
+    s.add_argument("--format", choices=IMPORT_FORMATS, default="csv")
+    s.add_argument("--precision", default="float",
+                   help="mobile-ml-benchmark precisions, comma-separated: float, quant (default float)")  # fmt: skip
+    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_import)
 
 
@@ -88,6 +98,8 @@ def cmd_import(args) -> int:
     from leti.datasets.archs import record_from_text
     from leti.datasets.csvio import import_csv
 
+    if args.format == "mobile-ml-benchmark":
+        return _import_mlbench(args)
     store = _store(args)
     for f in args.files:
         if not Path(f).is_file():
@@ -100,4 +112,19 @@ def cmd_import(args) -> int:
 
             report = import_csv(store, f, record_from_text, progress=progress)
         print(report.summary())
+    return 0
+
+
+def _import_mlbench(args) -> int:
+    from leti.datasets.mlbench import import_mlbench
+
+    if len(args.files) != 1:
+        raise LetiError("give one mobile-ml-benchmark directory", "files")
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
+    r = import_mlbench(_store(args), args.files[0], precisions)
+    if args.json:
+        _print_json(r.to_dict())
+        return 0
+    print(f"mobile-ml-benchmark: {r.models} models, {len(r.targets)} targets, {r.measurements} new measurements, "
+          f"{r.kernel_measurements} new kernel measurements ({r.skipped} already in the store)")  # fmt: skip
     return 0

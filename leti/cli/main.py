@@ -13,6 +13,7 @@ import sys
 from leti.cli.common import _Parser, run_parser
 from leti.cli.compress import add_compress_parser
 from leti.cli.dataset import add_dataset_parsers
+from leti.cli.kernels import add_kernels_parsers
 from leti.cli.measure import add_measure_parsers
 from leti.cli.predict import add_predict_parser, add_serve_parser
 from leti.cli.predictors import add_predictors_parsers
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_space_parsers(sub)
     add_dataset_parsers(sub)
     add_measure_parsers(sub)
+    add_kernels_parsers(sub)
     add_predictors_parsers(sub)
     add_predict_parser(sub)
     add_serve_parser(sub)

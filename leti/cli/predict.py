@@ -25,6 +25,8 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...]}')
+    s.add_argument("--explain", action="store_true",
+                   help="each kernel's predicted ms (a kernel predictor: --predictor kernel)")  # fmt: skip
     s.set_defaults(func=cmd_predict)
 
 
@@ -60,6 +62,8 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
 
 def cmd_predict(args) -> int:
     archs, spaces, where, labels = _from_args(args)
+    if args.explain and args.url:
+        raise LetiError("--explain runs the predictor here; drop --url", "--explain")
     if args.url:
         from leti.graph.layergraph import LayerGraph
         from leti.service.api import Client, wire_item
@@ -76,7 +80,10 @@ def cmd_predict(args) -> int:
         from leti.service.api import predictor_cache
 
         loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
-        ms = loaded.predict(_graphs(archs, spaces, where)).tolist()
+        graphs = _graphs(archs, spaces, where)
+        if args.explain:
+            return _explain(loaded, graphs, labels, args.json)
+        ms = loaded.predict(graphs).tolist()
         target, family = loaded.target, loaded.family
         about = f"{family} v{loaded.version}" + (", pretrained" if loaded.source == "pretrained" else "")
     if args.json:
@@ -86,6 +93,45 @@ def cmd_predict(args) -> int:
         shown = label if len(label) <= 72 else label[:69] + "..."
         print(f"{value:10.4f} ms  {shown}" if value is not None else f"{'nan':>10} ms  {shown}")
     print(f"({len(ms)} archs, {target}, predictor {about})", file=sys.stderr)
+    return 0
+
+
+def _explain(loaded, graphs, labels: list[str], as_json: bool) -> int:
+    """One table per arch: its kernels under the target's fusion rules, each with its predicted ms."""
+    explain = getattr(loaded.predictor, "explain", None)
+    if explain is None:
+        raise LetiError(
+            f"the {loaded.family} predictor cannot explain per kernel; use --predictor kernel", "--explain"
+        )
+    from rich.table import Table
+
+    from leti.cli.common import wide_console
+
+    out = []
+    for g, label in zip(graphs, labels, strict=True):
+        e = explain(g)
+        out.append({"arch": label, **e})
+        if as_json:
+            continue
+        t = Table(title=f"{label if len(label) <= 60 else label[:57] + '...'}: {e['total_ms']:.4f} ms on "
+                  f"{loaded.target} ({e['rules']} rules)")  # fmt: skip
+        for col in ("#", "kernel", "ops", "in", "out", "k/s/g", "ms", "note"):
+            t.add_column(col, justify="right" if col in ("#", "ms") else "left")
+        for k in e["kernels"]:
+            c = k["config"]
+            note = "outside training: " + ", ".join(k["outside"]) if k["outside"] else ""
+            t.add_row(str(k["kernel"]), k["type"], "+".join(k["ops"]), f"{c['h_in']}x{c['w_in']}x{c['c_in']}",
+                      f"{c['h_out']}x{c['w_out']}x{c['c_out']}", f"{c['k']}/{c['stride']}/{c['groups']}",
+                      f"{k['ms']:.4f}", note)  # fmt: skip
+        t.add_row("", "overhead", "", "", "", "", f"{e['overhead_ms']:.4f}", "")
+        wide_console().print(t)
+        if e["kernels_outside_training_ranges"]:
+            print(f"leti: warning: {e['kernels_outside_training_ranges']} kernels lie outside what the predictor "
+                  "was trained on: their times are extrapolated", file=sys.stderr)  # fmt: skip
+    if as_json:
+        print(
+            json.dumps({"target": loaded.target, "predictor": loaded.family, "explain": out}, default=float)
+        )
     return 0
 
 

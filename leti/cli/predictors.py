@@ -30,6 +30,10 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--space")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="predicted-vs-measured scatter (log-log, ±10%% band)")
+    s.add_argument("--split", choices=("trained", "family"), default="trained",
+                   help="trained: the saved predictor on the archs outside its training set; family: fit a fresh "
+                   "predictor leaving each model family out in turn (imported real models)")  # fmt: skip
+    s.add_argument("--params", help="JSON hyper-parameters for --split family")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
@@ -67,6 +71,19 @@ def add_predictors_parsers(sub) -> None:
 
 
 FAMILY_CHOICES = FAMILIES
+EVALUATE_KEYS = (
+    "acc5",
+    "acc10",
+    "acc20",
+    "rmse",
+    "mape",
+    "r2",
+    "spearman",
+    "kendall",
+    "n_train",
+    "n_test",
+    "family",
+)
 
 
 def _metrics_table(title: str, rows: list[tuple[str, dict]]):
@@ -208,27 +225,16 @@ def cmd_evaluate(args) -> int:
     from leti.predictors.evaluate import evaluate
 
     store = _store(args)
+    if args.split == "family":
+        return _evaluate_by_family(args, store)
     m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
     if args.plot:
         from leti.predictors.evaluate import plot
 
         y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
         plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, acc@10 {100 * m['acc10']:.1f}%")
-    keys = (
-        "acc5",
-        "acc10",
-        "acc20",
-        "rmse",
-        "mape",
-        "r2",
-        "spearman",
-        "kendall",
-        "n_train",
-        "n_test",
-        "family",
-    )
     if args.json:
-        _print_json({k: m[k] for k in keys})
+        _print_json({k: m[k] for k in EVALUATE_KEYS})
         return 0
     rec = store.get_target(args.target)
     floor = (
@@ -236,6 +242,37 @@ def cmd_evaluate(args) -> int:
     )
     wide_console().print(_metrics_table(f"{args.target}: {m['family']} on {m['n_test']} archs outside its training set"
                                     f"{floor}", [(m["family"], m)]))  # fmt: skip
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _evaluate_by_family(args, store) -> int:
+    from leti.predictors.family_split import evaluate_by_family
+
+    if args.predictor is None:
+        raise LetiError("name the family to evaluate with --split family", "--predictor")
+    if args.predictor not in FAMILIES:
+        raise LetiError(
+            f"unknown predictor family {args.predictor!r} (known: {', '.join(FAMILIES)})", "--predictor"
+        )
+    params = json.loads(args.params) if args.params else None
+    if params is not None and not isinstance(params, dict):
+        raise LetiError("must be a JSON object of hyper-parameters", "--params")
+    m = evaluate_by_family(store, args.target, args.predictor, params, return_predictions=bool(args.plot))
+    if args.plot:
+        from leti.predictors.evaluate import plot
+
+        y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
+        m.pop("models", None)
+        plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, leave-one-family-out, "
+             f"acc@10 {100 * m['acc10']:.1f}%")  # fmt: skip
+    if args.json:
+        _print_json({k: m[k] for k in (*EVALUATE_KEYS, "split", "n_families", "kernel_measurements")})
+        return 0
+    title = (f"{args.target}: {m['family']}, leave-one-family-out over {m['n_families']} families "
+             f"({m['n_test']} models)")  # fmt: skip
+    wide_console().print(_metrics_table(title, [(m["family"], m)]))
     if args.plot:
         print(f"plot: {args.plot}")
     return 0

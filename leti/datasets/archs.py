@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,8 +10,9 @@ import numpy as np
 from leti.datasets.store import ArchRecord, Store
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
-from leti.importers.inputs import stored_graph
-from leti.space import SPACES, Arch, leti_space, native_text, parse_arch
+from leti.importers.inputs import layergraph_json, stored_graph
+from leti.space import MODEL_SPACE, SPACES, Arch, leti_space, native_text, parse_arch
+from leti.space.hashing import digest
 
 
 def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
@@ -29,8 +31,32 @@ def arch_record(arch: Arch, text: str | None = None) -> ArchRecord:
     )
 
 
+def model_text(graph: LayerGraph) -> str:
+    """The arch text of an imported model (space ``model``): its LayerGraph as compact, key-sorted JSON."""
+    return json.dumps(graph.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def model_record(graph: LayerGraph, text: str | None = None) -> ArchRecord:
+    """The store row of an imported model. Its id and hash are the digest of its text: a model is its own class."""
+    text = model_text(graph) if text is None else text
+    h = digest(text)
+    return ArchRecord(
+        arch_id=h,
+        hash=h,
+        space=MODEL_SPACE,
+        arch_text=text,
+        spec_json=json.dumps({"space": MODEL_SPACE, "model": graph.meta.get("model", "")}),
+        macs=graph.total_macs,
+        params=graph.total_params,
+        peak_bytes=graph.peak_bytes(),
+        n_nodes=graph.n_nodes,
+    )
+
+
 def record_from_text(space: str, text: str) -> ArchRecord:
     """The ``parse_arch`` callback of ``import_csv``: native text -> ArchRecord."""
+    if space == MODEL_SPACE:
+        return model_record(layergraph_json(text), text)
     return arch_record(parse_arch(space, text), text)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from leti.errors import LetiError
@@ -34,3 +36,21 @@ def split_by_hash(hashes, train_size: int, seed: int = 0) -> tuple[np.ndarray, n
     if test.size == 0:
         raise LetiError("no archs are left for testing after the split", "train_size")
     return train, test
+
+
+def model_family(name: str) -> str:
+    """The family of a real model: its name with width, depth, size and version suffixes removed.
+
+    ``resnet10`` … ``resnet18_wd4`` -> ``resnet``; ``regnetx002`` … ``regnetx016`` -> ``regnetx``;
+    ``mobilenetv3_small_w7d20`` -> ``mobilenetv3``; ``diracnet18v2`` -> ``diracnet``; ``hardnet39ds`` -> ``hardnet``.
+    Rules, in order, on the lower-cased name: keep the part before the first ``_`` (width multipliers ``_w1``,
+    ``_wd4``, sizes ``_small``, versions ``_v1_1`` and variants ``_cpu`` follow it); drop a trailing size word
+    (small, medium, large, mobile) and an EfficientNet ``b<N>``; drop a trailing depth number and what follows it
+    (``18v2``, ``46c``, ``14b``), except a version right after a ``v`` (``mobilenetv2`` stays: v2 is another
+    design, not a size). Letters that name a variant (``resnetbc``, ``mobilenetb``) stay.
+    """
+    t = str(name).strip().lower().replace("-", "_").split("_")[0]
+    t = re.sub(r"(small|medium|large|mobile)$", "", t)
+    t = re.sub(r"netb\d+$", "net", t)
+    t = re.sub(r"(?<=[a-uw-z])\d+[a-z\d]*$", "", t)
+    return t or str(name)

@@ -78,6 +78,21 @@ _SCHEMA = [
         UNIQUE (run_id, arch_id, target, settings_key))""",
     # claim_job scans pending jobs of one run (optionally one target) in id order.
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(run_id, state, target, id)",
+    # Kernel measurements: the time of one kernel of an arch (``node``: the graph node that heads it), e.g. a GPU
+    # profiler's per-op times or a single-kernel model timed alone (leti kernels build). Kept apart from
+    # ``measurements`` so whole-model training data never mixes with them.
+    """CREATE TABLE IF NOT EXISTS kernel_measurements (
+        id INTEGER PRIMARY KEY,
+        arch_id TEXT NOT NULL REFERENCES archs(arch_id),
+        target TEXT NOT NULL REFERENCES targets(name),
+        settings_key TEXT NOT NULL,
+        node INTEGER NOT NULL CHECK (node >= 0),
+        latency_ms REAL NOT NULL CHECK (latency_ms >= 0),
+        runtime_kernel TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        UNIQUE (arch_id, target, settings_key, node))""",
+    "CREATE INDEX IF NOT EXISTS kernel_measurements_target ON kernel_measurements(target, settings_key)",
 ]
 
 _MEAS_COLS = (
@@ -634,19 +649,74 @@ class Store:
             )
         with self.transaction() as conn:
             self.ensure_targets(targets)
-            before = conn.total_changes
+            return self._insert_rows(
+                conn,
+                "INSERT INTO measurements (arch_id, target, settings_key, latency_ms, source, measured_at, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (arch_id, target, settings_key) DO NOTHING",
+                values,
+            )
+
+    def _insert_rows(self, conn: sqlite3.Connection, sql: str, values: list[tuple]) -> int:
+        """``executemany`` of rows whose first value is an arch id; an unknown arch gives one clear LetiError.
+        Returns how many rows were new."""
+        before = conn.total_changes
+        try:
+            conn.executemany(sql, values)
+        except sqlite3.IntegrityError:
+            missing = self._missing_archs(conn, (v[0] for v in values))
+            if missing:
+                raise self._unknown_arch_error(missing) from None
+            raise
+        return conn.total_changes - before
+
+    def add_kernel_measurements(self, rows: Iterable[Mapping]) -> int:
+        """Store kernel times: mappings with arch_id, target, node, latency_ms and optionally settings_key (default
+        ``"import"``), runtime_kernel and source. Existing rows are kept; returns how many were new."""
+        now = _now()
+        values, targets = [], {}
+        for i, r in enumerate(rows):
             try:
-                conn.executemany(
-                    "INSERT INTO measurements (arch_id, target, settings_key, latency_ms, source, measured_at, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (arch_id, target, settings_key) DO NOTHING",
-                    values,
+                arch_id, target, node, ms = r["arch_id"], r["target"], r["node"], r["latency_ms"]
+            except KeyError as e:
+                raise LetiError(f"missing key {e.args[0]!r}", f"rows[{i}]") from None
+            x = _opt_float(ms, f"rows[{i}].latency_ms")
+            if x is None or x < 0:
+                raise LetiError(
+                    f"must be a non-negative number of milliseconds, got {ms!r}", f"rows[{i}].latency_ms"
                 )
-            except sqlite3.IntegrityError:
-                missing = self._missing_archs(conn, (v[0] for v in values))
-                if missing:
-                    raise self._unknown_arch_error(missing) from None
-                raise
-            return conn.total_changes - before
+            targets.setdefault(validate_name(target), None)
+            values.append((_text(arch_id, f"rows[{i}].arch_id"), target,
+                           _text(r.get("settings_key", "import"), f"rows[{i}].settings_key"),
+                           _opt_int(node, f"rows[{i}].node"), x, str(r.get("runtime_kernel") or ""),
+                           str(r.get("source") or ""), now))  # fmt: skip
+        with self.transaction() as conn:
+            self.ensure_targets(targets)
+            return self._insert_rows(
+                conn,
+                "INSERT INTO kernel_measurements (arch_id, target, settings_key, node, latency_ms, runtime_kernel,"
+                " source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (arch_id, target, settings_key, node) DO NOTHING",
+                values,
+            )
+
+    def kernel_measurements(self, target: str | None = None, settings_key: str | None = None) -> pd.DataFrame:
+        """Kernel times joined with their archs: arch_id, space, arch_text, target, settings_key, node, latency_ms,
+        runtime_kernel, source."""
+        import pandas as pd
+
+        cols = ["arch_id", "space", "arch_text", "target", "settings_key", "node", "latency_ms", "runtime_kernel",
+                "source"]  # fmt: skip
+        sql = (
+            "SELECT k.arch_id, a.space, a.arch_text, k.target, k.settings_key, k.node, k.latency_ms,"
+            " k.runtime_kernel, k.source FROM kernel_measurements k JOIN archs a ON a.arch_id = k.arch_id WHERE 1"
+        )
+        params: list = []
+        if target is not None:
+            sql, params = sql + " AND k.target = ?", params + [target]
+        if settings_key is not None:
+            sql, params = sql + " AND k.settings_key = ?", params + [settings_key]
+        rows = self._read(sql + " ORDER BY k.target, k.settings_key, k.arch_id, k.node", params)
+        return pd.DataFrame.from_records(rows, columns=cols)
 
     def has_measurement(self, arch_id: str, target: str, settings_key: str) -> bool:
         return bool(

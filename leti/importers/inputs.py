@@ -10,7 +10,8 @@ Accepted forms:
 * the wrapper ``{"space": …, "arch": …}`` (CSV rows, HTTP request items, JSON lines, ``leti space sample`` output):
   its own ``space`` wins over the caller's default (see ``unwrap``);
 * on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``). Only the CLI
-  helpers here read files; ``graph_of``, which the service calls, never touches the file system.
+  helpers here read files; ``graph_of``, which the service calls, never touches the file system;
+* with space ``model`` (imported real models in the store): the LayerGraph JSON itself (``LayerGraph.to_dict``).
 
 Parsed graphs are cached by their input text (``graph_of``), because NAS loops and training re-read the same archs.
 """
@@ -30,7 +31,7 @@ import numpy as np
 from leti.errors import ArchError, LetiError
 from leti.graph.layergraph import LayerGraph
 from leti.importers.models import is_model_file, read_model
-from leti.space import Arch, canonical_space, fbnet, nb101, nb201, parse_arch
+from leti.space import MODEL_SPACE, Arch, canonical_space, fbnet, nb101, nb201, parse_arch
 
 
 # ---- one arch or many ----------------------------------------------------------------------------------------------
@@ -198,6 +199,22 @@ def _cache_key(obj, space: str | None):
     return None
 
 
+def layergraph_json(obj) -> LayerGraph:
+    """A LayerGraph from its JSON (a dict or a string): the arch form of space ``model``."""
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except ValueError as e:
+            raise ArchError(f"a model's arch must be LayerGraph JSON ({e})", "arch") from None
+    if not isinstance(obj, dict):
+        raise ArchError("a model's arch must be a LayerGraph JSON object", "arch")
+    return LayerGraph.from_dict(obj)
+
+
+def _make_graph(obj, space: str | None) -> LayerGraph:
+    return layergraph_json(obj) if space == MODEL_SPACE else to_arch(obj, space).to_graph()
+
+
 def graph_of(
     obj, space: str | None = None, field: str = "arch", space_field: str = "space", cache: LRU = GRAPHS
 ) -> LayerGraph:
@@ -212,8 +229,8 @@ def graph_of(
             return obj.to_graph()
         key = _cache_key(obj, space)
         if key is None:
-            return to_arch(obj, space).to_graph()
-        return cache.get_or_make(key, lambda: to_arch(obj, space).to_graph())
+            return _make_graph(obj, space)
+        return cache.get_or_make(key, lambda: _make_graph(obj, space))
     except LetiError as e:
         raise rebase(e, field) from None
     except (RecursionError, MemoryError) as e:

@@ -83,6 +83,11 @@ class Predictor:
         self.n_train_ = int(y.size)
         return self
 
+    def store_inputs(self, store, target: str, arch_ids) -> dict:
+        """Extra ``fit`` keyword arguments this family reads from the store for ``target``'s training archs
+        ``arch_ids`` (the kernel family takes the target and its kernel measurements). None by default."""
+        return {}
+
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         if not hasattr(self, "n_train_"):
             raise PredictorError(f"this {self.family} predictor is not fitted yet", "predictor")

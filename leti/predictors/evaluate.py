@@ -46,9 +46,11 @@ def _check_size(train_size, n: int) -> None:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
 
 
-def _fit(pred: Predictor, data: TargetData, idx: np.ndarray) -> Predictor:
-    """Fit on rows ``idx``, grouped by canonical hash (auto's folds and the GCN's early stopping use the groups)."""
-    return pred.fit(data.graphs(idx), data.latency_ms[idx], groups=list(data.hashes[idx]))
+def _fit(pred: Predictor, data: TargetData, idx: np.ndarray, store: Store) -> Predictor:
+    """Fit on rows ``idx``, grouped by canonical hash (auto's folds and the GCN's early stopping use the groups),
+    with whatever else the family reads from the store (``Predictor.store_inputs``)."""
+    extra = pred.store_inputs(store, data.target, data.arch_ids[idx])
+    return pred.fit(data.graphs(idx), data.latency_ms[idx], groups=list(data.hashes[idx]), **extra)
 
 
 def train(
@@ -73,7 +75,7 @@ def train(
     pred = make(family, **(params or {}))
     tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
     t0 = time.perf_counter()
-    _fit(pred, data, tr)
+    _fit(pred, data, tr, store)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     p = pred.predict(data.graphs(te))
@@ -353,7 +355,7 @@ def learning_curve(
         tr, _ = split_by_hash(data.hashes, s, seed)
         pred = make(family, **(params or {}))
         t0 = time.perf_counter()
-        _fit(pred, data, tr)
+        _fit(pred, data, tr, store)
         fit_s = time.perf_counter() - t0
         m = metrics(data.latency_ms[test], pred.predict(gte))
         out.append({"train_size": s, "n_test": int(test.size), "family": family, "fit_seconds": fit_s, **m})

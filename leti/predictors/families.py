@@ -15,6 +15,7 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "lightgbm": ("leti.predictors.boosting", "LightGBMPredictor"),
     "catboost": ("leti.predictors.boosting", "CatBoostPredictor"),
     "gcn": ("leti.predictors.gcn", "GCNPredictor"),
+    "kernel": ("leti.predictors.kernel", "KernelPredictor"),
     "auto": ("leti.predictors.auto", "AutoPredictor"),
 }
 FAMILIES: tuple[str, ...] = tuple(FAMILY_CLASSES)

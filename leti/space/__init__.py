@@ -36,7 +36,13 @@ class Space(Protocol):
 # One record per space, in this order; nothing else in leti lists the spaces.
 SPACE_MODULES: dict[str, Space] = {m.NAME: m for m in (nb101, nb201, fbnet, leti_space)}
 SPACES = tuple(SPACE_MODULES)
-ALIASES = {alias: m.NAME for m in SPACE_MODULES.values() for alias in (m.NAME, *m.ALIASES)}
+# ``model``: imported real models (mobile-ml-benchmark, model files) in the store. Not a space of Archs one samples
+# from: the arch text is the LayerGraph JSON itself, read by ``leti.datasets.archs.graph_of``.
+MODEL_SPACE = "model"
+STORE_SPACES = (*SPACES, MODEL_SPACE)  # every value the store's ``space`` column takes
+ALIASES = {alias: m.NAME for m in SPACE_MODULES.values() for alias in (m.NAME, *m.ALIASES)} | {
+    MODEL_SPACE: MODEL_SPACE
+}
 _ALIAS_NAMES = tuple(a for m in SPACE_MODULES.values() for a in m.ALIASES)
 
 # Sampling the wide space without a cap would produce multi-GMAC models that take long to measure
@@ -47,7 +53,7 @@ CONSTRAINT_KEYS = ("max_macs", "min_macs", "max_params", "min_params", "input_si
 def canonical_space(name: str, field: str = "space") -> str:
     if not isinstance(name, str) or name.strip().lower() not in ALIASES:
         raise LetiError(
-            f"{name!r} is not a known space (known: {', '.join(SPACES)}; aliases {', '.join(_ALIAS_NAMES)})",
+            f"{name!r} is not a known space (known: {', '.join(STORE_SPACES)}; aliases {', '.join(_ALIAS_NAMES)})",
             field,
         )
     return ALIASES[name.strip().lower()]
@@ -55,7 +61,12 @@ def canonical_space(name: str, field: str = "space") -> str:
 
 def parse_arch(space: str, text) -> Arch:
     """An Arch from a space's native text (the CSV ``arch`` column)."""
-    return SPACE_MODULES[canonical_space(space)].parse(text)
+    space = canonical_space(space)
+    if space == MODEL_SPACE:
+        raise LetiError(
+            "a model's text is its LayerGraph JSON, not an architecture spec; read it as a graph", "space"
+        )
+    return SPACE_MODULES[space].parse(text)
 
 
 def native_text(arch: Arch) -> str:
@@ -77,6 +88,8 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
     max_tries.
     """
     space = canonical_space(space)
+    if space == MODEL_SPACE:
+        raise LetiError("imported real models cannot be sampled; import them (leti import)", "space")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise LetiError(f"must be a positive integer, got {n!r}", "n")
     cons = {**DEFAULT_CONSTRAINTS.get(space, {}), **(constraints or {})}
@@ -112,7 +125,9 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
 
 __all__ = [
     "ALIASES",
+    "MODEL_SPACE",
     "SPACES",
+    "STORE_SPACES",
     "SPACE_MODULES",
     "Arch",
     "Space",

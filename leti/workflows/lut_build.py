@@ -94,7 +94,7 @@ class LutBuildReport:
     unbuilt: tuple[str, ...] = ()  # signatures no single-layer model could be built for
 
 
-def _overhead_graph() -> LayerGraph:
+def overhead_graph() -> LayerGraph:
     b = GraphBuilder()
     b.act(b.input((1, 1, 1)), "relu")  # one trivial op: what remains is the cost of an invocation
     return b.finish()
@@ -135,7 +135,7 @@ def build_lut(
             graphs[sig] = signature_graph(sig)
         except GraphError:  # e.g. a concat of unevenly split inputs: priced by the nearest entry instead
             unbuilt.append(sig)
-    models: list[Model] = [build_tflite(_overhead_graph(), precision)]
+    models: list[Model] = [build_tflite(overhead_graph(), precision)]
     models += [lambda g=g: build_tflite(g, precision) for g in graphs.values()]
     with make_runner(binding, benchmark_binary) as runner:
         overhead, *times = round_robin(runner, settings, models, rounds, "median", progress)
