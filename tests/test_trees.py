@@ -118,3 +118,21 @@ def test_tree_cycles_and_out_of_range_links_are_refused():
     tree["left_children"][1] = 99
     with pytest.raises(PredictorError, match="out of range"):
         trees.from_xgboost_json(json.dumps(model).encode())
+
+
+def test_lightgbm_categorical_splits_match_lightgbm():
+    """The kernel family's regressor splits on the kernel type as a category."""
+    lgb = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6))
+    X[:, 0] = rng.integers(0, 70, 3000)
+    y = np.sin(X[:, 0]) * 3 + X[:, 1] + (X[:, 0] % 7 == 3) * 2
+    ds = lgb.Dataset(X, y, categorical_feature=[0], params={"min_data_in_bin": 1, "verbose": -1})
+    m = lgb.train({"num_leaves": 15, "verbose": -1, "num_threads": 1, "min_data_in_leaf": 10}, ds, 60)
+    f = trees.from_lightgbm_text(m.model_to_string())
+    assert f.cat_words is not None and f.cat_words.any()
+    Xt = rng.normal(size=(1500, 6))
+    Xt[:, 0] = rng.integers(-3, 90, 1500)  # unseen and negative categories too
+    Xt[::13, 0] = np.nan
+    Xt[::17, 0] = 2.7  # truncated to category 2
+    assert np.array_equal(f.predict(Xt), m.predict(Xt))

@@ -46,6 +46,13 @@ def _check_size(train_size, n: int) -> None:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
 
 
+def fit_on(
+    store: Store, data: TargetData, family: str, idx: np.ndarray, params: dict | None = None
+) -> Predictor:
+    """A new ``family`` predictor fitted on rows ``idx`` of ``data`` (see ``_fit``)."""
+    return _fit(make(family, **(params or {})), data, idx, store)
+
+
 def _fit(pred: Predictor, data: TargetData, idx: np.ndarray, store: Store) -> Predictor:
     """Fit on rows ``idx``, grouped by canonical hash (auto's folds and the GCN's early stopping use the groups),
     with whatever else the family reads from the store (``Predictor.store_inputs``)."""
@@ -362,4 +369,14 @@ def learning_curve(
     return out
 
 
-__all__ = ["evaluate", "learning_curve", "plot", "report", "report_table", "select", "train", "versions"]
+__all__ = [
+    "evaluate",
+    "fit_on",
+    "learning_curve",
+    "plot",
+    "report",
+    "report_table",
+    "select",
+    "train",
+    "versions",
+]

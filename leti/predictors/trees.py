@@ -36,8 +36,15 @@ class Forest:
     n_features: int
     base: float
     kind: str  # "xgboost" or "lightgbm"
+    # LightGBM's categorical splits: per node, where its category bitset starts in ``cat_bits`` and how many
+    # 32-bit words it has (0 words: a numerical split)
+    cat_start: np.ndarray | None = None
+    cat_words: np.ndarray | None = None
+    cat_bits: np.ndarray | None = None
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        """Raw scores (the sum of the leaves), one per row; ``num_threads`` is accepted for the libraries' call
+        signature and ignored."""
         X = np.asarray(X, dtype=np.float32 if self.kind == "xgboost" else np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise PredictorError(f"expects {self.n_features} features, got {X.shape}", "X")
@@ -53,12 +60,29 @@ class Forest:
                 left = _lightgbm_left(
                     x, nan, self.threshold[node], self.missing[node], self.default_left[node]
                 )
+                if self.cat_words is not None:
+                    left = self._categorical(x, nan, node, left)
             node = np.where(left, self.left[node], self.right[node])
         leaves = self.value[node]
         if self.kind == "xgboost":  # float32 running sum in tree order, as XGBoost adds its trees
             start = np.full((n, 1), self.base, dtype=np.float32)
             return np.cumsum(np.hstack([start, leaves.astype(np.float32)]), axis=1, dtype=np.float32)[:, -1]
         return np.cumsum(np.hstack([np.full((n, 1), self.base), leaves]), axis=1)[:, -1]
+
+    def _categorical(self, x, nan, node, left):
+        """LightGBM's CategoricalDecision: NaN and negative values go right; category int(x) goes left when its bit
+        is set in the node's bitset."""
+        words = self.cat_words[node]
+        cat = words > 0
+        if not cat.any():
+            return left
+        v = np.where(nan | ~np.isfinite(x), -1.0, np.trunc(np.clip(x, -1.0, 2.0**31 - 1)))
+        k = v.astype(np.int64)
+        word = np.where(k >= 0, k // 32, 0)
+        ok = (k >= 0) & (word < words)
+        bits = self.cat_bits[np.where(ok, self.cat_start[node] + word, 0)] if self.cat_bits.size else 0
+        hit = ok & (((bits >> np.where(ok, k % 32, 0)) & 1) == 1)
+        return np.where(cat, hit, left)
 
 
 def _lightgbm_left(x, nan, thr, missing, default_left):
@@ -181,6 +205,7 @@ def from_lightgbm_text(text: str) -> Forest:
         if int(kv.get("num_tree_per_iteration", "1")) != 1:
             raise PredictorError("only single-output models are read", "model.txt")
         f: dict[str, list[str]] = {k: [] for k in _LGB_FIELDS}
+        cats: dict[int, dict[str, str]] = {}  # tree -> its cat_boundaries and cat_threshold
         n_trees = 0
         for line in body.split("\n"):  # one pass over the lines (a regex per field is ten times slower)
             key, _, value = line.partition("=")
@@ -188,6 +213,8 @@ def from_lightgbm_text(text: str) -> Forest:
                 f[key].append(value)
             elif key == "Tree":
                 n_trees += 1
+            elif key in ("cat_boundaries", "cat_threshold"):
+                cats.setdefault(n_trees - 1, {})[key] = value
         if any(len(v) != n_trees for v in f.values()):
             raise PredictorError("trees lack some of their arrays", "model.txt")
 
@@ -195,13 +222,9 @@ def from_lightgbm_text(text: str) -> Forest:
             return np.array(" ".join(f[key]).split(), dtype=dtype)
 
         leaves = flat("num_leaves", np.int64)
-        if (
-            leaves.size != n_trees
-            or (leaves < 1).any()
-            or flat("num_cat", np.int64).any()
-            or flat("is_linear", np.int64).any()
-        ):
-            raise PredictorError("categorical splits and linear trees are not read", "model.txt")
+        if leaves.size != n_trees or (leaves < 1).any() or flat("is_linear", np.int64).any():
+            raise PredictorError("linear trees are not read", "model.txt")
+        n_cat = flat("num_cat", np.int64)
         inner = leaves - 1
         feat, thr = flat("split_feature", np.int64), flat("threshold", np.float64)
         dt, kids = flat("decision_type", np.int64), [flat(k, np.int64) for k in ("left_child", "right_child")]
@@ -238,8 +261,40 @@ def from_lightgbm_text(text: str) -> Forest:
         raise PredictorError("a tree splits on a feature out of range", "model.txt")
     offset = np.repeat(roots, size)
     depth = _depth(left, right, is_leaf, roots, offset)
-    return Forest(feature, threshold, left, right, default_left, missing, values, roots, depth, n_features, 0.0,
-                  "lightgbm")  # fmt: skip
+    forest = Forest(feature, threshold, left, right, default_left, missing, values, roots, depth, n_features, 0.0,
+                    "lightgbm")  # fmt: skip
+    if n_cat.any():
+        _categorical_splits(forest, dt, at_inner, np.repeat(np.arange(n_trees), inner), thr, cats)
+    return forest
+
+
+def _categorical_splits(forest: Forest, dt, at_inner, tree_of, thr, cats: dict) -> None:
+    """Attach the bitsets of LightGBM's categorical splits (decision type bit 0) to ``forest``."""
+    n = forest.left.size
+    start, words = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    bits, base = [], 0
+    bounds: dict[int, np.ndarray] = {}
+    try:
+        for t in sorted(cats):
+            b = np.array(cats[t]["cat_boundaries"].split(), dtype=np.int64)
+            words_t = np.array(cats[t]["cat_threshold"].split(), dtype=np.uint64).astype(np.uint32)
+            if b.size < 2 or b[0] != 0 or (np.diff(b) < 0).any() or b[-1] != words_t.size:
+                raise PredictorError(f"tree {t} has inconsistent category bitsets", "model.txt")
+            bounds[t] = b + base
+            bits.append(words_t)
+            base += words_t.size
+        for j in np.flatnonzero(dt & 1):
+            b = bounds[int(tree_of[j])]
+            idx = int(thr[j])
+            if not 0 <= idx < b.size - 1:
+                raise PredictorError("a categorical split names a bitset out of range", "model.txt")
+            start[at_inner[j]], words[at_inner[j]] = b[idx], b[idx + 1] - b[idx]
+    except KeyError:
+        raise PredictorError("a tree with categorical splits lacks its bitsets", "model.txt") from None
+    except ValueError as e:
+        raise PredictorError(f"malformed category bitsets ({e})", "model.txt") from None
+    forest.cat_start, forest.cat_words = start, words
+    forest.cat_bits = np.concatenate(bits) if bits else np.zeros(0, dtype=np.uint32)
 
 
 # ---- CatBoost JSON (oblivious trees) ---------------------------------------------------------------------------
