@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from leti.errors import LetiError
+from leti.errors import LetiError, missing_extra
 
 EXIT_BAD_INPUT = 2
 
@@ -46,6 +46,12 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return int(args.func(args) or 0)
     except LetiError as e:
         print(f"leti: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ImportError as e:  # an optional package this installation lacks: say which extra brings it
+        err = missing_extra(e)
+        if err is None:
+            raise
+        print(f"leti: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("leti: interrupted", file=sys.stderr)

@@ -19,6 +19,8 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
     s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
+    s.add_argument("--index", type=int, action="append", metavar="N",
+                   help="a NAS-Bench-201 arch by the benchmark's own index, 0..15624 (repeatable; --space nb201)")  # fmt: skip
     s.add_argument("--file", help="JSON lines, one arch each: {space, arch}, Arch JSON or `leti space sample` output "
                                   "('-' reads stdin)")  # fmt: skip
     s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
@@ -38,16 +40,18 @@ def _graphs(archs: list, spaces: list, where: list[str]):
 
 def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     """(archs, spaces, where each came from for errors, labels to print)."""
-    if args.file and args.arch:
-        raise LetiError("give archs or --file, not both", "arch")
+    given = [name for name, v in (("archs", args.arch), ("--file", args.file), ("--index", args.index)) if v]
+    if len(given) > 1:
+        raise LetiError(f"give archs, --file or --index, not {' and '.join(given)}", "arch")
     from leti.importers.inputs import read_arch_arg, read_jsonl, rebase
 
+    if args.index:
+        return _indexed(args)
     if args.file:
         archs, spaces, where = read_jsonl(args.file, args.space)
-        labels = [a if isinstance(a, str) else w for a, w in zip(archs, where, strict=True)]
-        return archs, spaces, where, labels
+        return archs, spaces, where, [_label(a, s, w) for a, s, w in zip(archs, spaces, where, strict=True)]
     if not args.arch:
-        raise LetiError("give one or more archs, or --file archs.jsonl", "arch")
+        raise LetiError("give one or more archs, --file archs.jsonl or --index N", "arch")
     archs, where = [], []
     for i, text in enumerate(args.arch):
         field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
@@ -58,6 +62,39 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
         archs.append(arch if arch is not None else graph)  # a .tflite file gives a graph only
         where.append(field)
     return archs, [None] * len(archs), where, list(args.arch)
+
+
+def _indexed(args) -> tuple[list, list, list[str], list[str]]:
+    """NAS-Bench-201 archs by the benchmark's index: labelled ``#1234 |cell|``."""
+    from leti.space import canonical_space, nb201
+
+    if args.space is not None and canonical_space(args.space, "--space") != nb201.NAME:
+        raise LetiError(f"archs by index exist for nb201 only, not {args.space!r}", "--space")
+    archs = [{"space": nb201.NAME, "index": i} for i in args.index]
+    where = ["--index" if len(archs) == 1 else f"--index[{k}]" for k in range(len(archs))]
+    labels = []
+    for i, w in zip(args.index, where, strict=True):
+        try:
+            labels.append(f"#{i} {nb201.string_of_index(i)}")
+        except LetiError as e:
+            raise LetiError(e.reason, w) from None
+    return archs, [None] * len(archs), where, labels
+
+
+def _label(arch, space, where: str) -> str:
+    """How a row of ``--file`` is shown: its native string (an NB201 cell, FBNet blocks) or, for archs without a
+    short one, its space and canonical hash."""
+    if isinstance(arch, str) and len(arch) <= 200:
+        return arch.strip()
+    from leti.importers.inputs import to_arch
+    from leti.space import native_text
+
+    try:
+        a = to_arch(arch, space)
+    except LetiError:
+        return where  # reported as an error of its own when predicted
+    text = native_text(a)
+    return text if not text.startswith(("{", "[")) and len(text) <= 200 else f"{a.space} {a.hash[:16]}"
 
 
 def cmd_predict(args) -> int:

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from leti.errors import LetiError, PredictorError
+from leti.errors import LetiError, PredictorError, missing_extra
 from leti.paths import default_predictor_dir
 from leti.predictors.base import META_FILE, Predictor, read_meta
 from leti.predictors.families import FAMILIES, FAMILY_CLASSES
@@ -31,7 +31,10 @@ def family_class(family: str) -> type[Predictor]:
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise PredictorError(f"the {family} family is not available ({e})", "family") from None
+        err = missing_extra(e, f"the {family} family")
+        raise PredictorError(
+            err.reason if err else f"the {family} family is not available ({e})", "family"
+        ) from None
     try:
         return getattr(mod, cls)
     except AttributeError:

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leti import __version__
@@ -31,6 +31,7 @@ from leti.service.api import (
     predictor_cache,
     trained_index,
 )
+from leti.space import canonical_space
 
 log = logging.getLogger("leti.service")
 
@@ -53,21 +54,28 @@ ArchValue = Annotated[
         }
     ),
 ]
+ArchEntry = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array"}, {"type": "object"}],
+            "description": "an arch in any form leti reads (as leti.predict and leti predict do): a native string "
+            "(NB201 cell, FBNet blocks), [matrix, ops], Arch JSON, {matrix, ops}, the wrapper {space, arch}, or "
+            "{space: nb201, index: N} (NAS-Bench-201's own arch index)",
+            "examples": ["|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+                         {"space": "nb201", "index": 1234}],
+        }
+    ),
+]  # fmt: skip
 
 
 class ArchItem(BaseModel):
+    """The wrapper form of a request item (documentation: items are read by ``item_graph``)."""
+
     space: str | None = Field(
         None, max_length=64, description="nasbench101, nasbench201, fbnet, leti (or nb101, nb201)"
     )
     arch: ArchValue
-
-    @field_validator("arch")
-    @classmethod
-    def _json_kind(cls, v):
-        # A single union type here would make pydantic report one error per member; one clear line is kinder.
-        if not isinstance(v, str | dict | list):
-            raise ValueError("must be a string, an object or a list")
-        return v
 
 
 class PredictRequest(BaseModel):
@@ -75,8 +83,26 @@ class PredictRequest(BaseModel):
     predictor: str | None = Field(
         None, max_length=64, description="family (xgboost, lut, …); omit for the best"
     )
-    archs: list[ArchItem] = Field(..., examples=[[{"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|"
-                                                   "none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"}]])  # fmt: skip
+    space: str | None = Field(
+        None, max_length=64, description="how to read native strings among archs (nb101, nb201, fbnet, leti), "
+        "where the string alone does not say; an item's own space wins"
+    )  # fmt: skip
+    archs: list[ArchEntry] = Field(..., examples=[[{"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|"
+                                                    "none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"}]])  # fmt: skip
+
+
+def item_graph(item, space: str | None, i: int):
+    """The LayerGraph of request item ``i``; errors name ``archs[i]`` (``archs[i].arch`` inside a wrapper)."""
+    if isinstance(item, dict) and "arch" in item and "adjacency" not in item:
+        s = item.get("space", space)
+        if s is not None and not isinstance(s, str):
+            raise LetiError("must be a string", f"archs[{i}].space")
+        if not isinstance(item["arch"], str | dict | list):
+            raise LetiError("must be a string, an object or a list", f"archs[{i}].arch")
+        return graph_of(item["arch"], s, f"archs[{i}].arch", f"archs[{i}].space")
+    if not isinstance(item, str | dict | list):
+        raise LetiError("must be an arch: a string, an object or a list", f"archs[{i}]")
+    return graph_of(item, space, f"archs[{i}]", f"archs[{i}].space")
 
 
 class PredictResponse(BaseModel):
@@ -321,9 +347,11 @@ def create_app(
             raise TooLargeError(f"{len(req.archs)} archs exceed this server's limit of {max_batch}; split the batch",
                                 "archs")  # fmt: skip
         loaded = cache.get(req.target, req.predictor, root())
+        if req.space is not None:
+            canonical_space(req.space, "space")
         graphs, nodes = [], 0
         for i, it in enumerate(req.archs):
-            g = graph_of(it.arch, it.space, f"archs[{i}].arch", f"archs[{i}].space")
+            g = item_graph(it, req.space, i)
             nodes += g.n_nodes
             if nodes > max_nodes:  # bounds the memory one request can take (~130 bytes a node)
                 raise TooLargeError(f"the archs up to this one expand to {nodes:,} layers, over this server's "
