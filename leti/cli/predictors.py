@@ -41,7 +41,9 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--train-size", type=int, default=900)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--families", help="comma-separated (default: all)")
-    s.add_argument("--out", help="folder for report.md and one plot per target")
+    s.add_argument("-o", "--output", dest="out", metavar="DIR",
+                   help="write report.html (plots inline), report.md and one PNG plot per target here")  # fmt: skip
+    s.add_argument("--json", action="store_true", help="print the rows and the files written as JSON")
     s.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("predictors", help="saved predictors: list, show, remove versions").add_subparsers(
@@ -229,10 +231,10 @@ def cmd_evaluate(args) -> int:
         return _evaluate_by_family(args, store)
     m = evaluate(store, args.target, args.predictor, space=args.space, return_predictions=bool(args.plot))
     if args.plot:
-        from leti.predictors.evaluate import plot
+        from leti.predictors.render import plot
 
         y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
-        plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, acc@10 {100 * m['acc10']:.1f}%")
+        plot(y_true, y_pred, args.plot, args.target, m["family"], note=f"trained on {m['n_train']}")
     if args.json:
         _print_json({k: m[k] for k in EVALUATE_KEYS})
         return 0
@@ -261,12 +263,11 @@ def _evaluate_by_family(args, store) -> int:
         raise LetiError("must be a JSON object of hyper-parameters", "--params")
     m = evaluate_by_family(store, args.target, args.predictor, params, return_predictions=bool(args.plot))
     if args.plot:
-        from leti.predictors.evaluate import plot
+        from leti.predictors.render import plot
 
         y_true, y_pred = m.pop("y_true"), m.pop("y_pred")
         m.pop("models", None)
-        plot(y_true, y_pred, args.plot, f"{args.target}: {m['family']}, leave-one-family-out, "
-             f"acc@10 {100 * m['acc10']:.1f}%")  # fmt: skip
+        plot(y_true, y_pred, args.plot, args.target, m["family"], note="leave-one-family-out")
     if args.json:
         _print_json({k: m[k] for k in (*EVALUATE_KEYS, "split", "n_families", "kernel_measurements")})
         return 0
@@ -279,7 +280,8 @@ def _evaluate_by_family(args, store) -> int:
 
 
 def cmd_report(args) -> int:
-    from leti.predictors.evaluate import report
+    from leti.predictors.evaluate import report_page
+    from leti.predictors.render import markdown
 
     families = args.families.split(",") if args.families else None
     kwargs = {"families": families} if families else {}
@@ -294,10 +296,18 @@ def cmd_report(args) -> int:
             prog.update(task, completed=done, total=total,
                         description=f"{row.target} {row.family}: acc@10 {100 * row.metrics['acc10']:.1f}%")  # fmt: skip
 
-        md = report(
-            store, args.space, args.train_size, out_dir=args.out, seed=args.seed, progress=progress, **kwargs
-        )
-    print(md)
+        page = report_page(store, args.space, args.train_size, out_dir=args.out, seed=args.seed, progress=progress,
+                           **kwargs)  # fmt: skip
+    files = {}
     if args.out:
-        print(f"\nwrote {Path(args.out) / 'report.md'} and one plot per target")
+        out = Path(args.out)
+        files = {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
+                 "plots": {t: str(png) for t, (_, png) in page.plots.items()}}  # fmt: skip
+    if args.json:
+        _print_json({"space": page.space, "train_size": page.train_size, "seed": page.seed,
+                     "rows": [r.to_dict() for r in page.rows], "files": files})  # fmt: skip
+        return 0
+    print(markdown(page, images=False))
+    if args.out:
+        print(f"wrote {files['html']} (plots inline), {files['markdown']} and one plot per target")
     return 0

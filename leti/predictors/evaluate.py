@@ -7,7 +7,6 @@ training archs' hashes in the metadata so that ``evaluate`` can later test a sav
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +23,7 @@ from leti.predictors.features import FEATURES_ID
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
 from leti.predictors.registry import make, next_version_dir, record_selection, save_trained
+from leti.predictors.render import ReportPage, ReportRow, markdown, plot, write_pages
 from leti.space import canonical_space
 
 DEFAULT_FAMILIES = FAMILIES
@@ -212,53 +212,6 @@ def evaluate(
     return out
 
 
-def plot(y_true, y_pred, path, title: str | None = None) -> Path:
-    """Log-log scatter of predicted against measured latency with the ±10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = np.asarray(y_true, dtype=float)
-    p = np.asarray(y_pred, dtype=float)
-    if t.shape != p.shape or t.size == 0:
-        raise LetiError(f"{t.size} measured values but {p.size} predictions", "y_pred")
-    pos = (t > 0) & (p > 0)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-    lo = float(min(t[pos].min(), p[pos].min())) * 0.8
-    hi = float(max(t[pos].max(), p[pos].max())) * 1.25
-    xs = np.geomspace(lo, hi, 50)
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.2, label="±10%")
-    ax.plot(xs, xs, color="tab:green", lw=0.8)
-    ax.scatter(t[pos], p[pos], s=3, alpha=0.4, color="tab:blue", edgecolors="none")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
-    inside = float(np.mean(np.abs(p - t) <= 0.1 * t))
-    ax.set_title(title or f"acc@10 {100 * inside:.1f}%", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-@dataclass
-class ReportRow:
-    target: str
-    family: str
-    metrics: dict
-    n_train: int
-    n_test: int
-    fit_seconds: float
-    chosen: str = ""
-
-
 def targets_of_space(store: Store, space: str) -> list[str]:
     per = store.stats().get("per_target_space", {})
     return sorted(t for t, spaces in per.items() if spaces.get(space))
@@ -275,8 +228,24 @@ def report(
     params: dict | None = None,
     progress=None,
 ) -> str:
-    """Train and test every family on every target of ``space``; a markdown table (acc@10, acc@5, rho, tau) and,
-    with ``out_dir``, ``report.md`` plus one plot per target (its best family by acc@10)."""
+    """Train and test every family on every target of ``space``; the Markdown report (one table per target) and,
+    with ``out_dir``, ``report.md`` and ``report.html`` plus one plot per target (its best family by acc@10)."""
+    page = report_page(store, space, train_size, families, out_dir, seed, targets, params, progress)
+    return markdown(page, images=out_dir is not None)
+
+
+def report_page(
+    store: Store,
+    space: str,
+    train_size: int = 900,
+    families=DEFAULT_FAMILIES,
+    out_dir=None,
+    seed: int = 0,
+    targets=None,
+    params: dict | None = None,
+    progress=None,
+) -> ReportPage:
+    """``report``'s findings as a ``ReportPage`` (rows, plots); the pages are written to ``out_dir`` if given."""
     space = canonical_space(space)
     targets = list(targets) if targets else targets_of_space(store, space)
     if not targets:
@@ -285,53 +254,28 @@ def report(
     if not families:
         raise LetiError("no families to report on", "families")
     out = Path(out_dir) if out_dir is not None else None
-    rows: list[ReportRow] = []
+    page = ReportPage(space, int(train_size), int(seed), [])
     for target in targets:
         best = None
         for fam in families:
             pred, meta = train(store, target, fam, train_size, seed, (params or {}).get(fam), space)
             chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
-            rows.append(
-                ReportRow(
-                    target, fam, meta["metrics"], meta["n_train"], meta["n_test"], meta["fit_seconds"], chosen
-                )
-            )
+            page.rows.append(ReportRow(target, fam, meta["metrics"], meta["n_train"], meta["n_test"],
+                                       meta["fit_seconds"], chosen))  # fmt: skip
             if progress is not None:
-                progress(rows[-1], len(rows), len(targets) * len(families))
+                progress(page.rows[-1], len(page.rows), len(targets) * len(families))
             if best is None or meta["metrics"]["acc10"] > best[1]["metrics"]["acc10"]:
                 best = (pred, meta)
         if out is not None and best is not None:
             data = target_data(store, target, space)
             seen = set(best[1]["train_hashes"])
             te = np.flatnonzero([h not in seen for h in data.hashes])
-            plot(
-                data.latency_ms[te],
-                best[0].predict(data.graphs(te)),
-                out / f"{target}.png",
-                f"{target}: {best[1]['family']}, acc@10 {100 * best[1]['metrics']['acc10']:.1f}%",
-            )
-    md = report_table(rows, space, train_size, seed)
+            png = plot(data.latency_ms[te], best[0].predict(data.graphs(te)), out / f"{target}.png", target,
+                       best[1]["family"], note=f"trained on {best[1]['n_train']}")  # fmt: skip
+            page.plots[target] = (best[1]["family"], png)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(md + "\n" + "".join(f"\n![{t}]({t}.png)\n" for t in targets))
-    return md
-
-
-def report_table(rows: list[ReportRow], space: str, train_size: int, seed: int) -> str:
-    lines = [
-        f"Space {space}: train on {train_size} archs (split_by_hash, seed {seed}), test on all the others.",
-        "",
-        "| target | family | acc@10 % | acc@5 % | ρ | τ | n_train | n_test | fit s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        m = r.metrics
-        fam = f"{r.family} ({r.chosen})" if r.chosen else r.family
-        lines.append(
-            f"| {r.target} | {fam} | {100 * m['acc10']:.1f} | {100 * m['acc5']:.1f} | {m['spearman']:.3f} "
-            f"| {m['kendall']:.3f} | {r.n_train} | {r.n_test} | {r.fit_seconds:.1f} |"
-        )
-    return "\n".join(lines)
+        write_pages(page, out)
+    return page
 
 
 def learning_curve(
@@ -375,7 +319,7 @@ __all__ = [
     "learning_curve",
     "plot",
     "report",
-    "report_table",
+    "report_page",
     "select",
     "train",
     "versions",
