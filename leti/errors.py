@@ -60,6 +60,8 @@ EXTRAS: dict[str, str] = {
     "adb_shell": "farm",
     "cryptography": "farm",
     "psycopg": "farm",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
 }
 
 

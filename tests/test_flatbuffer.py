@@ -36,7 +36,8 @@ from leti.tflite.reader import diff_op_graphs, parse_tflite
 
 FAST_PATH_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
                  "ADD", "MUL", "CONCATENATION", "RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "RELU", "RELU6",
-                 "HARD_SWISH", "LOGISTIC", "TANH", "DEQUANTIZE"}  # fmt: skip
+                 "HARD_SWISH", "LOGISTIC", "TANH", "DEQUANTIZE", "PAD", "MIRROR_PAD", "RESIZE_BILINEAR",
+                 "RESIZE_NEAREST_NEIGHBOR", "GELU", "LEAKY_RELU", "SOFTMAX"}  # fmt: skip
 ACTS = ("relu", "relu6", "hswish", "sigmoid", "tanh", "swish", "hsigmoid")
 
 
@@ -129,6 +130,37 @@ def bn_patterns() -> LayerGraph:
     return b.finish()
 
 
+def real_model_ops() -> LayerGraph:
+    """Ops added for real models: pad / crop, reshape and flatten, resize, GELU / leaky ReLU / softmax, and a
+    global pool without keepdims read by a conv (EfficientNet's squeeze-excite)."""
+    b = GraphBuilder()
+    x = b.input((8, 8, 4))
+    y = b.pad(x, 1, 0, 2, 1)
+    y = b.pad(y, -1, 0, 0, -2)  # a crop: STRIDED_SLICE
+    y = b.pad(y, 1, -1, 1, 2)  # pad then crop
+    y = b.act(b.conv(y, 8, 3, act="gelu"), "leaky_relu")
+    y = b.pad(y, 1, 1, 0, 0, mode="reflect")
+    y = b.resize(y, 6, 7, "bilinear")
+    y = b.resize(y, 12, 14, "nearest")
+    s = b.conv(b.gap(y), 8, 1, act="sigmoid")
+    y = b.mul(y, s)
+    y = b.reshape(y, (6, 28, 8))
+    y = b.act(b.conv(y, 4, 3, sh=2, act="leaky_relu"), "softmax")
+    y = b.reshape(y, (1, 1, 3 * 14 * 4), flat=True)
+    y = b.dense(b.act(y, "gelu"), 5, act="softmax")
+    return b.finish()
+
+
+def shared_pads() -> LayerGraph:
+    """NASNet's PAD read by two VALID pools, and a PAD in front of a VALID conv that SAME could not express."""
+    b = GraphBuilder()
+    x = b.input((11, 11, 4))
+    p = b.pad(x, 1, 1, 1, 1)
+    y = b.add((b.pool("maxpool", p, 3, 2, pad=PAD_VALID), b.pool("avgpool", p, 3, 2, pad=PAD_VALID)))
+    b.conv(b.pad(y, 2, 0, 2, 0), 4, 3, pad=PAD_VALID)
+    return b.finish()
+
+
 CASES = {
     "conv_variants": conv_variants,
     "acts_in_convs": acts_in_convs,
@@ -137,6 +169,8 @@ CASES = {
     "rewrites": rewrites,
     "se_block": se_block,
     "bn_patterns": bn_patterns,
+    "real_model_ops": real_model_ops,
+    "shared_pads": shared_pads,
 }
 
 
@@ -234,10 +268,16 @@ def hsigmoid_then_dense() -> LayerGraph:
     return b.finish()
 
 
+def pad_as_same() -> LayerGraph:
+    b = GraphBuilder()
+    b.dwconv(b.pad(b.input((8, 8, 3)), 0, 0, 1, 1), 3, sh=2, pad=PAD_VALID)
+    return b.finish()
+
+
 def conv_on_flat() -> LayerGraph:
     b = GraphBuilder()
     x = b.input((4, 4, 3))
-    b.pool("maxpool", b.gap(x), 1, 1)
+    b.pool("maxpool", b.act(b.gap(x), "sigmoid"), 1, 1)  # a pool straight after the global pool is fine
     return b.finish()
 
 
@@ -247,6 +287,7 @@ def conv_on_flat() -> LayerGraph:
         (dense_then_bn, "a constant MUL after a fully connected layer"),
         (hsigmoid_then_dense, "a constant MUL in front of a fully connected layer"),
         (conv_on_flat, "maxpool on a flattened"),
+        (pad_as_same, "a PAD that makes the VALID window after it SAME"),
     ],
 )
 def test_unmirrored_patterns_are_refused(make, reason):

@@ -70,7 +70,7 @@ BAD_ARCHS = [
     ),  # fmt: skip
     (
         "bad activation",
-        dict(adjacency=GOOD_ADJ, layers=["input", {"op": "conv", "act": "gelu"}, "output"]),
+        dict(adjacency=GOOD_ADJ, layers=["input", {"op": "conv", "act": "mish"}, "output"]),
         "layers[1].act",
     ),  # fmt: skip
     (

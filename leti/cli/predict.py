@@ -14,13 +14,19 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def add_predict_parser(sub) -> None:
     s = sub.add_parser("predict", help="predicted latency (ms) of archs on a target")
     s.add_argument(
-        "arch", nargs="*", help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, or a .json/.tflite file"
+        "arch",
+        nargs="*",
+        help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, a .json file, or a model file "
+        "(.tflite, .onnx, .keras, .h5)",
     )
     s.add_argument("--target", required=True)
     s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
     s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
     s.add_argument("--index", type=int, action="append", metavar="N",
                    help="a NAS-Bench-201 arch by the benchmark's own index, 0..15624 (repeatable; --space nb201)")  # fmt: skip
+    s.add_argument(
+        "--input-shape", metavar="H,W,C", help="input size of model files whose input size is not fixed"
+    )
     s.add_argument("--file", help="JSON lines, one arch each: {space, arch}, Arch JSON or `leti space sample` output "
                                   "('-' reads stdin)")  # fmt: skip
     s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
@@ -43,11 +49,14 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     given = [name for name, v in (("archs", args.arch), ("--file", args.file), ("--index", args.index)) if v]
     if len(given) > 1:
         raise LetiError(f"give archs, --file or --index, not {' and '.join(given)}", "arch")
+    from leti.graph.layergraph import LayerGraph
     from leti.importers.inputs import read_arch_arg, read_jsonl, rebase
 
     if args.index:
         return _indexed(args)
     if args.file:
+        if args.input_shape:
+            raise LetiError("applies to model files given as arguments, not to --file", "--input-shape")
         archs, spaces, where = read_jsonl(args.file, args.space)
         return archs, spaces, where, [_label(a, s, w) for a, s, w in zip(archs, spaces, where, strict=True)]
     if not args.arch:
@@ -56,11 +65,13 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     for i, text in enumerate(args.arch):
         field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
         try:
-            arch, graph = read_arch_arg(text, args.space)
+            arch, graph = read_arch_arg(text, args.space, args.input_shape)
         except LetiError as e:
-            raise e if e.field == "space" else rebase(e, field) from None
-        archs.append(arch if arch is not None else graph)  # a .tflite file gives a graph only
+            raise e if e.field in ("space", "input_shape") else rebase(e, field) from None
+        archs.append(arch if arch is not None else graph)  # a model file gives a graph only
         where.append(field)
+    if args.input_shape and all(a is not None and not isinstance(a, LayerGraph) for a in archs):
+        raise LetiError("applies to model files (.tflite, .onnx, .keras, .h5) only", "--input-shape")
     return archs, [None] * len(archs), where, list(args.arch)
 
 
@@ -106,7 +117,7 @@ def cmd_predict(args) -> int:
         from leti.service.api import Client, wire_item
 
         if any(isinstance(a, LayerGraph) for a in archs):
-            raise LetiError("a .tflite file cannot be sent to a server; drop --url", "arch")
+            raise LetiError("a model file cannot be sent to a server; drop --url", "arch")
         items = [wire_item(a, s) for a, s in zip(archs, spaces, strict=True)]
         with Client(args.url, token=args.token) as client:
             res = client.predict_items(items, args.target, args.predictor)

@@ -19,8 +19,12 @@ def add_space_parsers(sub) -> None:
     s.add_argument("--constraints", help='JSON, e.g. {"max_macs": 3e8, "input_size": 96}')
     s.set_defaults(func=cmd_space_sample)
     s = sp.add_parser("show", help="layer table with shapes, MACs and params")
-    s.add_argument("arch", help="NB201 string, FBNet blocks, Arch JSON, or a .json/.jsonl/.tflite file")
+    s.add_argument("arch", help="NB201 string, FBNet blocks, Arch JSON, a .json/.jsonl file, or a model file "
+                                "(.tflite, .onnx, .keras, .h5)")  # fmt: skip
     s.add_argument("--space", help="how to read a native string (nb101, nb201, fbnet, leti)")
+    s.add_argument(
+        "--input-shape", metavar="H,W,C", help="input size of a model file whose input size is not fixed"
+    )
     s.add_argument("--prune", action="store_true", help="show the pruned arch")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_space_show)
@@ -43,7 +47,9 @@ def cmd_space_show(args) -> int:
 
     from leti.importers.inputs import read_arch_arg
 
-    arch, g = read_arch_arg(args.arch, args.space)
+    arch, g = read_arch_arg(args.arch, args.space, args.input_shape)
+    if arch is not None and args.input_shape:
+        raise LetiError("applies to model files (.tflite, .onnx, .keras, .h5) only", "--input-shape")
     if arch is not None and args.prune:
         arch = arch.prune()
         g = arch.to_graph()
@@ -51,7 +57,7 @@ def cmd_space_show(args) -> int:
         _print_json({"hash": arch.hash if arch else None, "totals": g.totals(), "nodes": g.table()})
         return 0
     con = wide_console()
-    title = f"{arch.space} arch {arch.hash[:12]}" if arch else "tflite model"
+    title = f"{arch.space} arch {arch.hash[:12]}" if arch else f"{g.meta.get('source', 'model')} model"
     t = Table(title=title, show_lines=False)
     for col in ("id", "op", "block", "attrs", "in", "out", "MACs", "params"):
         t.add_column(col, justify="right" if col in ("id", "MACs", "params") else "left")

@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 
 from leti.errors import LetiError  # noqa: E402
 from leti.graph import shapes as S  # noqa: E402
+from leti.importers.keras_file import keras_fn_act as _fn_name  # noqa: E402 - one Keras -> IR activation table
+from leti.importers.keras_file import keras_layer_act as _act_name  # noqa: E402
 from leti.space.arch import Arch  # noqa: E402
 
 __all__ = [
@@ -142,27 +144,6 @@ class KerasArch:
 
 def _fail(node: KNode, reason: str) -> LetiError:
     return LetiError(f"{node.kind} {node.name!r}: {reason}", "model")
-
-
-def _act_name(layer) -> str | None:
-    """IR activation of an activation layer or of a layer's ``activation`` argument; None when not one."""
-    cls = type(layer).__name__
-    if cls == "ReLU":
-        cfg = layer.get_config()
-        if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
-            return None
-        mv = cfg.get("max_value")
-        return "relu" if mv is None else "relu6" if float(mv) == 6.0 else None
-    if cls == "Activation":
-        return _fn_name(layer.get_config()["activation"])
-    return None
-
-
-def _fn_name(fn) -> str | None:
-    name = fn if isinstance(fn, str) else getattr(fn, "__name__", str(fn))
-    return {"linear": "none", "relu": "relu", "relu6": "relu6", "hard_swish": "hswish", "hard_silu": "hswish",
-            "silu": "swish", "swish": "swish", "sigmoid": "sigmoid", "hard_sigmoid": "hsigmoid",
-            "tanh": "tanh"}.get(name)  # fmt: skip
 
 
 def _square(node: KNode, key: str, value) -> int:

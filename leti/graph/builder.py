@@ -13,13 +13,25 @@ import numpy as np
 
 from leti.errors import GraphError
 from leti.graph import shapes as S
-from leti.graph.layergraph import N_ATTRS, NO_ATTRS, OP_CODE, LayerGraph, make_attrs
+from leti.graph.layergraph import (
+    N_ATTRS,
+    NO_ATTRS,
+    OP_CODE,
+    PAD_MODES,
+    RESIZE_MODES,
+    LayerGraph,
+    make_attrs,
+)
+
+_WEIGHTED = ("conv", "dwconv", "dense", "bn")  # nodes with weights of their own are never merged
 
 
 class GraphBuilder:
     """Appends nodes column by column (plain lists: cheap to extend, converted to numpy once per piece)."""
 
-    def __init__(self, ext_shape: S.Shape | None = None, block: str = "", live: bool = True):
+    def __init__(
+        self, ext_shape: S.Shape | None = None, block: str = "", live: bool = True, cse: bool = False
+    ):
         self.static: list[tuple] = []  # (op, *attrs, *in_shape, *out_shape, macs, params) per node
         self.shapes: list[S.Shape] = []
         self.inputs: list[tuple] = []
@@ -30,6 +42,9 @@ class GraphBuilder:
         self.ext_shapes = (tuple(ext_shape),) if ext_shape is not None else ()
         self.block = block
         self.live = live
+        # merge weightless nodes that compute the same thing from the same inputs, as the TFLite converter does
+        # (importers of real models turn it on; generated archs keep every node they describe)
+        self._cse: dict | None = {} if cse else None
 
     @property
     def block(self) -> str:
@@ -53,6 +68,11 @@ class GraphBuilder:
     def _add(self, op: str, attrs: tuple, inputs: tuple, out_shape: S.Shape, macs: int, params: int) -> int:
         if min(out_shape) < 1:
             raise GraphError(f"{op} would produce an empty tensor {out_shape}", self.block or "graph")
+        if self._cse is not None and inputs and params == 0 and op not in _WEIGHTED:
+            key = (op, attrs, inputs, out_shape)
+            if key in self._cse:
+                return self._cse[key]
+            self._cse[key] = len(self.shapes)
         in_shape = self.shape(inputs[0]) if inputs else out_shape
         self.static.append((OP_CODE[op], *attrs, *in_shape, *out_shape, macs, params))
         self.shapes.append(out_shape)
@@ -134,14 +154,20 @@ class GraphBuilder:
         )
 
     def pool(
-        self, kind: str, x: int, k: int, stride: int, kw: int | None = None, pad: int = S.PAD_SAME
+        self,
+        kind: str,
+        x: int,
+        k: int,
+        stride: int,
+        kw: int | None = None,
+        pad: int = S.PAD_SAME,
+        sw: int | None = None,
     ) -> int:
         kw = k if kw is None else kw
+        sw = stride if sw is None else sw
         shp = self.shape(x)
-        out = S.window_out_shape(shp, k, kw, stride, stride, shp[2], 1, pad)
-        return self._add(
-            kind, make_attrs(k, kw, stride, stride, pad=pad), (x,), out, S.pool_macs(out, k, kw), 0
-        )
+        out = S.window_out_shape(shp, k, kw, stride, sw, shp[2], 1, pad)
+        return self._add(kind, make_attrs(k, kw, stride, sw, pad=pad), (x,), out, S.pool_macs(out, k, kw), 0)
 
     def gap(self, x: int, keepdims: bool = False) -> int:
         shp = self.shape(x)
@@ -190,9 +216,12 @@ class GraphBuilder:
         shp = self.shape(x)
         return self._add("act", make_attrs(act=fn), (x,), shp, S.elems(shp), 0)
 
-    def bn(self, x: int) -> int:
+    def bn(self, x: int, params: int | None = None) -> int:
+        """A per-channel affine op; ``params`` defaults to a BatchNorm's four vectors (a fixed rescale stores
+        fewer, e.g. Keras' Rescaling none)."""
         shp = self.shape(x)
-        return self._add("bn", make_attrs(bn=True), (x,), shp, S.elems(shp), 4 * shp[2])
+        params = 4 * shp[2] if params is None else params
+        return self._add("bn", make_attrs(bn=True), (x,), shp, S.elems(shp), params)
 
     def shuffle(self, x: int, groups: int) -> int:
         shp = self.shape(x)
@@ -211,6 +240,36 @@ class GraphBuilder:
         if start == 0 and channels == shp[2]:
             return x
         return self._add("slice", make_attrs(extra=start), (x,), (shp[0], shp[1], channels), 0, 0)
+
+    def pad(self, x: int, top: int, left: int, bottom: int, right: int, mode: str = "constant") -> int:
+        """Spatial padding by the given amounts (negative amounts crop); a no-op pad returns ``x``."""
+        if not (top or left or bottom or right):
+            return x
+        if mode not in PAD_MODES:
+            raise GraphError(f"pad mode {mode!r} is not one of {', '.join(PAD_MODES)}", self.block or "pad")
+        out = S.padded_shape(self.shape(x), top, left, bottom, right)
+        attrs = make_attrs(top, left, bottom, right, extra=PAD_MODES.index(mode))
+        return self._add("pad", attrs, (x,), out, 0, 0)
+
+    def reshape(self, x: int, shape: S.Shape, flat: bool = False) -> int:
+        """The same values in another (H, W, C) shape; ``flat``: a (1, C) vector, as Flatten makes it."""
+        shp, shape = self.shape(x), tuple(int(v) for v in shape)
+        if S.elems(shp) != S.elems(shape) or len(shape) != 3:
+            raise GraphError(f"cannot reshape {shp} to {shape}", self.block or "reshape")
+        if flat and shape[:2] != (1, 1):
+            raise GraphError(f"a flat vector is (1, 1, C), not {shape}", self.block or "reshape")
+        if shape == shp:  # a change of rank only: the IR has none
+            return x
+        return self._add("reshape", make_attrs(extra=int(flat)), (x,), shape, 0, 0)
+
+    def resize(self, x: int, h: int, w: int, mode: str = "nearest") -> int:
+        if mode not in RESIZE_MODES:
+            raise GraphError(
+                f"resize mode {mode!r} is not one of {', '.join(RESIZE_MODES)}", self.block or "resize"
+            )
+        out = (int(h), int(w), self.shape(x)[2])
+        attrs = make_attrs(extra=RESIZE_MODES.index(mode))
+        return self._add("resize", attrs, (x,), out, S.resize_macs(out, mode == "bilinear"), 0)
 
     def zero(self, x: int) -> int:
         shp = self.shape(x)

@@ -33,11 +33,31 @@ OPS: tuple[str, ...] = (
     "shuffle",  # channel shuffle (groups)
     "slice",  # keep channels [extra, extra + C_out)
     "zero",  # multiply by zero: NAS-Bench-201's 'none' edge, kept because some exporters still run it
+    # appended for real models (codes are stored: append only, never reorder)
+    "pad",  # spatial padding; kh/kw/sh/sw = top/left/bottom/right (negative = crop), extra = PAD_MODES code
+    "reshape",  # data kept, shape changed: out_shape is the new (H, W, C); extra = 1 for a flat (1, C) vector
+    "resize",  # spatial resize to out_shape; extra = RESIZE_MODES code
 )
 OP_CODE: dict[str, int] = {name: i for i, name in enumerate(OPS)}
 
-ACTS: tuple[str, ...] = ("none", "relu", "relu6", "hswish", "sigmoid", "hsigmoid", "swish", "tanh")
+ACTS: tuple[str, ...] = (
+    "none",
+    "relu",
+    "relu6",
+    "hswish",
+    "sigmoid",
+    "hsigmoid",
+    "swish",
+    "tanh",
+    # appended for real models (codes are stored: append only, never reorder)
+    "gelu",  # exact (erf) or tanh-approximated GELU
+    "leaky_relu",  # max(x, a*x) with a small fixed slope (the slope is not stored: it does not change the cost)
+    "softmax",  # over channels
+)
 ACT_CODE: dict[str, int] = {name: i for i, name in enumerate(ACTS)}
+
+PAD_MODES: tuple[str, ...] = ("constant", "reflect", "edge", "symmetric")
+RESIZE_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
 ATTRS: tuple[str, ...] = ("kh", "kw", "sh", "sw", "dil", "groups", "act", "bn", "bias", "pad", "extra")
 N_ATTRS = len(ATTRS)
@@ -100,6 +120,18 @@ def _attrs_view(op: str, row: np.ndarray) -> dict:
         keys = ["groups"]
     elif op in ("gap", "slice"):
         keys = ["extra"]
+    elif op == "pad":
+        return {
+            "top": a["kh"],
+            "left": a["kw"],
+            "bottom": a["sh"],
+            "right": a["sw"],
+            "mode": PAD_MODES[a["extra"]],
+        }
+    elif op == "reshape":
+        return {"flat": bool(a["extra"])}
+    elif op == "resize":
+        return {"mode": RESIZE_MODES[a["extra"]]}
     else:
         keys = []
     out = {k: a[k] for k in keys}

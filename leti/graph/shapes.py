@@ -5,7 +5,8 @@ Every module that needs this arithmetic (graph expansion, the .tflite reader, co
 Counting conventions:
 * ``macs`` counts multiply-accumulates for conv and dense (one multiply-add = 1). Other ops count one operation per
   element they touch: pooling ``kh*kw`` per output element, add ``(n_inputs-1)`` per output element, mul/act/bn/zero 1
-  per output element, global pooling 1 per input element. Data movement (concat, slice, shuffle) counts 0.
+  per output element, global pooling 1 per input element, bilinear resize 4 per output element (the taps it
+  weighs). Data movement (concat, slice, shuffle, pad, reshape, nearest resize) counts 0.
 * ``params`` counts every stored weight, like Keras' ``count_params()``: kernels, biases and the four BatchNorm vectors
   (gamma, beta, moving mean, moving variance).
 """
@@ -62,3 +63,12 @@ def pool_macs(out: Shape, kh: int, kw: int) -> int:
 
 def elems(shape: Shape) -> int:
     return shape[0] * shape[1] * shape[2]
+
+
+def padded_shape(shape: Shape, top: int, left: int, bottom: int, right: int) -> Shape:
+    """Shape after spatial padding (negative amounts crop)."""
+    return (shape[0] + top + bottom, shape[1] + left + right, shape[2])
+
+
+def resize_macs(out: Shape, bilinear: bool) -> int:
+    return 4 * elems(out) if bilinear else 0

@@ -10,8 +10,11 @@ Accepted forms:
 * the wrapper ``{"space": …, "arch": …}`` (CSV rows, HTTP request items, JSON lines, ``leti space sample`` output):
   its own ``space`` wins over the caller's default (see ``unwrap``);
 * ``{"space": "nb201", "index": 1234}``: a NAS-Bench-201 arch by the benchmark's own index (``nb201.from_index``);
-* on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``). Only the CLI
-  helpers here read files; ``graph_of``, which the service calls, never touches the file system;
+* on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``: .tflite, .onnx,
+  .keras, .h5; ``input_shape`` fixes a dynamic input). Only the CLI helpers here read files; ``graph_of``, which the
+  service calls, never touches the file system;
+* in the Python API also an in-memory model: a ``torch.nn.Module`` (exported through ONNX; needs ``input_shape``)
+  or a Keras model;
 * with space ``model`` (imported real models in the store): the LayerGraph JSON itself (``LayerGraph.to_dict``).
 
 Parsed graphs are cached by their input text (``graph_of``), because NAS loops and training re-read the same archs.
@@ -58,13 +61,38 @@ def is_single(obj) -> bool:
         return all(isinstance(o, str) and o.strip() in fbnet.BLOCKS for o in obj)
     if isinstance(obj, np.ndarray):
         return obj.ndim == 0
-    if isinstance(obj, Arch | LayerGraph | str | bytes | dict):
+    if isinstance(obj, Arch | LayerGraph | str | bytes | dict) or framework_model(obj) is not None:
         return True
     return not isinstance(obj, Iterable)  # generators and other iterables are batches
 
 
 def as_list(archs) -> list:
     return [archs] if is_single(archs) else list(archs)
+
+
+def framework_model(obj) -> str | None:
+    """ "torch" or "keras" when ``obj`` is a model of that framework (checked without importing either), else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        return "torch"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(obj, keras.Model):
+        return "keras"
+    return None
+
+
+def model_graph(obj, input_shape=None) -> LayerGraph:
+    """The LayerGraph of an in-memory torch module or Keras model; ``input_shape`` = (H, W, C)."""
+    kind = framework_model(obj)
+    if kind == "torch":
+        from leti.importers.torch_module import read_torch
+
+        return read_torch(obj, input_shape)
+    if kind == "keras":
+        from leti.importers.keras_file import read_keras_model
+
+        return read_keras_model(obj, input_shape)
+    raise LetiError(f"expected a torch.nn.Module or a Keras model, got {type(obj).__name__}", "model")
 
 
 # ---- one arch --------------------------------------------------------------------------------------------------------
@@ -231,11 +259,22 @@ def _make_graph(obj, space: str | None) -> LayerGraph:
 
 
 def graph_of(
-    obj, space: str | None = None, field: str = "arch", space_field: str = "space", cache: LRU = GRAPHS
+    obj,
+    space: str | None = None,
+    field: str = "arch",
+    space_field: str = "space",
+    cache: LRU = GRAPHS,
+    input_shape=None,
 ) -> LayerGraph:
-    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``)."""
+    """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``).
+    ``input_shape`` (H, W, C) is for in-memory torch / Keras models only."""
     if isinstance(obj, LayerGraph):
         return obj
+    if framework_model(obj) is not None:
+        try:
+            return model_graph(obj, input_shape)
+        except LetiError as e:
+            raise e if e.field == "input_shape" else rebase(e, field) from None
     try:
         obj, space = unwrap(obj, space, space_field)
     except LetiError as e:  # a bad index is this arch's; a bad space names its own field
@@ -257,10 +296,12 @@ def graph_of(
         raise ArchError(f"cannot read this arch ({type(e).__name__}: {e})", field) from None
 
 
-def graphs_of(archs: list, space: str | None = None, field: str = "archs") -> list[LayerGraph]:
+def graphs_of(
+    archs: list, space: str | None = None, field: str = "archs", input_shape=None
+) -> list[LayerGraph]:
     if space is not None:
         space = canonical_space(space, "space")
-    return [graph_of(obj, space, f"{field}[{i}]") for i, obj in enumerate(archs)]
+    return [graph_of(obj, space, f"{field}[{i}]", input_shape=input_shape) for i, obj in enumerate(archs)]
 
 
 def stored_graph(space: str, text: str) -> LayerGraph:
@@ -283,15 +324,18 @@ def _existing_file(text: str) -> Path | None:
         return None
 
 
-def read_arch_arg(text: str, space: str | None = None) -> tuple[Arch | None, LayerGraph]:
+def read_arch_arg(text: str, space: str | None = None, input_shape=None) -> tuple[Arch | None, LayerGraph]:
     """``(arch, graph)`` from one command-line argument: a native string, Arch JSON, a JSON/JSONL file (its first
-    line) or a model file; a model file gives no Arch (None)."""
+    line) or a model file; a model file gives no Arch (None). ``input_shape`` (H, W, C) fixes a model file's
+    dynamic input."""
     p = _existing_file(text)
     if p is None:
+        if is_model_file(text):
+            raise LetiError("no such file", text)  # a model file's name: not an arch string
         arch = to_arch(text, space)
         return arch, arch.to_graph()
     if is_model_file(p):
-        return None, read_model(p)
+        return None, read_model(p, input_shape)
     try:
         content = p.read_text().strip()
     except (OSError, UnicodeDecodeError) as e:

@@ -1,27 +1,49 @@
-"""One entry point for model files: ``read_model(path)`` -> LayerGraph, by suffix."""
+"""One entry point for model files: ``read_model(path, input_shape)`` -> LayerGraph, by suffix.
+
+``.tflite`` (``leti.tflite.reader``), ``.onnx`` (``onnx_model``), ``.keras`` / ``.h5`` (``keras_file``). A torch
+module is not a file: ``leti.importers.torch_module.read_torch(module, input_shape)`` exports it to ONNX first.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from leti.errors import ModelFileError
+from leti.errors import LetiError, ModelFileError
 from leti.graph.layergraph import LayerGraph
+from leti.importers.common import check_input_shape
 
-MODEL_SUFFIXES: tuple[str, ...] = (".tflite",)
+MODEL_SUFFIXES: tuple[str, ...] = (".tflite", ".onnx", ".keras", ".h5", ".hdf5")
 
 
 def is_model_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in MODEL_SUFFIXES
 
 
-def read_model(path: str | Path, input_shape: tuple[int, ...] | None = None) -> LayerGraph:
-    """The LayerGraph of a model file; ``input_shape`` fixes a dynamic input (H, W, C)."""
+def read_model(path: str | Path, input_shape: tuple[int, ...] | str | None = None) -> LayerGraph:
+    """The LayerGraph of a model file; ``input_shape`` (H, W, C) fixes a dynamic input."""
     p = Path(path)
     if not p.is_file():
         raise ModelFileError("no such file", str(p))
+    shape = check_input_shape(input_shape)
     suffix = p.suffix.lower()
     if suffix == ".tflite":
         from leti.tflite.reader import read_tflite
 
-        return read_tflite(p.read_bytes())
-    raise ModelFileError(f"unknown model format {suffix!r} (known: {', '.join(MODEL_SUFFIXES)})", str(p))
+        g = read_tflite(p.read_bytes())
+        if shape is not None and tuple(g.input_shape) != shape:
+            raise LetiError(
+                f"a .tflite file has a fixed input {g.input_shape}; (H, W, C) = {shape} does not fit it",
+                "input_shape",
+            )
+    elif suffix == ".onnx":
+        from leti.importers.onnx_model import read_onnx
+
+        g = read_onnx(p, shape)
+    elif suffix in (".keras", ".h5", ".hdf5"):
+        from leti.importers.keras_file import read_keras
+
+        g = read_keras(p, shape)
+    else:
+        raise ModelFileError(f"unknown model format {suffix!r} (known: {', '.join(MODEL_SUFFIXES)})", str(p))
+    g.meta.setdefault("file", p.name)
+    return g

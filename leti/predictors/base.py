@@ -21,7 +21,7 @@ from leti.errors import PredictorError
 from leti.graph.layergraph import LayerGraph
 
 META_FILE = "meta.json"
-FEATURE_VERSION = 1  # bump when features change meaning: saved predictors then refuse to load
+FEATURE_VERSION = 2  # bump when features change meaning: saved predictors then refuse to load
 
 
 def library_versions() -> dict:

@@ -53,7 +53,8 @@ N_LEVELS = 6  # resolution levels 0 (input size) .. 5 (1/32 and smaller, dense h
 GROUPS = ("conv", "pool", "elementwise", "move", "other")  # coarse op groups for the dead-per-level table
 _OP_GROUP = {"conv": "conv", "dwconv": "conv", "dense": "conv", "maxpool": "pool", "avgpool": "pool",
              "gap": "pool", "add": "elementwise", "mul": "elementwise", "act": "elementwise", "bn": "elementwise",
-             "zero": "elementwise", "concat": "move", "shuffle": "move", "slice": "move", "input": "other"}  # fmt: skip
+             "zero": "elementwise", "concat": "move", "shuffle": "move", "slice": "move", "input": "other",
+             "pad": "move", "reshape": "move", "resize": "move"}  # fmt: skip
 _GROUP_OF_OP = np.array([GROUPS.index(_OP_GROUP[o]) for o in OPS], dtype=np.int64)
 _BASE_KIND = np.array([KIND_CODE.get(o, -1) for o in OPS], dtype=np.int64)  # -1: windowed ops, refined below
 

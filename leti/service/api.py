@@ -154,16 +154,19 @@ def clear_cache() -> None:
 
 
 def predict(
-    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None
+    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None
 ) -> np.ndarray:
     """Predicted latency in ms of one arch or a list of archs on ``target``.
 
-    ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best by test acc@10.
-    ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``, ``fbnet``, ``leti``).
-    ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a 1-D array.
+    An arch is anything ``leti.importers.inputs`` reads (Arch, native text, Arch JSON, a LayerGraph) or an in-memory
+    ``torch.nn.Module`` / Keras model; ``input_shape`` = (H, W, C) gives a torch module's input size (and fixes a
+    Keras model's open one). ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best
+    by test acc@10. ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``,
+    ``fbnet``, ``leti``). ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a
+    1-D array.
     """
     loaded = _PREDICTORS.get(target, predictor, root)
-    return loaded.predict(graphs_of(as_list(archs), space))
+    return loaded.predict(graphs_of(as_list(archs), space, input_shape=input_shape))
 
 
 # ---- the HTTP client -----------------------------------------------------------------------------------------------

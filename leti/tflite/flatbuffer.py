@@ -32,7 +32,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from leti.errors import LetiError
-from leti.graph.layergraph import ACTS, OPS, LayerGraph
+from leti.graph.layergraph import ACTS, OP_CODE, OPS, PAD_MODES, RESIZE_MODES, LayerGraph
+from leti.graph.shapes import PAD_SAME, out_size
 
 BN_EPS = 1e-3  # Keras' BatchNormalization default, which build_keras uses
 
@@ -164,6 +165,8 @@ _ACT_FUSABLE = {
     "AVERAGE_POOL_2D",
 }
 _AFFINE = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+_WINDOWED = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"}
+_VECTOR_OPS = ("dense", "act", "add", "mul", "bn", "zero", "concat", "reshape")  # fine on a (1, C) vector
 
 
 @dataclass
@@ -230,6 +233,12 @@ def _act_ops(net: _Net, x: int, fn: str, shape, name: str) -> int:
         return net.op("LOGISTIC", [x], shape, name)
     if fn == "tanh":
         return net.op("TANH", [x], shape, name)
+    if fn == "gelu":
+        return net.op("GELU", [x], shape, name)
+    if fn == "leaky_relu":  # keras' leaky_relu activation: slope 0.2
+        return net.op("LEAKY_RELU", [x], shape, name, alpha=0.2)
+    if fn == "softmax":
+        return net.op("SOFTMAX", [x], shape, name, beta=1.0)
     if fn == "swish":  # keras silu = x * sigmoid(x)
         s = net.op("LOGISTIC", [x], shape, name + "/sigmoid")
         return net.op("MUL", [x, s], shape, name)
@@ -238,6 +247,31 @@ def _act_ops(net: _Net, x: int, fn: str, shape, name: str) -> int:
         y = net.op("RELU6", [y], shape, name + "/relu6")
         return net.op("MUL", [y, net.scalar(1.0 / 6.0, name + "/sixth")], shape, name)
     raise FastPathUnsupported(f"no lowering for activation {fn}", "graph")
+
+
+def _pad_ops(net: _Net, x: int, amounts: tuple, mode: str, shape, name: str) -> int:
+    """PAD / MIRROR_PAD for the positive amounts, then a STRIDED_SLICE for the negative ones (a crop), as the
+    converter writes leti's SpatialPad layer (``keras_model.py``)."""
+    t, lf, b, r = amounts
+    _, h, w, c = shape
+    if max(amounts) > 0:
+        pads = np.array([[0, 0], [max(t, 0), max(b, 0)], [max(lf, 0), max(r, 0)], [0, 0]], dtype=np.int32)
+        ph, pw = h - min(t, 0) - min(b, 0), w - min(lf, 0) - min(r, 0)
+        if mode == "constant":
+            x = net.op("PAD", [x, net.const(pads, name + "/pads")], (1, ph, pw, c), name + "/pad")
+        elif mode in ("reflect", "symmetric"):
+            x = net.op("MIRROR_PAD", [x, net.const(pads, name + "/pads")], (1, ph, pw, c), name + "/pad",
+                       mode=int(mode == "symmetric"))  # fmt: skip
+        else:
+            raise FastPathUnsupported(f"no TFLite op pads in mode {mode!r}", name)
+    if min(amounts) < 0:  # leti's SpatialPad layer crops with x[:, t:h-b, l:w-r, :]
+        ph, pw = net.tensors[x].shape[1:3]
+        begin = net.const(np.array([0, max(-t, 0), max(-lf, 0), 0], dtype=np.int32), name + "/begin")
+        end = net.const(np.array([0, ph - max(-b, 0), pw - max(-r, 0), 0], dtype=np.int32), name + "/end")
+        strides = net.const(np.ones(4, dtype=np.int32), name + "/strides")
+        x = net.op("STRIDED_SLICE", [x, begin, end, strides], shape, name + "/crop", beginMask=9, endMask=9)
+    net.tensors[x].name = name
+    return x
 
 
 def _bn_ops(net: _Net, x: int, lw: LayerWeights, shape, name: str) -> int:
@@ -262,8 +296,14 @@ def _lower(graph: LayerGraph, weights: dict[int, LayerWeights]) -> _Net:
         h, w, c = (int(v) for v in graph.out_shape[i])
         shape = (1, c) if flat else (1, h, w, c)
         nm = f"n{i}_{op}"
-        if flat and op not in ("dense", "act", "add", "mul", "bn", "zero", "concat"):
-            raise FastPathUnsupported(f"{op} on a flattened (1, C) tensor", f"node {i}")
+        if flat and op not in _VECTOR_OPS:
+            if not (graph.op[ins[0]] == OP_CODE["gap"] and len(ins) == 1):
+                raise FastPathUnsupported(f"{op} on a flattened (1, C) tensor", f"node {i}")
+            # what Keras' Reshape((1, 1, C)) becomes; the converter then keeps the MEAN's dims (see _rewrite)
+            cin = int(graph.in_shape[i][2])
+            s4 = net.const(np.array([1, 1, 1, cin], dtype=np.int32), nm + "/shape4")
+            x = net.op("RESHAPE", [x, s4], (1, 1, 1, cin), nm + "/reshape4")
+            xs, flat, shape = [x], False, (1, h, w, c)
         if op == "input":
             y = net.tensor(shape, "input")
             net.inputs.append(y)
@@ -327,6 +367,16 @@ def _lower(graph: LayerGraph, weights: dict[int, LayerWeights]) -> _Net:
             y = net.op("TRANSPOSE", [y, perm], (1, h, w, c // g, g), nm + "/transpose", _version=4)
             s4 = net.const(np.array([1, h, w, c], dtype=np.int32), nm + "/shape4")
             y = net.op("RESHAPE", [y, s4], shape, nm)
+        elif op == "pad":
+            y = _pad_ops(net, x, (kh, kw, sh, sw), PAD_MODES[extra], (1, h, w, c), nm)
+        elif op == "reshape":
+            shape = (1, c) if extra else (1, h, w, c)
+            flat = bool(extra)
+            y = net.op("RESHAPE", [x, net.const(np.array(shape, dtype=np.int32), nm + "/shape")], shape, nm)
+        elif op == "resize":
+            code = "RESIZE_BILINEAR" if RESIZE_MODES[extra] == "bilinear" else "RESIZE_NEAREST_NEIGHBOR"
+            size = net.const(np.array([h, w], dtype=np.int32), nm + "/size")
+            y = net.op(code, [x, size], shape, nm, halfPixelCenters=True, _version=3)
         elif op == "slice":
             begin = net.const(np.array([0, 0, 0, extra], dtype=np.int32), nm + "/begin")
             end = net.const(np.array([0, 0, 0, extra + c], dtype=np.int32), nm + "/end")
@@ -335,6 +385,8 @@ def _lower(graph: LayerGraph, weights: dict[int, LayerWeights]) -> _Net:
         else:  # pragma: no cover - OPS and this function change together
             raise FastPathUnsupported(f"no lowering for op {op}", f"node {i}")
         tens[i] = y
+        if flat:  # elementwise ops and dense keep a (1, C) vector flat
+            rank2.add(i)
     net.outputs.append(tens[graph.n_nodes - 1])
     return net
 
@@ -417,6 +469,22 @@ def _fold_and_fuse(net: _Net) -> bool:
                 and kd.ndim <= 1
             ):
                 _fold_into_producer(net, p, op.code, kd)
+                p.outputs = op.outputs
+                op.dead = True
+                producer[op.outputs[0]] = p
+                changed = True
+                continue
+        # MEAN without keepDims then a RESHAPE to (1, 1, 1, C): one MEAN that keeps its dims
+        if op.code == "RESHAPE" and len(net.tensors[op.outputs[0]].shape) == 4:
+            x = op.inputs[0]
+            p = producer.get(x)
+            if (
+                p is not None
+                and p.code == "MEAN"
+                and not p.opts["keepDims"]
+                and len(consumers.get(x, ())) == 1
+            ):
+                p.opts["keepDims"] = True
                 p.outputs = op.outputs
                 op.dead = True
                 producer[op.outputs[0]] = p
@@ -520,12 +588,34 @@ def _cse(net: _Net) -> bool:
     return changed
 
 
+def _pad_may_fold(net: _Net, pad: _Op, users) -> bool:
+    """Whether ``pad`` alone feeds a VALID conv / pool whose output has SAME's size on the unpadded input: the
+    converter turns such pairs into one SAME op (importers fold them the same way, so IR graphs rarely hold one)."""
+    if len(users) != 1 or users[0] is None or users[0].code not in _WINDOWED or users[0].opts["padding"] != 1:
+        return False
+    u = users[0]
+    _, h, w, _ = net.tensors[pad.inputs[0]].shape
+    if u.code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        kh, kw = net.tensors[u.inputs[1]].shape[1:3]
+        dil = u.opts["dilationHFactor"]
+    else:
+        kh, kw, dil = u.opts["filterHeight"], u.opts["filterWidth"], 1
+    same = (
+        out_size(h, kh, u.opts["strideH"], dil, PAD_SAME),
+        out_size(w, kw, u.opts["strideW"], dil, PAD_SAME),
+    )
+    return tuple(net.tensors[u.outputs[0]].shape[1:3]) == same
+
+
 def _check_mirrored(net: _Net) -> None:
     """Refuse patterns where the converter rewrites in ways this module does not copy (measured: a constant
     MUL / ADD next to a fully connected layer is folded into it in ways that depend on the values; a per-channel
     constant MUL in front of a conv may be folded into its filter)."""
     producer, consumers = _uses(net)
     for op in net.ops:
+        if op.code == "PAD" and _pad_may_fold(net, op, consumers.get(op.outputs[0], ())):
+            raise FastPathUnsupported("a PAD that makes the VALID window after it SAME (the converter may fold it)",
+                                      "graph")  # fmt: skip
         pair = _const_operand(net, op)
         if pair is None:
             continue
@@ -558,6 +648,17 @@ class _AlignedBuffer(fb.BufferT):
         if data is not None:
             fb.BufferAddData(builder, data)
         return fb.BufferEnd(builder)
+
+
+# ops whose options are copied field by field from ``_Op.opts`` (the converter writes GELU's as exact: the default)
+_PLAIN_OPTIONS = {
+    "RESIZE_BILINEAR": ("ResizeBilinearOptions", ("halfPixelCenters",)),
+    "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", ("halfPixelCenters",)),
+    "GELU": ("GeluOptions", ()),
+    "LEAKY_RELU": ("LeakyReluOptions", ("alpha",)),
+    "SOFTMAX": ("SoftmaxOptions", ("beta",)),
+    "MIRROR_PAD": ("MirrorPadOptions", ("mode",)),
+}
 
 
 def _options(op: _Op):
@@ -610,6 +711,12 @@ def _options(op: _Op):
         t = fb.ConcatenationOptionsT()
         t.axis, t.fusedActivationFunction = o["axis"], fused
         return fb.BuiltinOptions.ConcatenationOptions, t
+    if op.code in _PLAIN_OPTIONS:
+        name, fields = _PLAIN_OPTIONS[op.code]
+        t = getattr(fb, name + "T")()
+        for f in fields:
+            setattr(t, f, o[f])
+        return getattr(fb.BuiltinOptions, name), t
     if op.code == "STRIDED_SLICE":
         t = fb.StridedSliceOptionsT()
         t.beginMask, t.endMask = o["beginMask"], o["endMask"]

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 import keras  # noqa: E402
 
 from leti.errors import GraphError  # noqa: E402
-from leti.graph.layergraph import ACTS, OPS, LayerGraph  # noqa: E402
+from leti.graph.layergraph import ACTS, OPS, PAD_MODES, RESIZE_MODES, LayerGraph  # noqa: E402
 from leti.graph.shapes import PAD_SAME  # noqa: E402
 
 
@@ -54,13 +54,38 @@ class Zero(keras.layers.Layer):
         return x * 0.0
 
 
+@keras.saving.register_keras_serializable(package="leti")
+class SpatialPad(keras.layers.Layer):
+    """Pads H and W by the given amounts (``mode`` as in ``keras.ops.pad``); negative amounts crop."""
+
+    def __init__(self, top: int, left: int, bottom: int, right: int, mode: str = "constant", **kwargs):
+        super().__init__(**kwargs)
+        self.top, self.left, self.bottom, self.right, self.mode = top, left, bottom, right, mode
+
+    def call(self, x):
+        t, lf, b, r = self.top, self.left, self.bottom, self.right
+        if max(t, lf, b, r) > 0:
+            pads = ((0, 0), (max(t, 0), max(b, 0)), (max(lf, 0), max(r, 0)), (0, 0))
+            x = keras.ops.pad(x, pads, mode=self.mode)
+        if min(t, lf, b, r) < 0:
+            h, w = x.shape[1], x.shape[2]
+            x = x[:, max(-t, 0) : h - max(-b, 0), max(-lf, 0) : w - max(-r, 0), :]
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "top": self.top, "left": self.left, "bottom": self.bottom,
+                "right": self.right, "mode": self.mode}  # fmt: skip
+
+
 def activation_layer(fn: str, name: str):
     if fn == "relu":
         return keras.layers.ReLU(name=name)
     if fn == "relu6":
         return keras.layers.ReLU(max_value=6.0, name=name)
+    if fn == "softmax":
+        return keras.layers.Softmax(name=name)
     keras_fn = {"hswish": "hard_swish", "sigmoid": "sigmoid", "hsigmoid": "hard_sigmoid", "swish": "silu",
-                "tanh": "tanh"}[fn]  # fmt: skip
+                "tanh": "tanh", "gelu": "gelu", "leaky_relu": "leaky_relu"}[fn]  # fmt: skip
     return keras.layers.Activation(keras_fn, name=name)
 
 
@@ -106,6 +131,14 @@ def node_layers(graph: LayerGraph, i: int) -> list:
         first = ChannelSlice(extra, cout, name=nm)
     elif op == "zero":
         first = Zero(name=nm)
+    elif op == "pad":
+        first = SpatialPad(kh, kw, sh, sw, PAD_MODES[extra], name=nm)
+    elif op == "reshape":
+        h, w = int(graph.out_shape[i][0]), int(graph.out_shape[i][1])
+        first = keras.layers.Flatten(name=nm) if extra else keras.layers.Reshape((h, w, cout), name=nm)
+    elif op == "resize":
+        h, w = int(graph.out_shape[i][0]), int(graph.out_shape[i][1])
+        first = keras.layers.Resizing(h, w, interpolation=RESIZE_MODES[extra], name=nm)
     else:  # pragma: no cover - OPS and this function change together
         raise GraphError(f"no Keras equivalent for op {op}", f"node {i}")
     layers = [first]
@@ -114,6 +147,9 @@ def node_layers(graph: LayerGraph, i: int) -> list:
     if act:
         layers.append(activation_layer(ACTS[act], nm + "_act"))
     return layers
+
+
+_VECTOR_OPS = ("dense", "act", "add", "mul", "bn", "zero", "concat", "reshape")  # fine on a (1, C) vector
 
 
 def build_keras(graph: LayerGraph, seed: int = 0, name: str = "leti") -> keras.Model:
@@ -126,6 +162,8 @@ def build_keras(graph: LayerGraph, seed: int = 0, name: str = "leti") -> keras.M
             tensors[i] = keras.Input(shape=(h, w, c), batch_size=1, name="input")
             continue
         ins = [tensors[j] for j in graph.inputs_of(i)]
+        if OPS[graph.op[i]] not in _VECTOR_OPS:  # a (1, C) vector read as a map is a (1, 1, C) one
+            ins = [keras.layers.Reshape((1, 1, t.shape[-1]))(t) if len(t.shape) == 2 else t for t in ins]
         layers = node_layers(graph, i)
         y = layers[0](ins if len(ins) > 1 else ins[0])
         for layer in layers[1:]:

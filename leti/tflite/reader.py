@@ -40,9 +40,10 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from leti.errors import GraphError, ModelFileError
+from leti.graph import shapes as S
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import LayerGraph
-from leti.graph.shapes import PAD_SAME, out_size
+from leti.graph.shapes import PAD_SAME, PAD_VALID, out_size
 
 OP_NAMES: dict[int, str] = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 DTYPES: dict[int, str] = {v: k.lower() for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
@@ -61,6 +62,7 @@ class TensorInfo:
     data: np.ndarray | None = None  # constants only, typed and shaped
     scale: tuple[float, ...] = ()  # quantisation, when present
     zero_point: tuple[int, ...] = ()
+    signature: tuple[int, ...] = ()  # the shape with -1 for dimensions fixed only at run time (when stored)
 
     @property
     def is_const(self) -> bool:
@@ -168,7 +170,8 @@ def parse_tflite(data) -> TFLiteModel:
             scale = tuple(float(v) for v in q.scale) if q is not None and q.scale is not None else ()
             zp = tuple(int(v) for v in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
             name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name or "")
-            tensors.append(TensorInfo(i, name, shape, dtype, arr, scale, zp))
+            sig = tuple(int(s) for s in t.shapeSignature) if t.shapeSignature is not None else ()
+            tensors.append(TensorInfo(i, name, shape, dtype, arr, scale, zp, sig))
         ops = []
         for i, o in enumerate(sg.operators or []):
             if not 0 <= o.opcodeIndex < len(codes):
@@ -257,11 +260,9 @@ def diff_op_graphs(a, b) -> list[str]:
 
 
 # ---- TFLite -> LayerGraph -------------------------------------------------------------------------------------
-_PIECEWISE_LINEAR = {"RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "PRELU", "ABS", "NEG"}
+_PIECEWISE_LINEAR = {"RELU_N1_TO_1", "RELU_0_TO_1", "PRELU", "ABS", "NEG"}
 _TRANSCENDENTAL = {
-    "GELU",
     "ELU",
-    "SOFTMAX",
     "LOG_SOFTMAX",
     "EXP",
     "LOG",
@@ -271,7 +272,8 @@ _TRANSCENDENTAL = {
     "SIN",
     "COS",
 }
-_ACT_OF = {"RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hswish", "LOGISTIC": "sigmoid", "TANH": "tanh"}
+_ACT_OF = {"RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hswish", "LOGISTIC": "sigmoid", "TANH": "tanh",
+           "GELU": "gelu", "LEAKY_RELU": "leaky_relu", "SOFTMAX": "softmax"}  # fmt: skip
 _SKIPPED = {"QUANTIZE", "DEQUANTIZE", "CAST"}
 
 
@@ -284,6 +286,51 @@ def _hwc(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
     if len(shape) == 1:
         return (1, 1, shape[0])
     return None
+
+
+_FOLDABLE = {"SHAPE", "STRIDED_SLICE", "SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "RESHAPE", "SQUEEZE",
+             "EXPAND_DIMS", "ADD", "SUB", "MUL", "DIV", "FLOOR_DIV"}  # fmt: skip
+
+
+def _strided_index(begin, end, strides, o: dict) -> tuple:
+    """The numpy index of a STRIDED_SLICE (begin / end / shrink masks; no ellipsis or new axes)."""
+    if o.get("ellipsisMask", 0) or o.get("newAxisMask", 0):
+        raise ValueError("ellipsis and new axes are not evaluated")
+    idx = []
+    for k in range(len(begin)):
+        if o.get("shrinkAxisMask", 0) >> k & 1:
+            idx.append(int(begin[k]))
+            continue
+        b = None if o.get("beginMask", 0) >> k & 1 else int(begin[k])
+        e = None if o.get("endMask", 0) >> k & 1 else int(end[k]) + (int(begin[k]) if o.get("offset") else 0)
+        idx.append(slice(b, e, int(strides[k])))
+    return tuple(idx)
+
+
+def _fold(op: OpInfo, v: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
+    name, o = op.name, op.options
+    if name == "STRIDED_SLICE":
+        return v[0][_strided_index(*(a.reshape(-1) for a in v[1:4]), o)]
+    if name == "SLICE":
+        return v[0][
+            tuple(slice(int(b), None if z < 0 else int(b) + int(z)) for b, z in zip(v[1], v[2], strict=True))
+        ]
+    if name == "PACK":
+        return np.stack(v, axis=o.get("axis", 0))
+    if name == "CONCATENATION":
+        return np.concatenate([np.atleast_1d(a) for a in v], axis=o.get("axis", 0))
+    if name == "GATHER":
+        return np.take(v[0], v[1], axis=o.get("axis", 0))
+    if name in ("CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
+        return v[0].reshape(out_shape)
+    fn = {
+        "ADD": np.add,
+        "SUB": np.subtract,
+        "MUL": np.multiply,
+        "DIV": np.divide,
+        "FLOOR_DIV": np.floor_divide,
+    }
+    return fn[name](v[0], v[1])
 
 
 class _Reader:
@@ -301,6 +348,7 @@ class _Reader:
         for t in model.outputs:
             self.uses.setdefault(t, []).append(-1)
         self.done: set[int] = set()  # ops consumed by a pattern that started earlier
+        self.real: dict[int, tuple[int, ...]] = {}  # tensor -> shape, where the file's is wrong
         self.pad_of: dict[int, tuple] = {}  # conv op -> (input tensor, paddings) of a folded PAD
         self.nary: dict[int, list[int]] = {}  # ADD op -> tensors it sums when a chain was merged into it
 
@@ -309,7 +357,40 @@ class _Reader:
         return ModelFileError(msg, f"operator {op.index} ({op.name})")
 
     def shape(self, t: int) -> tuple[int, ...]:
-        return self.m.tensors[t].shape
+        """A tensor's shape: the file's, or what leti worked out where the file records it wrongly (a dynamic
+        batch leaves 1 for every dimension computed at run time, see ``reshaped``)."""
+        return self.real.get(t, self.m.tensors[t].shape)
+
+    def reshaped(self, op: OpInfo) -> tuple[int, ...] | None:
+        """The output shape of RESHAPE / EXPAND_DIMS / SQUEEZE / TILE worked out from its (folded) arguments."""
+        src = self.shape(op.inputs[0])
+        try:
+            if op.name == "RESHAPE":
+                arg = self.const.get(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+                dims = [
+                    int(v) for v in (arg.reshape(-1) if arg is not None else op.options.get("newShape") or [])
+                ]
+                if not dims and arg is None:
+                    return None
+                if dims.count(-1) == 1:
+                    known = int(np.prod([d for d in dims if d != -1]))
+                    dims[dims.index(-1)] = int(np.prod(src)) // max(known, 1)
+                return tuple(dims) if int(np.prod(dims)) == int(np.prod(src)) else None
+            if op.name == "EXPAND_DIMS":
+                axis = int(self.const[op.inputs[1]].reshape(()))
+                dims = list(src)
+                dims.insert(axis % (len(src) + 1), 1)
+                return tuple(dims)
+            if op.name == "TILE":
+                return tuple(
+                    int(a) * int(b) for a, b in zip(src, self.const[op.inputs[1]].reshape(-1), strict=True)
+                )
+            if op.name == "SQUEEZE":
+                axes = [a % len(src) for a in op.options.get("squeezeDims") or []]
+                return tuple(d for k, d in enumerate(src) if (k not in axes if axes else d != 1))
+        except (KeyError, ValueError, TypeError):
+            return None
+        return None
 
     def single_use(self, t: int) -> int | None:
         u = self.uses.get(t, [])
@@ -322,6 +403,11 @@ class _Reader:
         return self.node[t]
 
     def check_shape(self, op: OpInfo, node: int, t: int) -> None:
+        if t not in self.real and any(d < 0 for d in self.m.tensors[t].signature[1:]):
+            # the file does not know this shape (see ``shape``): take the IR's
+            h, w, c = self.b.shape(node)
+            self.real[t] = (1, h, w, c) if len(self.m.tensors[t].shape) == 4 else (1, c)
+            return
         want = _hwc(self.shape(t))
         if want is not None and tuple(self.b.shape(node)) != want:
             raise self.err(op, f"computes {self.b.shape(node)} but the file says {list(self.shape(t))}")
@@ -393,12 +479,7 @@ class _Reader:
         folded = self.pad_of.get(op.index)
         if folded is None:
             return self.x(op), pad
-        src, _ = folded
-        h, w = self.shape(src)[1:3]
-        oh, ow = self.shape(op.outputs[0])[1:3]
-        if pad == 1 and (out_size(h, kh, sh, dil, PAD_SAME), out_size(w, kw, sw, dil, PAD_SAME)) == (oh, ow):
-            return self.node[src], PAD_SAME
-        raise self.err(op, "reads a PAD that is not SAME padding; the IR has no pad op")
+        return self.node[folded[0]], PAD_SAME  # pad() folds only a PAD that makes this VALID window SAME
 
     def conv(self, op: OpInfo, depthwise: bool) -> None:
         filt = self.shape(op.inputs[1])
@@ -436,7 +517,9 @@ class _Reader:
         units = self.shape(op.inputs[1])[0]
         k = self.shape(op.inputs[1])[1]
         if self.b.shape(x)[2] != k:
-            raise self.err(op, f"flattens a {self.b.shape(x)} tensor; the IR has no reshape op")
+            if S.elems(self.b.shape(x)) != k or op.options.get("keepNumDims"):
+                raise self.err(op, f"reads a {self.b.shape(x)} tensor with {k}-input weights")
+            x = self.b.reshape(x, (1, 1, k), flat=True)  # FULLY_CONNECTED flattens its input itself
         fused = op.options.get("fusedActivationFunction", 0)
         act, extra = (FUSED.get(fused, "relu"), []) if fused else self.follow_act(op.outputs[0])
         bias = len(op.inputs) > 2 and op.inputs[2] >= 0
@@ -555,17 +638,22 @@ class _Reader:
         self.node[op.outputs[0]] = self.x(op)
 
     def reshape(self, op: OpInfo) -> None:
+        real = self.reshaped(op)
+        if real is not None:
+            self.real[op.outputs[0]] = real
         src, dst = self.shape(op.inputs[0]), self.shape(op.outputs[0])
         if op.inputs[0] in self.const:
             self.const[op.outputs[0]] = self.const[op.inputs[0]]
             return
-        if [d for d in src if d != 1] == [d for d in dst if d != 1] and _hwc(dst) is not None:
+        if _hwc(dst) is not None and _hwc(src) is not None:
             x = self.x(op)
-            if tuple(self.b.shape(x)) != _hwc(dst):
-                raise self.err(
-                    op, f"moves data between axes ({list(src)} -> {list(dst)}); the IR has no reshape"
-                )
-            self.node[op.outputs[0]] = x
+            flat = len(dst) == 2 and tuple(self.b.shape(x)[:2]) != (1, 1)  # a Flatten of a spatial map
+            try:
+                self.bind(op, self.b.reshape(x, _hwc(dst), flat=flat))
+            except GraphError as e:
+                raise self.err(op, e.reason) from None
+            return
+        if len(src) == 4 and len(dst) == 5 and self.upsample_chain(op):
             return
         # channel shuffle: (1,H,W,C) -> (1,H,W,g,C/g) -> transpose last two -> (1,H,W,C)
         if len(src) == 4 and len(dst) == 5 and dst[:3] == src[:3] and dst[3] * dst[4] == src[3]:
@@ -588,26 +676,77 @@ class _Reader:
                     self.bind(back, y)
                     return
         raise self.err(
-            op, f"reshapes {list(src)} to {list(dst)}; only unit axes and channel shuffles map to the IR"
+            op,
+            f"reshapes {list(src)} to {list(dst)}; only 2-D and 4-D shapes and channel shuffles map to the IR",
         )
 
-    def channel_slice(self, op: OpInfo) -> None:
+    def upsample_chain(self, op: OpInfo) -> bool:
+        """Keras' nearest UpSampling2D: RESHAPE (or EXPAND_DIMS) to 5-D, TILE, RESHAPE back to 4-D, once per axis
+        -> one resize."""
+        chain, t = [op], op.outputs[0]
+        while True:
+            u = self.single_use(t)
+            nxt = self.m.ops[u] if u is not None else None
+            if nxt is None or nxt.name not in ("RESHAPE", "TILE", "EXPAND_DIMS") or len(chain) > 8:
+                break
+            shape = self.reshaped(nxt)
+            if shape is None or (len(self.shape(t)) == 4 and len(shape) != 5):
+                break  # a 4-D tensor goes on only into the next axis' 5-D step
+            self.real[nxt.outputs[0]] = shape
+            chain.append(nxt)
+            t = nxt.outputs[0]
+        if len(self.shape(t)) != 4:
+            return False
+        (_, h, w, c), (_, oh, ow, oc) = self.shape(op.inputs[0]), self.shape(t)
+        if oc != c or oh % h or ow % w or not any(o.name == "TILE" for o in chain):
+            return False
+        y = self.b.resize(self.x(op), oh, ow, "nearest")
+        self.done.update(o.index for o in chain[1:])
+        self.bind(chain[-1], y)
+        return True
+
+    def slice_op(self, op: OpInfo) -> None:
+        """A slice of channels -> slice; a crop of H and W -> pad by negative amounts."""
         src, dst = self.shape(op.inputs[0]), self.shape(op.outputs[0])
-        if len(src) != 4 or len(dst) != 4 or src[:3] != dst[:3]:
-            raise self.err(op, f"slices {list(src)} to {list(dst)}; only channel slices map to the IR")
-        begin = self.const.get(op.inputs[1])
-        if begin is None:
-            raise self.err(op, "has a computed begin index")
-        start = int(begin.reshape(-1)[3])
-        if op.name == "STRIDED_SLICE":
-            strides = self.const.get(op.inputs[3]) if len(op.inputs) > 3 else None
-            if strides is not None and int(strides.reshape(-1)[3]) != 1:
-                raise self.err(op, "has a channel stride; the IR slices contiguous channels")
-            if op.options.get("beginMask", 0) & 8:
-                start = 0
-        if start < 0:
-            start += src[3]
-        self.bind(op, self._slice(op, start, dst[3]))
+        ranges = self.slice_ranges(op, src)
+        if len(src) != 4 or len(dst) != 4 or ranges is None or ranges[0] != (0, 1):
+            raise self.err(
+                op, f"slices {list(src)} to {list(dst)}; only channel slices and crops map to the IR"
+            )
+        (t, h), (lf, w), (c0, c) = ranges[1:]
+        if (h, w) == tuple(src[1:3]):
+            self.bind(op, self._slice(op, c0, c))
+        elif c == src[3]:
+            self.bind(op, self.b.pad(self.x(op), -t, -lf, t + h - src[1], lf + w - src[2]))
+        else:
+            raise self.err(op, "slices channels and crops at once; the IR does one or the other")
+
+    def slice_ranges(self, op: OpInfo, src: tuple[int, ...]) -> list[tuple[int, int]] | None:
+        """(start, length) per axis of a STRIDED_SLICE / SLICE; None when it has strides or drops axes."""
+        args = [self.const.get(t) for t in op.inputs[1:]]
+        if len(args) < 2 or any(a is None for a in args):
+            raise self.err(op, "has computed begin or end indices")
+        args = [a.reshape(-1) for a in args]
+        if op.name == "SLICE":
+            index = tuple(
+                slice(int(b), None if z < 0 else int(b) + int(z)) for b, z in zip(*args[:2], strict=True)
+            )
+        else:
+            try:
+                index = _strided_index(*args[:3], op.options)
+            except ValueError:
+                return None
+        if len(index) != len(src):
+            return None
+        ranges = []
+        for k, ix in enumerate(index):
+            if not isinstance(ix, slice):
+                return None  # a shrunk axis
+            kept = np.arange(src[k])[ix]
+            if kept.size == 0 or (kept.size > 1 and np.any(np.diff(kept) != 1)):
+                return None
+            ranges.append((int(kept[0]), int(kept.size)))
+        return ranges
 
     def _slice(self, op: OpInfo, start: int, size: int) -> int:
         try:
@@ -633,19 +772,48 @@ class _Reader:
             start += size
 
     def mean(self, op: OpInfo) -> None:
+        """MEAN over H and W -> gap; REDUCE_MAX over H and W -> a max pool over the whole map."""
         axes = self.const.get(op.inputs[1])
         src = self.shape(op.inputs[0])
         if axes is None or len(src) != 4 or sorted(int(a) % 4 for a in axes.reshape(-1)) != [1, 2]:
             raise self.err(op, "reduces over axes other than H and W")
+        if op.name == "REDUCE_MAX":
+            self.bind(op, self.b.pool("maxpool", self.x(op), src[1], 1, kw=src[2], pad=PAD_VALID))
+            return
         self.bind(op, self.b.gap(self.x(op), keepdims=bool(op.options.get("keepDims", False))))
 
     def pad(self, op: OpInfo) -> None:
+        """PAD folds into the one VALID conv / pool reading it when that makes it SAME; else a pad node."""
+        pads = self.const.get(op.inputs[1])
+        src = self.shape(op.inputs[0])
+        if pads is None or pads.shape != (len(src), 2) or len(src) != 4 or pads[0].any() or pads[3].any():
+            raise self.err(op, "pads axes other than H and W (or by computed amounts)")
+        (t, bot), (lf, r) = (int(v) for v in pads[1]), (int(v) for v in pads[2])
+        mode = "constant"
+        if op.name == "MIRROR_PAD":
+            mode = "symmetric" if op.options.get("mode", 0) == fb.MirrorPadMode.SYMMETRIC else "reflect"
+        x = self.x(op)  # the padded tensor must be known
         u = self.single_use(op.outputs[0])
         nxt = self.m.ops[u] if u is not None else None
-        if nxt is None or nxt.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
-            raise self.err(op, "pads a tensor that no single conv or pool reads; the IR has no pad op")
-        self.pad_of[nxt.index] = (op.inputs[0], self.const.get(op.inputs[1]))
-        self.x(op)  # the padded tensor must be known
+        if mode == "constant" and nxt is not None and self.same_window(nxt, src):
+            self.pad_of[nxt.index] = (op.inputs[0], pads)
+            return
+        self.bind(op, self.b.pad(x, t, lf, bot, r, mode))
+
+    def same_window(self, op: OpInfo, src: tuple[int, ...]) -> bool:
+        """Whether ``op`` is a VALID conv / pool whose output has the size SAME padding gives on ``src``."""
+        o = op.options
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            kh, kw = self.shape(op.inputs[1])[1:3]
+            dil = o.get("dilationHFactor", 1) or 1
+        elif op.name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            kh, kw, dil = o.get("filterHeight", 1), o.get("filterWidth", 1), 1
+        else:
+            return False
+        sh, sw = o.get("strideH", 1), o.get("strideW", 1)
+        oh, ow = self.shape(op.outputs[0])[1:3]
+        same = (out_size(src[1], kh, sh, dil, PAD_SAME), out_size(src[2], kw, sw, dil, PAD_SAME))
+        return o.get("padding", 0) == PAD_VALID and same == (oh, ow)
 
     def run(self) -> LayerGraph:
         m = self.m
@@ -655,13 +823,24 @@ class _Reader:
             raise ModelFileError(f"has {len(m.inputs)} inputs; a LayerGraph has one", "model")
         if len(m.outputs) != 1:
             raise ModelFileError(f"has {len(m.outputs)} outputs; a LayerGraph has one", "model")
-        shp = _hwc(m.tensors[m.inputs[0]].shape)
+        inp = m.tensors[m.inputs[0]]
+        if any(d < 0 for d in inp.signature[1:]):
+            raise ModelFileError(
+                f"input size {list(inp.signature)} is fixed only at run time; export it with a fixed input shape",
+                "model",
+            )
+        shp = _hwc(inp.shape)
         if shp is None:
             raise ModelFileError(
                 f"input shape {list(m.tensors[m.inputs[0]].shape)} is not (1, H, W, C)", "model"
             )
         self.b.block = "input"
         self.node[m.inputs[0]] = self.b.input(shp)
+        for op in m.ops:  # constants first: patterns look ahead at shapes computed later in the file
+            if self.fold_const(op):
+                self.done.add(op.index)
+        for t, users in self.uses.items():  # a SHAPE evaluated here no longer reads its tensor
+            self.uses[t] = [u for u in users if u < 0 or u not in self.done]
         for op in m.ops:
             if op.index in self.done:
                 continue
@@ -674,8 +853,32 @@ class _Reader:
             raise ModelFileError("the output is not the last op's result", "model")
         return self.b.finish({"source": "tflite", "description": m.description, "ops": len(m.ops)})
 
+    def fold_const(self, op: OpInfo) -> bool:
+        """Evaluate shape arithmetic on constants (a dynamic batch leaves SHAPE -> STRIDED_SLICE -> PACK in front
+        of a RESHAPE; the batch is the 1 stored in the file's shapes); True when the output became a constant."""
+        if op.name not in _FOLDABLE or len(op.outputs) != 1:
+            return False
+        if op.name == "SHAPE":
+            t = op.inputs[0]
+            if t not in self.real and any(d < 0 for d in self.m.tensors[t].signature[1:]):
+                return False  # not known yet: the walk works it out (see ``shape``)
+            val = np.array(self.shape(t), dtype=np.int64)
+        else:
+            ins = [t for t in op.inputs if t >= 0]
+            if not ins or any(t not in self.const for t in ins) or op.options.get("fusedActivationFunction"):
+                return False
+            try:
+                val = _fold(op, [self.const[t] for t in ins], self.shape(op.outputs[0]))
+            except (ValueError, IndexError, TypeError, ZeroDivisionError):
+                raise self.err(op, "cannot be evaluated on its constant inputs") from None
+        out = self.m.tensors[op.outputs[0]]
+        self.const[op.outputs[0]] = np.asarray(val).astype(_NP.get(out.dtype, np.float32))
+        return True
+
     def dispatch(self, op: OpInfo) -> None:
         name = op.name
+        if self.fold_const(op):
+            return
         if name == "CONV_2D":
             self.conv(op, depthwise=False)
         elif name == "DEPTHWISE_CONV_2D":
@@ -684,8 +887,13 @@ class _Reader:
             self.dense(op)
         elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
             self.pool(op, "maxpool" if name == "MAX_POOL_2D" else "avgpool")
-        elif name == "MEAN":
+        elif name in ("MEAN", "REDUCE_MAX"):
             self.mean(op)
+        elif name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+            _, oh, ow, _ = self.shape(op.outputs[0])
+            self.bind(
+                op, self.b.resize(self.x(op), oh, ow, "bilinear" if name == "RESIZE_BILINEAR" else "nearest")
+            )
         elif name in ("ADD", "ADD_N", "SUB", "MUL"):
             self.binary(op)
         elif name == "DIV":
@@ -712,10 +920,10 @@ class _Reader:
         elif name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
             self.reshape(op)
         elif name in ("STRIDED_SLICE", "SLICE"):
-            self.channel_slice(op)
+            self.slice_op(op)
         elif name in ("SPLIT", "SPLIT_V"):
             self.split(op)
-        elif name == "PAD" or name == "PADV2":
+        elif name in ("PAD", "PADV2", "MIRROR_PAD"):
             self.pad(op)
         else:
             raise self.err(op, "has no LayerGraph equivalent")
