@@ -58,8 +58,15 @@ def test_xgboost_json_matches_xgboost(xy, objective):
 def test_catboost_json_matches_catboost(xy, tmp_path):
     cb = pytest.importorskip("catboost")
     X, y, Xt = xy
-    m = cb.CatBoostRegressor(iterations=80, depth=5, rsm=0.5, verbose=False, thread_count=1, random_seed=0,
-                             allow_writing_files=False)
+    m = cb.CatBoostRegressor(
+        iterations=80,
+        depth=5,
+        rsm=0.5,
+        verbose=False,
+        thread_count=1,
+        random_seed=0,
+        allow_writing_files=False,
+    )
     m.fit(X, y)
     m.save_model(str(tmp_path / "m.json"), format="json")
     f = trees.from_catboost_json((tmp_path / "m.json").read_bytes())
