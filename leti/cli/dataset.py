@@ -11,7 +11,8 @@ IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 
 
 def add_dataset_parsers(sub) -> None:
-    s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
+    s = sub.add_parser("targets", help="list targets: with a predictor (trained or pretrained), measured in the store, "
+                       "runnable here")  # fmt: skip
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_targets)
 
@@ -39,28 +40,44 @@ def add_dataset_parsers(sub) -> None:
     s.set_defaults(func=cmd_import)
 
 
+def _store_if_any(args):
+    """The store named by ``--store``, or the default one if it exists: listing targets must not create one."""
+    from leti.paths import default_store_path
+
+    if getattr(args, "store", None) or default_store_path().exists():
+        return _store(args)
+    return None
+
+
 def cmd_targets(args) -> int:
+    from leti.predictors.registry import PRETRAINED, saved
     from leti.targets import host_targets
 
-    store = _store(args)
-    stats = store.stats()["per_target"]
-    known = {t.name: t for t in store.list_targets()}
+    store = _store_if_any(args)
+    stats = store.stats()["per_target"] if store is not None else {}
+    known = {t.name: t for t in store.list_targets()} if store is not None else {}
+    answers = {r.target: r for r in saved() if r.answers}
+    pretrained = {r.target for r in saved() if r.source == PRETRAINED}
     rows = []
-    for name in sorted(set(host_targets()) | set(known)):
-        rec = known.get(name)
+    for name in sorted(set(host_targets()) | set(known) | set(answers)):
+        rec, hit = known.get(name), answers.get(name)
         rows.append({"target": name, "measured_archs": stats.get(name, 0),
-                     "noise_floor": rec.noise_floor if rec else None, "runnable_here": name in host_targets()})  # fmt: skip
+                     "noise_floor": rec.noise_floor if rec else None, "runnable_here": name in host_targets(),
+                     "pretrained": name in pretrained,
+                     "predictor": {"family": hit.family, "version": hit.version, "source": hit.source} if hit else None})  # fmt: skip
     if args.json:
         _print_json({"targets": rows})
         return 0
     from rich.table import Table
 
-    t = Table(title="targets")
-    for col in ("target", "measured archs", "noise floor", "runnable here"):
+    t = Table(title="targets (predictor: what leti predict --target T uses)")
+    for col in ("target", "predictor", "measured archs", "noise floor", "runnable here"):
         t.add_column(col)
     for r in rows:
         nf = f"{r['noise_floor'] * 100:.1f}%" if r["noise_floor"] is not None else "-"
-        t.add_row(r["target"], str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
+        p = r["predictor"]
+        pred = f"{p['family']} v{p['version']} ({p['source']})" if p else "-"
+        t.add_row(r["target"], pred, str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
     wide_console().print(t)
     return 0
 
