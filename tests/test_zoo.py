@@ -79,7 +79,13 @@ def test_build_covers_every_target_with_provenance(zoo):
         assert set(meta["metrics"]) >= set(METRIC_KEYS) and meta["n_test"] > 0
         p = meta["protocol"]
         if b.target in TARGETS:  # NAS cells: hash split, family by grouped CV on the training archs
-            assert p["split"] == "split_by_hash" and p["train_size"] == 80 and p["seed"] == 0
+            assert (
+                p["split"] == "split_by_hash"
+                and p["train_size"] == 80
+                and p["seed"] == 0
+                and b.family == "auto"
+            )
+            assert meta["auto_chosen"]["family"] in ("lut", "flops")
             assert "grouped by canonical hash" in p["family_choice"] and {c["family"] for c in p["cv_scores"]} == {
                 "lut", "flops"}  # fmt: skip
         else:  # real models: leave-one-family-out metrics, fitted on all models
@@ -110,11 +116,11 @@ def test_no_measurement_ships(zoo, data_dir):
 def test_large_model_files_are_gzipped_and_stay_sealed(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "zoo"
     _build(out, data_dir, cands=[["lightgbm", {"n_estimators": 300}]], targets=["zt-cpu"])
-    d = out / "zt-cpu" / "lightgbm" / "v1"
+    d = out / "zt-cpu" / "auto" / "v1" / "model"  # the auto predictor ships with the candidate it chose
     assert (d / "model.txt.gz").is_file() and not (d / "model.txt").exists()
     monkeypatch.setenv("LETI_ZOO", str(out))
     pred = R.load("zt-cpu")
-    assert pred.family == "lightgbm" and pred.predict([nb201.from_string(CELL).to_graph()])[0] > 0
+    assert pred.chosen_["family"] == "lightgbm" and pred.predict([nb201.from_string(CELL).to_graph()])[0] > 0
     raw = bytearray((d / "model.txt.gz").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (d / "model.txt.gz").write_bytes(bytes(raw))

@@ -215,9 +215,10 @@ def _by_hash(store, target, src, n, train_size, seed, folds, cands, progress):
         progress(f"{target}: {n} archs, training on {size}")
     params = {"candidates": cands if cands is not None else candidates(size), "folds": folds, "seed": seed}
     auto, meta = train(store, target, "auto", size, seed, params)
-    meta["protocol"] = {**protocol(size, seed, folds), "cv_scores": _rounded(auto.cv_scores_)}
+    meta["protocol"] = {**protocol(size, seed, folds), "cv_scores": _rounded(getattr(auto, "cv_scores_", []))}
     meta["chosen_by"] = "cross-validation on the training archs (auto)"
-    return auto.model_, meta
+    # the auto predictor ships as fitted: the chosen candidate (or blend, with its corrections), nothing else
+    return auto, meta
 
 
 def _by_family(store, target, src, n, train_size, seed, folds, cands, progress):
