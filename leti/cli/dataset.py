@@ -13,18 +13,19 @@ IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 def add_dataset_parsers(sub) -> None:
     s = sub.add_parser("targets", help="list targets: with a predictor (trained or pretrained), measured in the store, "
                        "runnable here")  # fmt: skip
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_targets)
 
     ds = sub.add_parser("dataset", help="the measurement store").add_subparsers(
         dest="sub", required=True, parser_class=_Parser
     )
     s = ds.add_parser("stats", help="measured archs per target and space")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_dataset_stats)
     s = ds.add_parser("export", help="write measurements to .csv or .parquet")
-    s.add_argument("--target")
-    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--target", help="only this target (default: all)")
+    s.add_argument("-o", "--output", required=True, help="the file to write: .csv or .parquet")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_dataset_export)
 
     s = sub.add_parser(
@@ -33,10 +34,10 @@ def add_dataset_parsers(sub) -> None:
         "directory with --format mobile-ml-benchmark",
     )
     s.add_argument("files", nargs="+", help="CSV files (--format csv) or one directory (mobile-ml-benchmark)")
-    s.add_argument("--format", choices=IMPORT_FORMATS, default="csv")
+    s.add_argument("--format", choices=IMPORT_FORMATS, default="csv", help="what the files are")
     s.add_argument("--precision", default="float",
-                   help="mobile-ml-benchmark precisions, comma-separated: float, quant (default float)")  # fmt: skip
-    s.add_argument("--json", action="store_true")
+                   help="mobile-ml-benchmark precisions, comma-separated: float, quant")  # fmt: skip
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_import)
 
 
@@ -105,6 +106,9 @@ def cmd_dataset_stats(args) -> int:
 
 def cmd_dataset_export(args) -> int:
     n = _store(args).export(args.output, target=args.target)
+    if args.json:
+        _print_json({"measurements": n, "output": args.output})
+        return 0
     print(f"wrote {n} measurements to {args.output}")
     return 0
 

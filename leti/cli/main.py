@@ -8,6 +8,7 @@ dispatches. Heavy libraries (TensorFlow, torch, boosting) are imported inside th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from leti.cli.common import _Parser, run_parser
@@ -22,7 +23,10 @@ from leti.cli.zoo import add_zoo_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from leti import __version__
+
     p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
+    p.add_argument("--version", action="version", version=f"leti {__version__}")
     p.add_argument("--store", help="measurement store (default $LETI_HOME/leti.db, LETI_HOME=~/.leti)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_space_parsers(sub)
@@ -38,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_parser(build_parser(), argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # shell completion (register-python-argcomplete leti): answers and exits
+        try:
+            import argcomplete
+        except ImportError:
+            return 0
+        argcomplete.autocomplete(parser)
+    return run_parser(parser, argv)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from leti.cli.common import _Parser, _print_json, _store, wide_console
+from leti.cli.common import _Parser, _print_json, _store, add_timing_args, wide_console
 from leti.errors import LetiError
 
 
 def add_measure_parsers(sub) -> None:
     s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
-    s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
+    s.add_argument("-n", type=int, required=True, help="how many archs to sample and measure")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
     s.add_argument("--target", action="append", required=True,
                    help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
-    s.add_argument("--runs", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=3)
+    add_timing_args(s)
     s.add_argument(
         "--min-time", type=float, default=0.0, help="keep running each model at least this many seconds"
     )
@@ -44,17 +43,18 @@ def add_measure_parsers(sub) -> None:
     g.add_argument("--max-failures", type=int, default=3,
                    help="quarantine a device after this many failed jobs in a row")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("bench", help="measure one .tflite file on a target")
-    s.add_argument("model")
-    s.add_argument("--target", required=True)
-    s.add_argument("--runs", type=int, default=50)
-    s.add_argument("--warmup", type=int, default=5)
-    s.add_argument("--min-time", type=float, default=0.0)
-    s.add_argument("--benchmark-binary")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("model", help="a .tflite file")
+    s.add_argument(
+        "--target", required=True, help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL"
+    )
+    add_timing_args(s)
+    s.add_argument("--min-time", type=float, default=0.0, help="keep running at least this many seconds")
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_bench)
 
     lut = sub.add_parser("lut", help="lookup tables of per-layer latency").add_subparsers(
@@ -64,20 +64,20 @@ def add_measure_parsers(sub) -> None:
         "build", help="measure every distinct layer of a space alone on a target; save a lut predictor"
     )
     s.add_argument("--target", required=True, help="TARGET or TARGET@device, as for generate")
-    s.add_argument("--space", required=True)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
     s.add_argument("-n", type=int, default=50, help="archs sampled to collect the layers")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--runs", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_timing_args(s)
     s.add_argument(
         "--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median"
     )
-    s.add_argument("--benchmark-binary")
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_lut_build)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_devices)
 
 
@@ -217,6 +217,11 @@ def cmd_lut_build(args) -> int:
 
         r = build_lut(binding, args.space, args.n, args.seed, args.runs, args.warmup, args.benchmark_binary,
                       progress=progress, rounds=args.rounds)  # fmt: skip
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json(asdict(r))
+        return 0
     print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
           f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
     if r.unbuilt:

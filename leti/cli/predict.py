@@ -19,8 +19,9 @@ def add_predict_parser(sub) -> None:
         help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, a .json file, or a model file "
         "(.tflite, .onnx, .keras, .h5)",
     )
-    s.add_argument("--target", required=True)
-    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
+    s.add_argument("--target", required=True, help="e.g. pixel4-tflite2.1-cpu-a76 (leti targets lists them)")
+    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the one that answers for the target "
+                   "(leti predictors list)")  # fmt: skip
     s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
     s.add_argument("--index", type=int, action="append", metavar="N",
                    help="a NAS-Bench-201 arch by the benchmark's own index, 0..15624 (repeatable; --space nb201)")  # fmt: skip
@@ -186,18 +187,15 @@ def _explain(loaded, graphs, labels: list[str], as_json: bool) -> int:
 # ---- leti serve ----------------------------------------------------------------------------------------------------
 def add_serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI; docs at /docs)")
-    s.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
-    )
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind; 127.0.0.1 is this machine only")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one)")
     s.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
     )
     s.add_argument("--max-batch", type=int, default=10000, help="most archs in one request")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument(
-        "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
-    )
+    s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level")  # fmt: skip
     s.set_defaults(func=cmd_serve)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,24 +13,29 @@ from leti.predictors.families import FAMILIES
 
 
 def add_predictors_parsers(sub) -> None:
-    s = sub.add_parser("train", help="train a predictor for a target on archs chosen by canonical-hash split")
-    s.add_argument("--target", required=True)
-    s.add_argument("--predictor", required=True, choices=FAMILY_CHOICES)
-    s.add_argument("--train-size", type=int, default=900)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("train", help="train a predictor for a target on archs chosen by canonical-hash split; "
+                       "saved as a new version")  # fmt: skip
+    s.add_argument("--target", required=True, help="a target with measurements in the store")
+    s.add_argument("--predictor", required=True, choices=FAMILY_CHOICES, help="the family to train")
+    s.add_argument(
+        "--train-size", type=int, default=900, help="training archs; all the others are the test set"
+    )
+    s.add_argument("--seed", type=int, default=0, help="split seed")
     s.add_argument("--space", help="only archs of this space")
     s.add_argument("--params", help="JSON hyper-parameters, e.g. '{\"n_estimators\": 500}'")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser(
         "evaluate", help="test a trained predictor on all the target's archs outside its training set"
     )
-    s.add_argument("--target", required=True)
-    s.add_argument("--predictor", default=None, help="family; default: the target's best")
-    s.add_argument("--space")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--plot", metavar="FILE.png", help="predicted-vs-measured scatter (log-log, ±10%% band)")
+    s.add_argument("--target", required=True, help="a target with measurements in the store")
+    s.add_argument("--predictor", default=None, help="family (default: the one that answers for the target)")
+    s.add_argument("--space", help="only archs of this space")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    s.add_argument("-o", "--output", dest="plot", metavar="FILE.png",
+                   help="write the predicted-vs-measured plot here (y = x, ±10%% band)")  # fmt: skip
+    s.add_argument("--plot", dest="plot", help=argparse.SUPPRESS)  # the old name of --output
     s.add_argument("--split", choices=("trained", "family"), default="trained",
                    help="trained: the saved predictor on the archs outside its training set; family: fit a fresh "
                    "predictor leaving each model family out in turn (imported real models)")  # fmt: skip
@@ -37,12 +43,13 @@ def add_predictors_parsers(sub) -> None:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="train and evaluate every family on every target of a space")
-    s.add_argument("--space", required=True)
-    s.add_argument("--train-size", type=int, default=900)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet, leti or model")
+    s.add_argument("--train-size", type=int, default=900, help="training archs per target")
+    s.add_argument("--seed", type=int, default=0, help="split seed")
     s.add_argument("--families", help="comma-separated (default: all)")
     s.add_argument("-o", "--output", dest="out", metavar="DIR",
                    help="write report.html (plots inline), report.md and one PNG plot per target here")  # fmt: skip
+    s.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the old name of --output
     s.add_argument("--json", action="store_true", help="print the rows and the files written as JSON")
     s.set_defaults(func=cmd_report)
 
@@ -55,7 +62,7 @@ def add_predictors_parsers(sub) -> None:
         "--all", action="store_true", help="older versions too (default: each family's current one)"
     )
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_predictors_list)
     s = pr.add_parser("show", help="the meta.json of one predictor (default: the one that answers)")
     s.add_argument("target")

@@ -14,8 +14,8 @@ def add_space_parsers(sub) -> None:
     )
     s = sp.add_parser("sample", help="print N archs as JSON lines with keys hash and arch")
     s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
-    s.add_argument("-n", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-n", type=int, default=10, help="how many archs")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
     s.add_argument("--constraints", help='JSON, e.g. {"max_macs": 3e8, "input_size": 96}')
     s.set_defaults(func=cmd_space_sample)
     s = sp.add_parser("show", help="layer table with shapes, MACs and params")
@@ -26,7 +26,7 @@ def add_space_parsers(sub) -> None:
         "--input-shape", metavar="H,W,C", help="input size of a model file whose input size is not fixed"
     )
     s.add_argument("--prune", action="store_true", help="show the pruned arch")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_space_show)
 
 

@@ -14,7 +14,11 @@ def add_zoo_parsers(sub) -> None:
     )
     s = zp.add_parser("build", help="train one pretrained predictor per target of the public data (seeded)")
     s.add_argument(
-        "-o", "--out", default=None, help="zoo directory (default: the installed package's leti/zoo)"
+        "-o",
+        "--output",
+        dest="out",
+        default=None,
+        help="zoo directory (default: the installed package's leti/zoo)",
     )
     s.add_argument(
         "--data", help="folder with the public CSV files (default $LETI_DATA, else ../shared/data)"

@@ -1,4 +1,4 @@
-"""``leti zoo build --out leti/zoo``: train the pretrained predictors from the public measurement data.
+"""``leti zoo build -o leti/zoo``: train the pretrained predictors from the public measurement data.
 
 One command, seeded and reproducible: for every target of every source in ``SOURCES`` the measurements are imported
 into a throw-away store, split by canonical hash (``TRAIN_SIZE`` archs to train, ``SEED``), a family is chosen by
