@@ -217,21 +217,12 @@ def targets_of_space(store: Store, space: str) -> list[str]:
     return sorted(t for t, spaces in per.items() if spaces.get(space))
 
 
-def report(
-    store: Store,
-    space: str,
-    train_size: int = 900,
-    families=DEFAULT_FAMILIES,
-    out_dir=None,
-    seed: int = 0,
-    targets=None,
-    params: dict | None = None,
-    progress=None,
-) -> str:
-    """Train and test every family on every target of ``space``; the Markdown report (one table per target) and,
-    with ``out_dir``, ``report.md`` and ``report.html`` plus one plot per target (its best family by acc@10)."""
-    page = report_page(store, space, train_size, families, out_dir, seed, targets, params, progress)
-    return markdown(page, images=out_dir is not None)
+def report(store: Store, space: str, *args, **kwargs) -> str:
+    """Train and test every family on every target of ``space`` (the arguments of ``report_page``); the Markdown
+    report (one table per target) and, with ``out_dir``, ``report.md`` and ``report.html`` plus one plot per target
+    (its best family by acc@10)."""
+    page = report_page(store, space, *args, **kwargs)
+    return markdown(page, images=bool(page.plots))
 
 
 def report_page(

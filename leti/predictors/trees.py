@@ -11,6 +11,7 @@ libraries (``boosting.LIBRARY_BATCH``); small ones, which dominate NAS loops and
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 
@@ -155,9 +156,20 @@ def _depth(
             raise PredictorError("a tree is not a tree (a node is reached twice)", "model")
 
 
+@contextmanager
+def _reading(what: str, file: str):
+    """A malformed model file (missing keys, wrong types, bad numbers) becomes one PredictorError line."""
+    try:
+        yield
+    except PredictorError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise PredictorError(f"not a {what} model this leti reads ({type(e).__name__}: {e})", file) from None
+
+
 # ---- XGBoost JSON ----------------------------------------------------------------------------------------------
 def from_xgboost_json(data: bytes) -> Forest:
-    try:
+    with _reading("XGBoost JSON", "model.json"):
         learner = json.loads(data)["learner"]
         booster = learner["gradient_booster"]
         if booster.get("name") != "gbtree":
@@ -175,12 +187,6 @@ def from_xgboost_json(data: bytes) -> Forest:
             cond = t["split_conditions"]
             nodes.add_tree(t["split_indices"], cond, left, t["right_children"], t["default_left"], [0] * len(left),
                            cond, [c == -1 for c in left])  # fmt: skip
-    except PredictorError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise PredictorError(
-            f"not an XGBoost JSON model this leti reads ({type(e).__name__}: {e})", "model.json"
-        ) from None
     return nodes.forest(n_features, base, "xgboost", np.float32)
 
 
@@ -200,7 +206,7 @@ def from_lightgbm_text(text: str) -> Forest:
     head, _, rest = text.partition("\n\n")
     kv = dict(line.split("=", 1) for line in head.split("\n")[1:] if "=" in line)
     body = rest.split("\nend of trees", 1)[0]
-    try:
+    with _reading("LightGBM", "model.txt"):
         n_features = int(kv["max_feature_idx"]) + 1
         if int(kv.get("num_tree_per_iteration", "1")) != 1:
             raise PredictorError("only single-output models are read", "model.txt")
@@ -234,12 +240,6 @@ def from_lightgbm_text(text: str) -> Forest:
             or value.size != leaves.sum()
         ):
             raise PredictorError("a tree's arrays do not match its number of leaves", "model.txt")
-    except PredictorError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise PredictorError(
-            f"not a LightGBM model this leti reads ({type(e).__name__}: {e})", "model.txt"
-        ) from None
     # Each tree becomes L-1 inner nodes then L leaves; a child link c >= 0 is inner node c, c < 0 is leaf -c-1.
     size = 2 * leaves - 1
     roots = np.cumsum(size) - size
@@ -325,7 +325,7 @@ class ObliviousForest:
 
 
 def from_catboost_json(data: bytes) -> ObliviousForest:
-    try:
+    with _reading("CatBoost JSON", "model.json"):
         m = json.loads(data)
         floats = m["features_info"]["float_features"]
         if m["features_info"].get("categorical_features"):
@@ -351,12 +351,6 @@ def from_catboost_json(data: bytes) -> ObliviousForest:
             leaves[i, : len(t["leaf_values"])] = t["leaf_values"]
         scale, bias = m.get("scale_and_bias", [1.0, [0.0]])
         bias = bias[0] if isinstance(bias, list) else bias
-    except PredictorError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise PredictorError(
-            f"not a CatBoost JSON model this leti reads ({type(e).__name__}: {e})", "model.json"
-        ) from None
     return ObliviousForest(feat, border, leaves, n_features, float(scale), float(bias))
 
 
