@@ -171,6 +171,7 @@ def test_core_venv(tmp_path):
         assert r.returncode != 0, f"{mod} got installed with the core"
     env = {**os.environ, "LETI_HOME": str(tmp_path / "home")}
     env.pop("PYTHONPATH", None)
+    env.pop("LETI_ZOO", None)  # the package's own zoo
     r = subprocess.run([env_dir / "bin" / "leti", "predict", "--target", ZOO_TARGET, NB201, "--json"], env=env,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
