@@ -80,10 +80,10 @@ def main() -> None:
     print(
         f"median of {args.runs} fresh processes; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
-    print(f"{'command':40s} {'median s':>9s} {'min s':>7s} {'goal s':>7s}  status")
+    print(f"{'command':44s} {'median s':>9s} {'min s':>7s} {'goal s':>7s}  status")
     for name, ts, goal in rows:
         med = statistics.median(ts)
-        print(f"{name:40s} {med:9.3f} {min(ts):7.3f} {goal:7.1f}  {'met' if med <= goal else 'MISSED'}")
+        print(f"{name:44s} {med:9.3f} {min(ts):7.3f} {goal:7.1f}  {'met' if med <= goal else 'MISSED'}")
 
 
 if __name__ == "__main__":
