@@ -64,3 +64,33 @@ class TooLargeError(LetiError):
 
 class DeviceError(LetiError):
     """A device that cannot be reached or that failed a command."""
+
+
+class MissingExtraError(LetiError):
+    """An optional package that this installation lacks (``pip install 'leti[<extra>]'`` adds it)."""
+
+
+# optional top-level modules -> the extra of pyproject.toml that installs them
+EXTRAS: dict[str, str] = {
+    "tensorflow": "measure",
+    "keras": "measure",
+    "ai_edge_litert": "measure",
+    "tensorly": "measure",
+    "torch": "gcn",
+    "torch_geometric": "gcn",
+    "adb_shell": "farm",
+    "cryptography": "farm",
+    "psycopg": "farm",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+}
+
+
+def missing_extra(e: ImportError, what: str | None = None) -> MissingExtraError | None:
+    """The one-line error for an ImportError of an optional package (None when it is not one)."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return None
+    need = f"{what} needs" if what else "needs"
+    return MissingExtraError(f"{need} the optional package {name!r}: pip install 'leti[{extra}]'", name)

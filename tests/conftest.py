@@ -51,6 +51,8 @@ sys.addaudithook(_audit)
 def _private_leti_home(tmp_path_factory, monkeypatch):
     """Every test gets its own LETI_HOME, so no test reads or writes the real ~/.leti or depends on test order."""
     monkeypatch.setenv("LETI_HOME", str(tmp_path_factory.mktemp("leti_home")))
+    # nor the pretrained zoo shipped in the package, unless a test asks for it (monkeypatch.delenv("LETI_ZOO"))
+    monkeypatch.setenv("LETI_ZOO", "off")
     TOUCHED.clear()
     yield
     if TOUCHED:

@@ -67,7 +67,7 @@ def test_edited_n_jobs_no_longer_crashes_predict(data, tmp_path):
     graphs, y = data
     R.save_trained(R.make("lightgbm", n_estimators=30).fit(graphs, y), TARGET, {"metrics": {"acc10": 0.9}},
                    root=tmp_path / "predictors")  # fmt: skip
-    d = R.predictor_dir(TARGET, "lightgbm", tmp_path / "predictors")
+    d = R.current_dir(TARGET, "lightgbm", tmp_path / "predictors")
     edit_meta(d, **{"params.n_jobs": 100000})
     r = cli("predict", "--target", TARGET, NB201, home=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, (r.returncode, r.stderr)
@@ -110,7 +110,7 @@ def test_a_tampered_family_does_not_become_the_best(data, tmp_path):
     root = tmp_path / "predictors"
     for fam, acc in (("lut", 0.9), ("flops", 0.2)):
         R.save_trained(R.make(fam).fit(graphs, y), TARGET, {"metrics": {"acc10": acc}}, root=root)
-    edit_meta(R.predictor_dir(TARGET, "flops", root), **{"metrics.acc10": 1.0})
+    edit_meta(R.current_dir(TARGET, "flops", root), **{"metrics.acc10": 1.0})
     assert R.load(TARGET, root=root).family == "lut"
     assert {e["family"] for e in R.list_trained(root)} == {"lut"}  # the tampered one is not offered
 
@@ -145,7 +145,7 @@ def test_bad_meta_is_one_line_even_when_resealed(data, tmp_path, meta, match):
 def test_bad_meta_through_the_cli_is_exit_2(data, tmp_path):
     graphs, y = data
     R.save_trained(R.make("lut").fit(graphs, y), TARGET, root=tmp_path / "predictors")
-    d = R.predictor_dir(TARGET, "lut", tmp_path / "predictors")
+    d = R.current_dir(TARGET, "lut", tmp_path / "predictors")
     (d / "meta.json").write_text(
         (d / "meta.json").read_text()[:-2] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}"
     )

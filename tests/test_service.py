@@ -116,7 +116,7 @@ def wait_healthy(url: str, timeout: float = 60.0) -> None:
 def server(home, tmp_path_factory):
     """``leti serve`` in its own process on an ephemeral loopback port, token from $LETI_TOKEN."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "LETI_HOME": str(home[0]), "LETI_TOKEN": TOKEN}
+    env = {**os.environ, "LETI_HOME": str(home[0]), "LETI_TOKEN": TOKEN, "LETI_ZOO": "off"}
     cmd = [sys.executable, "-m", "leti.cli", "serve", "--port", "0", "--max-batch", str(MAX_BATCH),
            "--max-body", str(MAX_BODY)]  # fmt: skip
     with open(log, "w") as err:
@@ -328,7 +328,10 @@ ERROR_CASES = [
     ("target wrong type", {"target": 5, "archs": []}, AUTH, 422, "target", "string"),
     ("archs missing", {"target": TARGET}, AUTH, 422, "archs", "required"),
     ("archs wrong type", {"target": TARGET, "archs": "abc"}, AUTH, 422, "archs", "list"),
-    ("item wrong type", {"target": TARGET, "archs": [NB201]}, AUTH, 422, "archs[0]", "object"),
+    ("item wrong type", {"target": TARGET, "archs": [5]}, AUTH, 422, "archs[0]", "a string, an object or a list"),
+    ("unknown request space", {"target": TARGET, "space": "nb999", "archs": []}, AUTH, 422, "space", "nb999"),
+    ("index out of range", {"target": TARGET, "archs": [{"space": "nb201", "index": 15625}]}, AUTH, 422, "archs[0].index", "0..15624"),
+    ("index without space", {"target": TARGET, "archs": [{"index": 3}]}, AUTH, 422, "archs[0].space", "needs its space"),
     ("space wrong type", {"target": TARGET, "archs": [{"space": 3, "arch": NB201}]}, AUTH, 422, "archs[0].space", "string"),
     ("arch wrong type", {"target": TARGET, "archs": [{"arch": 3.5}]}, AUTH, 422, "archs[0].arch", "string, an object or a list"),
     ("unknown space", {"target": TARGET, "archs": [{"space": "nb999", "arch": NB201}]}, AUTH, 422, "archs[0].space", "nb999"),
@@ -606,7 +609,7 @@ def test_cli_predict_via_url(server, capsys, monkeypatch):
         (["predict", "--target", TARGET, NB201, "|nor_conv_3x3~0|"], "arch[1]: needs 3 nodes"),
         (["predict", "--target", TARGET, "--space", "nb999", NB201], "nb999"),
         (["predict", "--target", "nokia3310-tflite-cpu", NB201], "target: no trained predictor"),
-        (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no 'gcn' predictor"),
+        (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no trained gcn predictor"),
         (["predict", "--target", TARGET], "arch: give one or more archs"),
         (["predict", "--target", TARGET, "--file", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
         (["serve", "--port", "70000"], "--port: must be an integer in [0, 65535]"),

@@ -15,7 +15,7 @@ from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors import evaluate as E
 from leti.predictors.fewshot_data import suggest_archs
-from leti.predictors.registry import load, predictor_dir
+from leti.predictors.registry import current_dir, load
 from leti.trust import TRUST_FILE
 from leti.trust import load as load_trust
 
@@ -34,7 +34,7 @@ def store(tmp_path_factory):
 def test_saved_predictor_carries_trust_and_evaluate_reports_coverage(store, tmp_path):
     st, _ = store
     pred, meta = E.train(st, "srca-cpu", "lut", 150, save=True, root=tmp_path)
-    d = predictor_dir("srca-cpu", "lut", tmp_path)
+    d = current_dir("srca-cpu", "lut", tmp_path)
     assert (d / TRUST_FILE).is_file() and TRUST_FILE in json.loads((d / "manifest.json").read_text())["files"]
     assert 0.75 <= meta["trust"]["coverage"] <= 1.0 and meta["trust"]["n_calibration"] == 150
     ev = E.evaluate(st, "srca-cpu", "lut", root=tmp_path)

@@ -7,13 +7,31 @@ import json
 import os
 import sys
 
-from leti.errors import LetiError, excerpt
+from leti.errors import LetiError, excerpt, missing_extra
 
 EXIT_BAD_INPUT = 2
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        # identity, not equality: a default of 0 or 0.0 is shown, only None / False (flags) / SUPPRESS are not
+        shown = not any(default is x for x in (None, False, argparse.SUPPRESS))
+        if shown and action.option_strings and "%(default)" not in text and "default" not in text.lower():
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line (via LetiError) instead of usage text + message."""
+    """argparse that reports usage errors as one line (via LetiError) instead of usage text + message, and shows
+    the defaults in its help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise LetiError(message, self.prog.replace("leti ", "", 1) if self.prog != "leti" else None)
@@ -35,6 +53,15 @@ def _store(args, create: bool = True):
     from leti.datasets.store import Store
 
     return Store.open(getattr(args, "store", None), create=create)
+
+
+def add_timing_args(parser, what: str = "") -> None:
+    """``--runs`` and ``--warmup``, with the same defaults on every command that measures."""
+    import leti.cli.args as T
+    from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP
+
+    parser.add_argument("--runs", type=T.POSITIVE_INT, default=DEFAULT_RUNS, help=f"{what}timed runs per measurement")
+    parser.add_argument("--warmup", type=T.NONNEG_INT, default=DEFAULT_WARMUP, help=f"{what}untimed runs before them")
 
 
 def wide_console():
@@ -66,6 +93,12 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return int(args.func(args) or 0)
     except LetiError as e:
         print(f"leti: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ImportError as e:  # an optional package this installation lacks: say which extra brings it
+        err = missing_extra(e)
+        if err is None:
+            raise
+        print(f"leti: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("leti: interrupted", file=sys.stderr)

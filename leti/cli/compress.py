@@ -8,6 +8,7 @@ to measured. ``-o OUT.keras`` saves the compressed model.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import leti.cli.args as T
+from leti.cli.common import add_timing_args
 from leti.errors import LetiError, excerpt
 from leti.importers.bounded_json import load_file
 from leti.paths import is_file
@@ -32,27 +34,25 @@ def add_compress_parser(sub) -> None:
         "--latency-budget", required=True, help="0.6x (of the original's predicted latency) or 12ms"
     )
     s.add_argument("--methods", default="tucker2,cp,svd,prune", help="comma-separated: tucker2,cp,svd,prune")
+    s.add_argument("--steps", type=T.STEPS, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)")
     s.add_argument(
-        "--steps", type=T.STEPS, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)"
+        "--solver", default="auto", choices=("auto", "knapsack", "greedy"), help="how the plan is searched"
     )
-    s.add_argument("--solver", default="auto", choices=("auto", "knapsack", "greedy"))
-    s.add_argument("--family", help="predictor family to load for the target (default: the registry's best)")
+    s.add_argument(
+        "--predictor", help="predictor family to load for the target (default: the one that answers for it)"
+    )
+    s.add_argument("--family", dest="predictor", help=argparse.SUPPRESS)  # the old name of --predictor
     s.add_argument("--lut", help="host targets: a layer-LUT JSON file to reuse and extend (measured layers)")
     s.add_argument(
         "--verify", action="store_true", help="build and measure the compressed model (host targets)"
     )
-    s.add_argument(
-        "--runs",
-        type=T.POSITIVE_INT,
-        default=20,
-        help="--verify: timed runs per measurement (3 measurements each)",
-    )
+    add_timing_args(s, "--verify: ")
     s.add_argument("--margin", type=T.MARGIN, default=0.0,
                    help="plan for (1 - M) x the budget to absorb prediction error, e.g. 0.05")  # fmt: skip
     s.add_argument("--allow-ood", action="store_true",
                    help="plan even when the predictor flags the model or the plan as out of distribution")  # fmt: skip
     s.add_argument("-o", "--output", help="save the compressed model here (.keras)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_compress)
 
 
@@ -103,8 +103,8 @@ def _predictor(args, model):
             if lut.target != target:
                 raise LetiError(f"was measured for {lut.target}, not {target}", "--lut")
         return _calibrated(lut, model)
-    if args.family:
-        return registry.load(target, args.family)
+    if args.predictor:
+        return registry.load(target, args.predictor)
     try:
         return default_predictor(target)
     except LetiError:
@@ -148,12 +148,13 @@ def _out_of_distribution(predictor, target: str, model, p) -> str:
     when the predictor has no trust data: a layer LUT measured on this machine prices measured layers only)."""
     from leti.compression.keras_ir import keras_to_arch
     from leti.predictors.base import Predictor
-    from leti.predictors.registry import predictor_dir
     from leti.trust import load as load_trust
 
     if not isinstance(predictor, Predictor):
         return ""
-    tm = getattr(predictor, "trust_", None) or load_trust(predictor_dir(target, predictor.family))
+    tm = getattr(predictor, "trust_", None)
+    if tm is None and getattr(predictor, "path_", None) is not None:
+        tm = load_trust(predictor.path_)
     if tm is None:
         return ""
     ka = keras_to_arch(model)
@@ -197,7 +198,7 @@ def format_plan(p) -> str:
     return "\n".join(lines)
 
 
-def _verify(p, model, compressed, runs: int) -> dict:
+def _verify(p, model, compressed, runs: int, warmup: int) -> dict:
     """Measure the original and the compressed model on this machine, in the same round-robin passes."""
     from leti.device_runner.local import settings_for_target
     from leti.targets import is_host_target
@@ -207,7 +208,7 @@ def _verify(p, model, compressed, runs: int) -> dict:
     if not is_host_target(p.target):
         raise LetiError(f"--verify measures on this machine; {p.target} is not a host target", "--verify")
     _, precision = settings_for_target(p.target)
-    meter = LayerLUT(p.target, runs=runs, warmup=3, stat="min", repeats=3)
+    meter = LayerLUT(p.target, runs=runs, warmup=warmup, stat="min", repeats=3)
     orig, comp = meter.measure_many(
         [keras_to_tflite(model, precision), keras_to_tflite(compressed, precision)]
     )
@@ -258,7 +259,7 @@ def cmd_compress(args) -> int:
         compressed.save(args.output)
         out["saved"] = args.output
     if args.verify:
-        out.update(_verify(p, model, compressed, args.runs))
+        out.update(_verify(p, model, compressed, args.runs, args.warmup))
     if args.json:
         print(json.dumps(out, default=str))
         return 0

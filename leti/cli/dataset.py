@@ -13,8 +13,9 @@ IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 
 
 def add_dataset_parsers(sub) -> None:
-    s = sub.add_parser("targets", help="list targets: runnable here and measured in the store")
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("targets", help="list targets: with a predictor (trained or pretrained), measured in the store, "
+                       "runnable here")  # fmt: skip
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)
     s.set_defaults(func=cmd_targets)
 
@@ -22,7 +23,7 @@ def add_dataset_parsers(sub) -> None:
         dest="sub", required=True, parser_class=_Parser
     )
     s = ds.add_parser("stats", help="measured archs per target and space")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)
     s.set_defaults(func=cmd_dataset_stats)
     s = ds.add_parser(
@@ -32,6 +33,7 @@ def add_dataset_parsers(sub) -> None:
     )
     s.add_argument("--target", help="only this target's measurements")
     s.add_argument("-o", "--output", required=True, help="the .csv or .parquet file (its folder must exist)")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)
     s.set_defaults(func=cmd_dataset_export)
 
@@ -43,13 +45,13 @@ def add_dataset_parsers(sub) -> None:
     s.add_argument(
         "files", nargs="+", help="CSV/parquet files (--format csv) or one directory (mobile-ml-benchmark)"
     )
-    s.add_argument("--format", choices=IMPORT_FORMATS, default="csv")
+    s.add_argument("--format", choices=IMPORT_FORMATS, default="csv", help="what the files are")
     s.add_argument("--precision", default="float",
-                   help="mobile-ml-benchmark precisions, comma-separated: float, quant (default float)")  # fmt: skip
+                   help="mobile-ml-benchmark precisions, comma-separated: float, quant")  # fmt: skip
     s.add_argument("--on-conflict", choices=("keep-first", "keep-both", "reject"), default="keep-first",
                    help="a row whose arch, target and settings are stored with another latency: keep the stored "
-                   "value (default), keep both (a repeat measurement), or reject the file")  # fmt: skip
-    s.add_argument("--json", action="store_true")
+                   "value (keep-first), keep both (a repeat measurement), or reject the file")  # fmt: skip
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)
     s.set_defaults(func=cmd_import)
 
@@ -69,27 +71,34 @@ def _targets_store(args):
 
 
 def cmd_targets(args) -> int:
+    from leti.predictors.registry import PRETRAINED, saved
     from leti.targets import host_targets
 
     store = _targets_store(args)
     stats = store.stats()["per_target"] if store else {}
     known = {t.name: t for t in store.list_targets()} if store else {}
+    answers = {r.target: r for r in saved() if r.answers}
+    pretrained = {r.target for r in saved() if r.source == PRETRAINED}
     rows = []
-    for name in sorted(set(host_targets()) | set(known)):
-        rec = known.get(name)
+    for name in sorted(set(host_targets()) | set(known) | set(answers)):
+        rec, hit = known.get(name), answers.get(name)
         rows.append({"target": name, "measured_archs": stats.get(name, 0),
-                     "noise_floor": rec.noise_floor if rec else None, "runnable_here": name in host_targets()})  # fmt: skip
+                     "noise_floor": rec.noise_floor if rec else None, "runnable_here": name in host_targets(),
+                     "pretrained": name in pretrained,
+                     "predictor": {"family": hit.family, "version": hit.version, "source": hit.source} if hit else None})  # fmt: skip
     if args.json:
         _print_json({"targets": rows})
         return 0
     from rich.table import Table
 
-    t = Table(title="targets")
-    for col in ("target", "measured archs", "noise floor", "runnable here"):
+    t = Table(title="targets (predictor: what leti predict --target T uses)")
+    for col in ("target", "predictor", "measured archs", "noise floor", "runnable here"):
         t.add_column(col)
     for r in rows:
         nf = f"{r['noise_floor'] * 100:.1f}%" if r["noise_floor"] is not None else "-"
-        t.add_row(r["target"], str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
+        p = r["predictor"]
+        pred = f"{p['family']} v{p['version']} ({p['source']})" if p else "-"
+        t.add_row(r["target"], pred, str(r["measured_archs"]), nf, "yes" if r["runnable_here"] else "")
     wide_console().print(t)
     return 0
 
@@ -122,6 +131,9 @@ def cmd_dataset_export(args) -> int:
     from leti.datasets.export import export_measurements
 
     n = export_measurements(_store(args, create=False), args.output, target=args.target)
+    if args.json:
+        _print_json({"measurements": n, "output": args.output})
+        return 0
     print(f"wrote {n} rows to {args.output}")
     return 0
 

@@ -109,15 +109,15 @@ def add_farm_parser(sub) -> None:
                    help="a target and the device that measures it (repeat: one per device)")  # fmt: skip
     add_phone_options(s)
     s.add_argument("--lease", type=T.LEASE, default=DEFAULT_LEASE_S,
-                   help="seconds a claimed job stays leased without a heartbeat (default %(default)g)")  # fmt: skip
+                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
     s.add_argument("--until-empty", action="store_true", help="exit when the targets' queues are empty")
-    s.add_argument("--quiet", action="store_true")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)
     s.set_defaults(func=cmd_farm_worker)
     s = farm.add_parser("status", help="queued, leased, done and failed jobs per target and per worker")
     s.add_argument("--run", help="only this run's jobs")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.add_argument("--watch", type=T.WATCH_PERIOD, nargs="?", const=2.0, default=None, metavar="S",
                    help="a live table, refreshed every S seconds (default 2) until Ctrl-C")  # fmt: skip
     add_store_option(s)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import leti.cli.args as T
-from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
+from leti.cli.common import _Parser, _print_json, _store, add_store_option, add_timing_args, wide_console
 from leti.errors import LetiError
 from leti.paths import is_file
 
@@ -59,9 +59,9 @@ def adb_options(args) -> dict:
 
 def add_measure_parsers(sub) -> None:
     s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
-    s.add_argument("--space", required=True)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
     s.add_argument("-n", type=T.COUNT, help="archs to sample and measure (or --suggest K)")
-    s.add_argument("--seed", type=T.SEED, default=0)
+    s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
     s.add_argument("--target", action="append", required=True,
                    help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
     g = s.add_argument_group("a new target (few-shot)")
@@ -69,8 +69,7 @@ def add_measure_parsers(sub) -> None:
                    help="measure the K archs `leti suggest` picks for the target instead of a random sample")  # fmt: skip
     g.add_argument("--sources", help="for --suggest: comma-separated source targets (default: all others)")
     g.add_argument("--pool", type=T.COUNT, default=2000, help="for --suggest: archs sampled to choose from")
-    s.add_argument("--runs", type=T.POSITIVE_INT, default=30)
-    s.add_argument("--warmup", type=T.NONNEG_INT, default=3)
+    add_timing_args(s)
     s.add_argument(
         "--min-time", type=T.DURATION, default=0.0, help="keep running each model at least this many seconds"
     )
@@ -90,18 +89,19 @@ def add_measure_parsers(sub) -> None:
     q.add_argument("--lease", type=T.LEASE, default=60.0,
                    help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("bench", help="measure one .tflite file on a target")
-    s.add_argument("model")
-    s.add_argument("--target", required=True)
-    s.add_argument("--runs", type=T.POSITIVE_INT, default=50)
-    s.add_argument("--warmup", type=T.NONNEG_INT, default=5)
-    s.add_argument("--min-time", type=T.DURATION, default=0.0)
-    s.add_argument("--benchmark-binary")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("model", help="a .tflite file")
+    s.add_argument(
+        "--target", required=True, help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL"
+    )
+    add_timing_args(s)
+    s.add_argument("--min-time", type=T.DURATION, default=0.0, help="keep running at least this many seconds")
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_bench)
 
     lut = sub.add_parser("lut", help="lookup tables of per-layer latency").add_subparsers(
@@ -111,20 +111,20 @@ def add_measure_parsers(sub) -> None:
         "build", help="measure every distinct layer of a space alone on a target; save a lut predictor"
     )
     s.add_argument("--target", required=True, help="TARGET or TARGET@device, as for generate")
-    s.add_argument("--space", required=True)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
     s.add_argument("-n", type=T.COUNT, default=50, help="archs sampled to collect the layers")
-    s.add_argument("--seed", type=T.SEED, default=0)
-    s.add_argument("--runs", type=T.POSITIVE_INT, default=30)
-    s.add_argument("--warmup", type=T.NONNEG_INT, default=3)
+    s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
+    add_timing_args(s)
     s.add_argument(
         "--rounds", type=T.POSITIVE_INT, default=3, help="passes over all layers; each layer keeps its median"
     )
-    s.add_argument("--benchmark-binary")
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_lut_build)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_devices)
 
 
@@ -299,6 +299,11 @@ def cmd_lut_build(args) -> int:
 
         r = build_lut(binding, args.space, args.n, args.seed, args.runs, args.warmup, args.benchmark_binary,
                       progress=progress, rounds=args.rounds)  # fmt: skip
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json(asdict(r))
+        return 0
     print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
           f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
     if r.unbuilt:

@@ -20,9 +20,12 @@ def add_predict_parser(sub) -> None:
         help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, a .json file, or a model file "
         "(.tflite, .onnx, .keras, .h5)",
     )
-    s.add_argument("--target", required=True)
-    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
+    s.add_argument("--target", required=True, help="e.g. pixel4-tflite2.1-cpu-a76 (leti targets lists them)")
+    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the one that answers for the target "
+                   "(leti predictors list)")  # fmt: skip
     s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
+    s.add_argument("--index", type=T.NONNEG_INT, action="append", metavar="N",
+                   help="a NAS-Bench-201 arch by the benchmark's own index, 0..15624 (repeatable; --space nb201)")  # fmt: skip
     s.add_argument(
         "--input-shape", metavar="H,W,C", help="input size of model files whose input size is not fixed"
     )
@@ -32,7 +35,7 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument("--coverage", type=T.PROBABILITY, default=0.9,
-                   help="coverage of the printed intervals, in (0, 1) (default 0.9)")  # fmt: skip
+                   help="coverage of the printed intervals, in (0, 1)")  # fmt: skip
     s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...], '
                    '"interval_ms": [[lo, hi], ...], "in_distribution": [...], "why": [...]}')  # fmt: skip
     s.add_argument("--explain", action="store_true",
@@ -42,19 +45,21 @@ def add_predict_parser(sub) -> None:
 
 def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     """(archs, spaces, where each came from for errors, labels to print)."""
-    if args.file and args.arch:
-        raise LetiError("give archs or --file, not both", "arch")
+    given = [name for name, v in (("archs", args.arch), ("--file", args.file), ("--index", args.index)) if v]
+    if len(given) > 1:
+        raise LetiError(f"give archs, --file or --index, not {' and '.join(given)}", "arch")
     from leti.graph.layergraph import LayerGraph
     from leti.importers.inputs import read_arch_arg, read_jsonl, rebase
 
+    if args.index:
+        return _indexed(args)
     if args.file:
         if args.input_shape:
             raise LetiError("applies to model files given as arguments, not to --file", "--input-shape")
         archs, spaces, where = read_jsonl(args.file, args.space)
-        labels = [a if isinstance(a, str) else w for a, w in zip(archs, where, strict=True)]
-        return archs, spaces, where, labels
+        return archs, spaces, where, [_label(a, s, w) for a, s, w in zip(archs, spaces, where, strict=True)]
     if not args.arch:
-        raise LetiError("give one or more archs, or --file archs.jsonl", "arch")
+        raise LetiError("give one or more archs, --file archs.jsonl or --index N", "arch")
     archs, where = [], []
     for i, text in enumerate(args.arch):
         field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
@@ -67,6 +72,39 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     if args.input_shape and all(a is not None and not isinstance(a, LayerGraph) for a in archs):
         raise LetiError("applies to model files (.tflite, .onnx, .keras, .h5) only", "--input-shape")
     return archs, [None] * len(archs), where, list(args.arch)
+
+
+def _indexed(args) -> tuple[list, list, list[str], list[str]]:
+    """NAS-Bench-201 archs by the benchmark's index: labelled ``#1234 |cell|``."""
+    from leti.space import canonical_space, nb201
+
+    if args.space is not None and canonical_space(args.space, "--space") != nb201.NAME:
+        raise LetiError(f"archs by index exist for nb201 only, not {args.space!r}", "--space")
+    archs = [{"space": nb201.NAME, "index": i} for i in args.index]
+    where = ["--index" if len(archs) == 1 else f"--index[{k}]" for k in range(len(archs))]
+    labels = []
+    for i, w in zip(args.index, where, strict=True):
+        try:
+            labels.append(f"#{i} {nb201.string_of_index(i)}")
+        except LetiError as e:
+            raise LetiError(e.reason, w) from None
+    return archs, [None] * len(archs), where, labels
+
+
+def _label(arch, space, where: str) -> str:
+    """How a row of ``--file`` is shown: its native string (an NB201 cell, FBNet blocks) or, for archs without a
+    short one, its space and canonical hash."""
+    if isinstance(arch, str) and len(arch) <= 200:
+        return arch.strip()
+    from leti.importers.inputs import to_arch
+    from leti.space import native_text
+
+    try:
+        a = to_arch(arch, space)
+    except LetiError:
+        return where  # reported as an error of its own when predicted
+    text = native_text(a)
+    return text if not text.startswith(("{", "[")) and len(text) <= 200 else f"{a.space} {a.hash[:16]}"
 
 
 def cmd_predict(args) -> int:
@@ -90,6 +128,7 @@ def cmd_predict(args) -> int:
         res.setdefault("interval_ms", [[None, None]] * n)  # an older server sends latencies only
         res.setdefault("in_distribution", [None] * n)
         res.setdefault("why", [""] * n)
+        about = f"{res['predictor']}, served by {args.url}"
     else:
         from leti.service.api import predictor_cache
 
@@ -99,6 +138,7 @@ def cmd_predict(args) -> int:
 
             graphs = [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
             return _explain(loaded, graphs, labels, args.json)
+        about = f"{loaded.family} v{loaded.version}" + (", pretrained" if loaded.source == "pretrained" else "")
         res = loaded.predict_archs(archs, spaces, where, space_fields=[f"{w}: space" for w in where],
                                    coverage=coverage)  # fmt: skip
     for label, ok, why in zip(labels, res["in_distribution"], res["why"], strict=True):
@@ -116,7 +156,7 @@ def cmd_predict(args) -> int:
         flag = "  OOD" if ok is False else ""
         print(f"{v} ms  {iv:>20}{flag}  {_short(label, 72)}")
     print(
-        f"({len(labels)} archs, {res['target']}, predictor {res['predictor']}, {pct} intervals)",
+        f"({len(labels)} archs, {res['target']}, predictor {about}, {pct} intervals)",
         file=sys.stderr,
     )
     return 0
@@ -168,20 +208,17 @@ def _short(label: str, width: int) -> str:
 # ---- leti serve ----------------------------------------------------------------------------------------------------
 def add_serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI; docs at /docs)")
-    s.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
-    )
-    s.add_argument("--port", type=T.PORT, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind; 127.0.0.1 is this machine only")
+    s.add_argument("--port", type=T.PORT, default=8000, help="TCP port (0: any free one)")
     s.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
     )
     s.add_argument("--max-batch", type=T.POSITIVE_INT, default=10000, help="most archs in one request")
     s.add_argument("--max-body", type=T.BYTES, default=4 << 20,
-                   help="most bytes in one request body, chunked or not (default 4 MiB)")  # fmt: skip
+                   help="most bytes in one request body, chunked or not")  # fmt: skip
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument(
-        "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
-    )
+    s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level")  # fmt: skip
     s.set_defaults(func=cmd_serve)
 
 

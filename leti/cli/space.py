@@ -15,8 +15,8 @@ def add_space_parsers(sub) -> None:
     )
     s = sp.add_parser("sample", help="print N archs as JSON lines with keys hash and arch")
     s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
-    s.add_argument("-n", type=T.COUNT, default=10)
-    s.add_argument("--seed", type=T.SEED, default=0)
+    s.add_argument("-n", type=T.COUNT, default=10, help="how many archs")
+    s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
     s.add_argument("--constraints", type=T.JSON_OBJECT, help='JSON, e.g. {"max_macs": 3e8, "input_size": 96}')
     s.set_defaults(func=cmd_space_sample)
     s = sp.add_parser("show", help="layer table with shapes, MACs and params")
@@ -28,8 +28,8 @@ def add_space_parsers(sub) -> None:
     )
     s.add_argument("--prune", action="store_true", help="show the pruned arch")
     s.add_argument("--rows", type=T.NONNEG_INT, default=500,
-                   help="show at most this many layers (default 500; 0: all), with the totals of all")  # fmt: skip
-    s.add_argument("--json", action="store_true")
+                   help="show at most this many layers (0: all), with the totals of all")  # fmt: skip
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_space_show)
 
 

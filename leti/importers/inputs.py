@@ -9,6 +9,7 @@ Accepted forms:
   or ``{"matrix", "ops"}``; ``space`` says how to read it where the form alone does not;
 * the wrapper ``{"space": …, "arch": …}`` (CSV rows, HTTP request items, JSON lines, ``leti space sample`` output):
   its own ``space`` wins over the caller's default (see ``unwrap``);
+* ``{"space": "nb201", "index": 1234}``: a NAS-Bench-201 arch by the benchmark's own index (``nb201.from_index``);
 * on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``: .tflite, .onnx,
   .keras, .h5; ``input_shape`` fixes a dynamic input). Only the CLI helpers here read files; ``graph_of``, which the
   service calls, never touches the file system;
@@ -103,6 +104,8 @@ def unwrap(obj, space: str | None = None, space_field: str = "space") -> tuple[A
     The wrapper's own ``space`` wins over the caller's default; an Arch JSON inside says its own space (None).
     A dict holding ``adjacency`` is Arch JSON, not a wrapper, even if it has an ``arch`` key.
     """
+    if isinstance(obj, dict) and "index" in obj and "arch" not in obj and "adjacency" not in obj:
+        return _indexed(obj, space, space_field), None
     if not (isinstance(obj, dict) and "arch" in obj and "adjacency" not in obj):
         return obj, space
     s = obj.get("space", space)
@@ -112,6 +115,18 @@ def unwrap(obj, space: str | None = None, space_field: str = "space") -> tuple[A
     if isinstance(arch, dict) and "adjacency" in arch:
         return arch, None  # e.g. `leti space sample` output: the Arch JSON says its own space
     return arch, s
+
+
+def _indexed(obj: dict, space: str | None, space_field: str) -> Arch:
+    """``{"space": "nb201", "index": 1234}``: a NAS-Bench-201 arch by the benchmark's own index."""
+    s = obj.get("space", space)
+    if s is None:
+        raise LetiError("an arch given by index needs its space (nb201)", space_field)
+    if not isinstance(s, str):
+        raise LetiError("must be a string", space_field)
+    if canonical_space(s, space_field) != nb201.NAME:
+        raise LetiError(f"archs by index exist for {nb201.NAME} only, not {s!r}", space_field)
+    return nb201.from_index(obj["index"])
 
 
 def to_arch(obj, space: str | None = None) -> Arch:
@@ -231,7 +246,10 @@ def graph_of(obj, space: str | None = None, field: str = "arch", space_field: st
             return model_graph(obj, input_shape)
         except LetiError as e:
             raise e if e.field == "input_shape" else rebase(e, field) from None
-    obj, space = unwrap(obj, space, space_field)
+    try:
+        obj, space = unwrap(obj, space, space_field)
+    except LetiError as e:  # a bad index is this arch's; a bad space names its own field
+        raise (rebase(e, field) if e.field == "index" else e) from None
     if space is not None:
         space = canonical_space(space, space_field)
     try:

@@ -42,6 +42,7 @@ _LAZY = {
     "train": ("leti.predictors.evaluate", "train"),
     "evaluate": ("leti.predictors.evaluate", "evaluate"),
     "report": ("leti.predictors.evaluate", "report"),
+    "plot": ("leti.predictors.render", "plot"),
     "learning_curve": ("leti.predictors.evaluate", "learning_curve"),
 }
 

@@ -163,6 +163,7 @@ class Predictor:
             ) from None
         obj.n_train_ = int(info.get("n_train", 0))
         obj.meta_ = info
+        obj.path_ = d  # where it was loaded from: files saved beside it later (trust data) are found there
         return obj
 
     # ---- for subclasses ----------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ count work (and the LUT's estimate) grow.
 Noisy targets whose bad measurements are one-sided (a share of runs much slower or faster than the rest) are
 predicted best by the typical value, not the mean: ``quantile`` or ``l1`` there.
 
-Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed by the manifest.
+Models are saved in each library's own text format (XGBoost JSON, LightGBM text, CatBoost JSON), sealed by the
+manifest, and predicted from without the library (``leti.predictors.trees``) unless a batch is large.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,6 +43,10 @@ OBJECTIVES = ("l2", "l1", "huber", "quantile")
 BASES = ("lut", "none")
 INFO_FILE = "boosting.json"
 BASE_DIR = "base"
+# Batches from this size go to the boosting library when it is loaded, and from LIBRARY_BATCH also when it is not
+# yet: below, walking the trees in numpy beats the library's call overhead or its import.
+SMALL_BATCH = 32
+LIBRARY_BATCH = 4096
 
 
 class BoostingPredictor(Predictor):
@@ -93,6 +99,7 @@ class BoostingPredictor(Predictor):
         b = self._base_predict(graphs)
         if b is not None:
             target = target - np.log(b)
+        self.forest_ = self.model_bytes_ = None
         try:
             self._train(self._design(graphs, b), target)
         except (
@@ -120,7 +127,7 @@ class BoostingPredictor(Predictor):
         if self.base_ is not None:
             (d / BASE_DIR).mkdir(exist_ok=True)
             self.base_._save(d / BASE_DIR)
-        self._write(d / self.model_file)
+        (d / self.model_file).write_bytes(self._model_bytes())
         write_json_checked(d / INFO_FILE, info)
 
     def _load(self, d: Path) -> None:
@@ -152,20 +159,63 @@ class BoostingPredictor(Predictor):
                 f"the model expects {self._n_model_features()} features, its files describe {n_in}", str(d)
             )
 
+    # ---- the trees: numpy for small batches, the library for large ones ---------------------------------------
+    def _raw_predict(self, X: np.ndarray) -> np.ndarray:
+        if self._use_library(len(X)):
+            return self._library_predict(X)
+        return self._forest().predict(X)
+
+    def _use_library(self, n: int) -> bool:
+        """The library pays off for large batches, and as soon as it is loaded anyway (both give the same numbers);
+        otherwise its import (1-3 s) costs more than walking the trees in numpy."""
+        if getattr(self, "model_", None) is not None or self.library in sys.modules:
+            return n >= SMALL_BATCH
+        return n >= LIBRARY_BATCH and importlib.util.find_spec(self.library) is not None
+
+    def _forest(self):
+        if getattr(self, "forest_", None) is None:
+            self.forest_ = self._parse(self._model_bytes())
+        return self.forest_
+
+    def _model_bytes(self) -> bytes:
+        if getattr(self, "model_bytes_", None) is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                p = Path(tmp) / self.model_file
+                self._write(p)
+                self.model_bytes_ = p.read_bytes()
+        return self.model_bytes_
+
+    def _library_predict(self, X: np.ndarray) -> np.ndarray:
+        if getattr(self, "model_", None) is None:
+            self.model_ = self._library_model(self._model_bytes())
+        return self._predict_with(self.model_, X)
+
+    def _read(self, path: Path, data: bytes) -> None:
+        self.model_, self.model_bytes_ = None, data
+        self.forest_ = self._parse(data)  # a damaged file fails here, at load
+
+    def _n_model_features(self) -> int:
+        return int(self._forest().n_features)
+
     # ---- for subclasses -------------------------------------------------------------------------------------
+    library = ""  # the module that trains (and, for large batches, predicts)
+
     def _train(self, X: np.ndarray, t: np.ndarray) -> None:
+        """Fit ``self.model_`` (a library model) on ``X`` and ``t``."""
         raise NotImplementedError
 
-    def _raw_predict(self, X: np.ndarray) -> np.ndarray:
+    def _predict_with(self, model, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _write(self, path: Path) -> None:
+        """Save ``self.model_`` in the library's own format."""
         raise NotImplementedError
 
-    def _read(self, path: Path, data: bytes) -> None:
+    def _parse(self, data: bytes):
+        """The saved model as a numpy forest (``leti.predictors.trees``)."""
         raise NotImplementedError
 
-    def _n_model_features(self) -> int:
+    def _library_model(self, data: bytes):
         raise NotImplementedError
 
 
@@ -243,21 +293,25 @@ class LightGBMPredictor(BoostingPredictor):
         ds = lgb.Dataset(X, t, params={"verbose": -1, "min_data_in_bin": 1})
         self.model_ = lgb.train(params, ds, num_boost_round=int(self.n_estimators))
 
-    def _raw_predict(self, X):
-        return self.model_.predict(X, num_threads=n_threads(self.n_jobs))
+    library = "lightgbm"
+
+    def _predict_with(self, model, X):
+        return model.predict(X, num_threads=n_threads(self.n_jobs))
 
     def _write(self, path):
         self.model_.save_model(str(path))
 
-    def _read(self, path, data):
+    def _parse(self, data):
+        from leti.predictors.trees import from_lightgbm_text
+
+        return from_lightgbm_text(data.decode("utf-8"))
+
+    def _library_model(self, data):
         import lightgbm as lgb
 
         text = data.decode("utf-8")
         check_lightgbm_text(text)  # LightGBM's own parser aborts the process on some malformed files
-        self.model_ = lgb.Booster(model_str=text)
-
-    def _n_model_features(self) -> int:
-        return int(self.model_.num_feature())
+        return lgb.Booster(model_str=text)
 
 
 def check_lightgbm_text(text: str) -> None:
@@ -377,29 +431,32 @@ class XGBoostPredictor(BoostingPredictor):
 
         self.model_ = xgb.train(self._params(), xgb.DMatrix(X, t), num_boost_round=int(self.n_estimators))
 
-    def _raw_predict(self, X):
-        return self.model_.inplace_predict(X)
+    library = "xgboost"
+
+    def _predict_with(self, model, X):
+        return model.inplace_predict(X)
 
     def _write(self, path):
         self.model_.save_model(str(path))  # the .json suffix selects XGBoost's JSON format
 
-    def _read(self, path, data):
+    def _parse(self, data):
+        from leti.predictors.trees import from_xgboost_json
+
+        return from_xgboost_json(data)
+
+    def _library_model(self, data):
         import xgboost as xgb
 
-        json.loads(data)  # a clear error for a non-JSON file before XGBoost sees it
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
         booster.set_param({"nthread": n_threads(self.n_jobs)})
-        self.model_ = booster
-
-    def _n_model_features(self) -> int:
-        return int(self.model_.num_features())
+        return booster
 
 
 # ---- CatBoost -------------------------------------------------------------------------------------------------
 class CatBoostPredictor(BoostingPredictor):
     family = "catboost"
-    model_file = "model.cbm"
+    model_file = "model.json"  # CatBoost's JSON export: readable without CatBoost (leti.predictors.trees)
 
     def __init__(
         self,
@@ -458,25 +515,29 @@ class CatBoostPredictor(BoostingPredictor):
         )
         self.model_.fit(X, t)
 
-    def _raw_predict(self, X):
-        return self.model_.predict(X, thread_count=n_threads(self.n_jobs))
+    library = "catboost"
+
+    def _predict_with(self, model, X):
+        return model.predict(X, thread_count=n_threads(self.n_jobs))
 
     def _write(self, path):
-        self.model_.save_model(str(path), format="cbm")
+        self.model_.save_model(str(path), format="json")
 
-    def _read(self, path, data):
+    def _parse(self, data):
+        from leti.predictors.trees import from_catboost_json
+
+        return from_catboost_json(data)
+
+    def _library_model(self, data):
         from catboost import CatBoostRegressor
 
         # CatBoost reads from a path; hand it the checked bytes, not the file that might change in between
         with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / "model.cbm"
+            p = Path(tmp) / self.model_file
             p.write_bytes(data)
             m = CatBoostRegressor()
-            m.load_model(str(p), format="cbm")
-        self.model_ = m
-
-    def _n_model_features(self) -> int:
-        return len(self.model_.feature_names_)
+            m.load_model(str(p), format="json")
+        return m
 
 
 __all__ = ["BoostingPredictor", "CatBoostPredictor", "LightGBMPredictor", "XGBoostPredictor"]

@@ -7,7 +7,6 @@ training archs' hashes in the metadata so that ``evaluate`` can later test a sav
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +23,8 @@ from leti.predictors.features import FEATURES_ID
 from leti.predictors.fewshot_data import fewshot_rows, fewshot_sources
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
-from leti.predictors.registry import make, save_trained
+from leti.predictors.registry import make, next_version_dir, record_selection, save_trained
+from leti.predictors.render import ReportPage, ReportRow, markdown, plot, write_pages
 from leti.space import canonical_space
 
 DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f not in NEEDS_SOURCES)
@@ -47,6 +47,13 @@ def _check_size(train_size, n: int) -> None:
         )
     if train_size >= n:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
+
+
+def fit_on(
+    store: Store, data: TargetData, family: str, idx: np.ndarray, params: dict | None = None
+) -> Predictor:
+    """A new ``family`` predictor fitted on rows ``idx`` of ``data`` (see ``_fit``)."""
+    return _fit(make(family, **(params or {})), data, idx, store)
 
 
 def _fit(pred: Predictor, data: TargetData, idx: np.ndarray, store: Store) -> Predictor:
@@ -139,9 +146,13 @@ def train(
         if te.size:  # on the test archs, at the default 90%
             meta["trust"].update(tm.coverage_of(data.graphs(te), p, data.latency_ms[te]))
     if save:
-        d = save_trained(pred, target, meta, root)
+        into = next_version_dir(target, family, root)  # reserved first: the selection names this version
+        meta["version"] = int(into.name[1:])
+        meta["selection"] = select(store, target, root, new=(pred, meta), data=data)
+        meta["path"] = str(save_trained(pred, target, meta, root, into=into))
+        record_selection(target, meta["selection"], root)
         if getattr(pred, "trust_", None) is not None:
-            pred.trust_.save(d)  # and re-seals the directory
+            pred.trust_.save(meta["path"])  # and re-seals the version's directory
     pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
     return pred, meta
 
@@ -156,6 +167,63 @@ def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, fol
         ref = [pool[i] for i in np.sort(pick)]
     return calibrate(pred, data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), folds=folds,
                      seed=seed, reference_graphs=ref)  # fmt: skip
+
+
+MIN_SELECTION_ARCHS = 20
+
+
+def _or_worst(v) -> float:
+    return float(v) if isinstance(v, int | float) and v == v else -np.inf
+
+
+def select(
+    store: Store, target: str, root=None, new: tuple[Predictor, dict] | None = None, data=None
+) -> dict:
+    """Choose the family that answers for ``target`` among the user's trained predictors (each family's current
+    version, with ``new`` = (predictor, meta) in place of its family's), on one protocol: every candidate predicts
+    the same archs, those of the target that none of them was trained on; best acc@10, ties by Spearman's rho.
+
+    When fewer than ``MIN_SELECTION_ARCHS`` such archs remain, the candidates are ranked by the test acc@10 recorded
+    at training instead, and the selection says so. Returns the selection record (``registry.record_selection``).
+    """
+    from leti.predictors.registry import TRAINED, best_family, saved
+
+    data = data if data is not None else target_data(store, target)
+    cands: dict[str, tuple[Predictor | None, dict, int | None]] = {}
+    for r in saved(target, root, pretrained=False):
+        if r.current and r.source == TRAINED:
+            cands[r.family] = (None, r.meta, r.version)
+    if new is not None:
+        cands[new[0].family] = (new[0], new[1], new[1].get("version"))
+    seen: set = set()
+    for _, meta, _ in cands.values():
+        seen |= set(meta.get("train_hashes") or [])
+    test = np.flatnonzero([h not in seen for h in data.hashes])
+    if test.size < MIN_SELECTION_ARCHS:
+        family = best_family({f: m for f, (_, m, _) in cands.items()})
+        scores = {
+            f: {"version": v, "acc10": (m.get("metrics") or {}).get("acc10")}
+            for f, (_, m, v) in cands.items()
+        }
+        return {"family": family, "metric": "acc10 recorded at training (own test splits)", "n_test": 0,
+                "scores": scores, "reason": f"only {test.size} archs are held out from every candidate"}  # fmt: skip
+    graphs, y = data.graphs(test), data.latency_ms[test]
+    scores = {}
+    for fam, (pred, _, version) in cands.items():
+        try:
+            p = (pred if pred is not None else load_trained(target, fam, root, version)).predict(graphs)
+            m = metrics(y, p)
+        except LetiError as e:  # an unreadable or broken candidate cannot answer
+            scores[fam] = {"version": version, "error": str(e)}
+            continue
+        scores[fam] = {"version": version, "acc10": m["acc10"], "spearman": m["spearman"]}
+    ok = {f: s for f, s in scores.items() if "acc10" in s}
+    if not ok:
+        raise LetiError(f"no trained predictor of {target} can predict its archs", "target")
+    family = max(sorted(ok), key=lambda f: (_or_worst(ok[f]["acc10"]), _or_worst(ok[f]["spearman"])))
+    return {"family": family, "metric": "acc10, ties by spearman", "n_test": int(test.size),
+            "test": "archs of the target held out from every candidate's training set", "scores": scores,
+            "chosen_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
 
 
 def evaluate(
@@ -189,11 +257,10 @@ def evaluate(
     p = pred.predict(data.graphs(test))
     out = metrics(data.latency_ms[test], p)
     tm = getattr(pred, "trust_", None)
-    if tm is None and (predictor is None or isinstance(predictor, str)):
-        from leti.predictors.registry import predictor_dir
+    if tm is None and getattr(pred, "path_", None) is not None:
         from leti.trust import load as load_trust
 
-        tm = load_trust(predictor_dir(target, pred.family, root))
+        tm = load_trust(pred.path_)
     if tm is not None:
         out.update(tm.coverage_of(data.graphs(test), p, data.latency_ms[test], coverage))
     out.update(
@@ -210,59 +277,20 @@ def evaluate(
     return out
 
 
-def plot(y_true, y_pred, path, title: str | None = None) -> Path:
-    """Log-log scatter of predicted against measured latency with the ±10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = np.asarray(y_true, dtype=float)
-    p = np.asarray(y_pred, dtype=float)
-    if t.shape != p.shape or t.size == 0:
-        raise LetiError(f"{t.size} measured values but {p.size} predictions", "y_pred")
-    pos = (t > 0) & (p > 0)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-    lo = float(min(t[pos].min(), p[pos].min())) * 0.8
-    hi = float(max(t[pos].max(), p[pos].max())) * 1.25
-    xs = np.geomspace(lo, hi, 50)
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.2, label="±10%")
-    ax.plot(xs, xs, color="tab:green", lw=0.8)
-    ax.scatter(t[pos], p[pos], s=3, alpha=0.4, color="tab:blue", edgecolors="none")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
-    inside = float(np.mean(np.abs(p - t) <= 0.1 * t))
-    ax.set_title(title or f"acc@10 {100 * inside:.1f}%", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-@dataclass
-class ReportRow:
-    target: str
-    family: str
-    metrics: dict
-    n_train: int
-    n_test: int
-    fit_seconds: float
-    chosen: str = ""
-
-
 def targets_of_space(store: Store, space: str) -> list[str]:
     per = store.stats().get("per_target_space", {})
     return sorted(t for t, spaces in per.items() if spaces.get(space))
 
 
-def report(
+def report(store: Store, space: str, *args, **kwargs) -> str:
+    """Train and test every family on every target of ``space`` (the arguments of ``report_page``); the Markdown
+    report (one table per target) and, with ``out_dir``, ``report.md`` and ``report.html`` plus one plot per target
+    (its best family by acc@10)."""
+    page = report_page(store, space, *args, **kwargs)
+    return markdown(page, images=bool(page.plots))
+
+
+def report_page(
     store: Store,
     space: str,
     train_size: int = 900,
@@ -272,9 +300,8 @@ def report(
     targets=None,
     params: dict | None = None,
     progress=None,
-) -> str:
-    """Train and test every family on every target of ``space``; a markdown table (acc@10, acc@5, rho, tau) and,
-    with ``out_dir``, ``report.md`` plus one plot per target (its best family by acc@10)."""
+) -> ReportPage:
+    """``report``'s findings as a ``ReportPage`` (rows, plots); the pages are written to ``out_dir`` if given."""
     space = canonical_space(space)
     targets = list(targets) if targets else targets_of_space(store, space)
     if not targets:
@@ -283,7 +310,7 @@ def report(
     if not families:
         raise LetiError("no families to report on", "families")
     out = Path(out_dir) if out_dir is not None else None
-    rows: list[ReportRow] = []
+    page = ReportPage(space, int(train_size), int(seed), [])
     for target in targets:
         best = None
         for fam in families:
@@ -291,47 +318,22 @@ def report(
                 store, target, fam, train_size, seed, (params or {}).get(fam), space, trust=False
             )
             chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
-            rows.append(
-                ReportRow(
-                    target, fam, meta["metrics"], meta["n_train"], meta["n_test"], meta["fit_seconds"], chosen
-                )
-            )
+            page.rows.append(ReportRow(target, fam, meta["metrics"], meta["n_train"], meta["n_test"],
+                                       meta["fit_seconds"], chosen))  # fmt: skip
             if progress is not None:
-                progress(rows[-1], len(rows), len(targets) * len(families))
+                progress(page.rows[-1], len(page.rows), len(targets) * len(families))
             if best is None or meta["metrics"]["acc10"] > best[1]["metrics"]["acc10"]:
                 best = (pred, meta)
         if out is not None and best is not None:
             data = target_data(store, target, space)
             seen = set(best[1]["train_hashes"])
             te = np.flatnonzero([h not in seen for h in data.hashes])
-            plot(
-                data.latency_ms[te],
-                best[0].predict(data.graphs(te)),
-                out / f"{target}.png",
-                f"{target}: {best[1]['family']}, acc@10 {100 * best[1]['metrics']['acc10']:.1f}%",
-            )
-    md = report_table(rows, space, train_size, seed)
+            png = plot(data.latency_ms[te], best[0].predict(data.graphs(te)), out / f"{target}.png", target,
+                       best[1]["family"], note=f"trained on {best[1]['n_train']}")  # fmt: skip
+            page.plots[target] = (best[1]["family"], png)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(md + "\n" + "".join(f"\n![{t}]({t}.png)\n" for t in targets))
-    return md
-
-
-def report_table(rows: list[ReportRow], space: str, train_size: int, seed: int) -> str:
-    lines = [
-        f"Space {space}: train on {train_size} archs (split_by_hash, seed {seed}), test on all the others.",
-        "",
-        "| target | family | acc@10 % | acc@5 % | ρ | τ | n_train | n_test | fit s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        m = r.metrics
-        fam = f"{r.family} ({r.chosen})" if r.chosen else r.family
-        lines.append(
-            f"| {r.target} | {fam} | {100 * m['acc10']:.1f} | {100 * m['acc5']:.1f} | {m['spearman']:.3f} "
-            f"| {m['kendall']:.3f} | {r.n_train} | {r.n_test} | {r.fit_seconds:.1f} |"
-        )
-    return "\n".join(lines)
+        write_pages(page, out)
+    return page
 
 
 def learning_curve(
@@ -369,4 +371,14 @@ def learning_curve(
     return out
 
 
-__all__ = ["evaluate", "learning_curve", "plot", "report", "report_table", "train", "versions"]
+__all__ = [
+    "evaluate",
+    "fit_on",
+    "learning_curve",
+    "plot",
+    "report",
+    "report_page",
+    "select",
+    "train",
+    "versions",
+]

@@ -345,16 +345,24 @@ def _hash(table: np.ndarray, derived: list[np.ndarray], k: int) -> np.ndarray:
     return key
 
 
-def unique_rows(table: np.ndarray, derived: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(unique rows (u, N_ROW), inverse) of the nodes' rows, hash-based (pandas' factorize is linear time,
-    ``np.unique(axis=0)`` sorts). A second independent 64-bit hash guards the first against collisions, with an
-    exact ``np.unique`` as the fallback."""
-    import pandas as pd
+def factorize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) with the uniques in order of first appearance, as ``pandas.factorize`` gives them (numpy
+    only: the prediction path must not import pandas)."""
+    uniq, first, inv = np.unique(a, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[np.asarray(inv).ravel()], uniq[order]
 
+
+def unique_rows(table: np.ndarray, derived: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(unique rows (u, N_ROW), inverse) of the nodes' rows, through one 64-bit hash per row (one 1-D sort rather
+    than ``np.unique(axis=0)``'s row sort). A second independent 64-bit hash guards the first against collisions,
+    with an exact ``np.unique`` as the fallback."""
     n = table.shape[0]
     if n == 0:
         return np.zeros((0, N_ROW), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    codes, uniq_keys = pd.factorize(_hash(table, derived, 0))
+    codes, uniq_keys = factorize(_hash(table, derived, 0))
     first = np.empty(uniq_keys.size, dtype=np.int64)
     first[codes[::-1]] = np.arange(n)[::-1]
     check = _hash(table, derived, 1)
@@ -415,23 +423,15 @@ class RowRegistry:
     def row(self, i: int) -> np.ndarray:
         return self._rows[i]
 
-    def contributions(self):
-        from scipy import sparse
-
+    def contributions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows' feature contributions in CSR form: (indptr, columns, values), rebuilt when rows were added."""
         m = self._matrix
-        if m is None or m.shape[0] != len(self._rows):
-            n = len(self._rows)
+        if m is None or m[0].size != len(self._rows) + 1:
             cols = [c for c, _ in self._contrib]
             vals = [v for _, v in self._contrib]
             indptr = np.concatenate(([0], np.cumsum([c.size for c in cols]))).astype(np.int64)
-            m = sparse.csr_matrix(
-                (
-                    np.concatenate(vals) if n else np.zeros(0),
-                    np.concatenate(cols) if n else np.zeros(0, int),
-                    indptr,
-                ),
-                shape=(n, N_FEATURES),
-            )
+            m = (indptr, np.concatenate(cols) if cols else np.zeros(0, np.int64),
+                 np.concatenate(vals) if vals else np.zeros(0))  # fmt: skip
             self._matrix = m
         return m
 
@@ -439,17 +439,14 @@ class RowRegistry:
         return memoised(graphs, self.memo, self._compute)
 
     def _compute(self, graphs: list[LayerGraph]) -> list[Summary]:
-        import pandas as pd
-
         bt = batch(graphs)
         table, derived = node_columns(bt)
         uniq, inv = unique_rows(table, derived)
         gmap = np.array([self.id_of(r) for r in uniq], dtype=np.int64)
         k = len(self._rows) + 1
-        codes, pairs = pd.factorize(bt.gid * k + gmap[inv])  # (graph, row id) pairs and how often each occurs
-        counts = np.bincount(codes)
-        order = np.argsort(pairs, kind="stable")
-        pairs, counts = pairs[order], counts[order]
+        pairs, counts = np.unique(
+            bt.gid * k + gmap[inv], return_counts=True
+        )  # (graph, row id) pairs, how often
         g_of, r_of = pairs // k, pairs % k
         bounds = np.searchsorted(g_of, np.arange(len(graphs) + 1))
         first, last = bt.starts, bt.starts + bt.counts - 1
@@ -534,18 +531,26 @@ def _contributions(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---- the feature matrix ---------------------------------------------------------------------------------------
 def compute(graphs: list[LayerGraph]) -> np.ndarray:
     """The feature matrix of ``graphs`` without the row memo: shape (len(graphs), N_FEATURES), float64."""
-    from scipy import sparse
-
     graphs = list(graphs)
     n = len(graphs)
     if n == 0:
         return np.zeros((0, N_FEATURES))
     summ = ROWS.summaries(graphs)
-    sizes = np.fromiter((s.ids.size for s in summ), dtype=np.int64, count=n)
-    ids = np.concatenate([s.ids for s in summ])
-    cnt = np.concatenate([s.counts for s in summ]).astype(np.float64)
-    m = sparse.csr_matrix((cnt, ids, np.concatenate(([0], np.cumsum(sizes)))), shape=(n, len(ROWS)))
-    X = np.asarray((m @ ROWS.contributions()).todense())
+    X = np.zeros((n, N_FEATURES))
+    indptr, cols, vals = ROWS.contributions()
+    for start in range(0, n, 1024):  # bounds the expanded (graph, row, feature) triples held at once
+        part = summ[start : start + 1024]
+        sizes = np.fromiter((s.ids.size for s in part), dtype=np.int64, count=len(part))
+        g = np.repeat(np.arange(len(part)), sizes)
+        ids = np.concatenate([s.ids for s in part])
+        cnt = np.concatenate([s.counts for s in part]).astype(np.float64)
+        # every (graph, row) pair adds count x the row's contributions: expand the pairs over their rows' entries
+        nnz = indptr[ids + 1] - indptr[ids]
+        pair = np.repeat(np.arange(ids.size), nnz)
+        pos = indptr[ids][pair] + np.arange(pair.size) - np.repeat(np.cumsum(nnz) - nnz, nnz)
+        flat = g[pair] * N_FEATURES + cols[pos]
+        X[start : start + len(part)] = np.bincount(flat, weights=cnt[pair] * vals[pos],
+                                                   minlength=len(part) * N_FEATURES).reshape(len(part), N_FEATURES)  # fmt: skip
     scal = np.stack([s.scalars for s in summ])
     X[:, _INDEX["tot.depth"]] = scal[:, 0]
     X[:, _INDEX["tot.peak_bytes"]] = 4.0 * scal[:, 1]

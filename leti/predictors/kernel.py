@@ -26,7 +26,6 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from scipy.optimize import nnls
 
 from leti.errors import PredictorError
 from leti.graph.layergraph import LayerGraph
@@ -189,6 +188,8 @@ def nnls_relative(
         P = np.zeros((idx.size, A.shape[1]))
         P[np.arange(idx.size), idx] = np.sqrt(ridge)
         As, b = np.vstack([As, P]), np.concatenate([b, np.zeros(idx.size)])
+    from scipy.optimize import nnls  # fitting only: loading and predicting must not pay for scipy
+
     coef, _ = nnls(As, b, maxiter=50 * A.shape[1] + 500)
     return coef / scale
 
@@ -571,14 +572,11 @@ class KernelPredictor(Predictor):
             reg.linear_[g] = c
         if kind == "linear" or not reg.groups_:
             return reg
-        import lightgbm as lgb
+        from leti.predictors.trees import from_lightgbm_text
 
-        from leti.predictors.boosting import check_lightgbm_text
-
-        text = read_checked(d / KERNEL_MODEL_FILE).decode("utf-8")
-        check_lightgbm_text(text)
-        reg.booster_ = lgb.Booster(model_str=text)
-        if reg.booster_.num_feature() != kernel_x(np.zeros(1), np.zeros((1, len(FU.COLUMNS)))).shape[1]:
+        # walked in numpy: loading must not cost LightGBM's import, and a network has few distinct kernels
+        reg.booster_ = from_lightgbm_text(read_checked(d / KERNEL_MODEL_FILE).decode("utf-8"))
+        if reg.booster_.n_features != kernel_x(np.zeros(1), np.zeros((1, len(FU.COLUMNS)))).shape[1]:
             raise PredictorError("the kernel regressor expects other features", str(d / KERNEL_MODEL_FILE))
         return reg
 

@@ -28,7 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import nnls
 
 from leti.errors import GraphError, PredictorError
 from leti.graph.builder import GraphBuilder
@@ -291,6 +290,8 @@ def _row_work(row: np.ndarray) -> float:
 def _nnls(A: np.ndarray, y: np.ndarray, w: np.ndarray, robust: float, iters: int = 20) -> np.ndarray:
     """Weighted NNLS; with ``robust`` > 0, Huber-reweighted (threshold ``robust`` x the residuals' MAD), so a few
     badly measured models do not drag the per-layer times."""
+    from scipy.optimize import nnls  # fitting only: loading and predicting must not pay for scipy
+
     scale = np.maximum(np.abs(A).max(axis=0), 1e-12)  # column scaling keeps NNLS well conditioned
     As = A / scale
     h = np.ones_like(y)

@@ -12,7 +12,6 @@ training ones), ``in_distribution`` (bool per arch) and ``why`` (a short reason 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -50,17 +49,18 @@ def _registry():
 
 
 def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
-    """target -> family -> meta (all of meta.json, plus the registry's summary) of every trained predictor under
-    ``root`` (default ``$LETI_HOME/predictors``)."""
-    from leti.predictors.base import read_meta
+    """target -> family -> meta (all of meta.json, plus the registry's summary: version, source, whether it answers)
+    of the predictor each family answers with: the user's current version under ``root`` (default
+    ``$LETI_HOME/predictors``), else the pretrained one."""
+    from leti.predictors.registry import TRAINED
 
     out: dict[str, dict[str, dict]] = {}
-    for entry in _registry().list_trained(root):
-        try:
-            meta = {**read_meta(Path(entry["path"])), **entry}  # the summary leaves out e.g. the split seed
-        except (LetiError, KeyError, TypeError):
-            meta = dict(entry)
-        out.setdefault(entry["target"], {})[entry["family"]] = meta
+    rows = [r for r in _registry().saved(None, root) if r.current]
+    mine = {(r.target, r.family) for r in rows if r.source == TRAINED}
+    for r in rows:
+        if r.source != TRAINED and (r.target, r.family) in mine:
+            continue  # the user's own predictor of this family shadows the pretrained one
+        out.setdefault(r.target, {})[r.family] = {**r.meta, **r.summary()}
     return out
 
 
@@ -92,6 +92,8 @@ class Loaded:
     family: str
     predictor: Any
     trust: Any = None
+    version: int = 0
+    source: str = "trained"  # or "pretrained" (the zoo)
 
     def _predict_chunk(self, graphs: list[LayerGraph]) -> np.ndarray:
         ms = np.asarray(self.predictor.predict(graphs), dtype=float).ravel()
@@ -223,40 +225,24 @@ class PredictorCache:
 
     @staticmethod
     def _load(base: str, target: str, family: str | None) -> Loaded:
-        # Check names against what is on disk first: this gives a 404 listing the choices, and stops a crafted
-        # name such as '../x' from reaching the file system.
-        index = trained_index(base)
-        bad = {}
-        if target not in index or family not in index[target]:
-            with contextlib.suppress(LetiError):  # a target that cannot name a directory ('../x'): unknown
-                bad = _registry().problems(target, base)
-        if family is not None and family in bad:  # there, but edited or corrupt: say so
-            raise NotFoundError(f"{target}/{family} cannot be loaded: {bad[family]}", "predictor")
-        if target not in index:
-            if bad:
-                f, why = sorted(bad.items())[0]
-                raise NotFoundError(f"no usable predictor for target {target!r} ({f}: {why})", "target")
-            known = ", ".join(sorted(index)) or f"none; train one with leti train (looked in {base})"
-            raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
-        families = index[target]
-        if family is None:
-            family = _registry().best_family(families)
-        elif family not in families:
-            raise NotFoundError(
-                f"no {family!r} predictor for {target} (trained: {', '.join(sorted(families))})", "predictor"
-            )
+        # The registry checks names against what is on disk (a crafted name such as '../x' never reaches the file
+        # system) and says which predictors exist when the asked-for one does not.
+        reg = _registry()
         try:
-            pred = _load_from_registry(base, target, family)
+            hit = reg.resolve(target, family, root=base)
+        except LetiError as e:
+            raise NotFoundError(e.reason, e.field) from None
+        try:
+            pred = reg.family_class(hit.family).load(hit.path)
+        except LetiError as e:
+            raise NotFoundError(f"{target}/{hit.family} cannot be loaded: {e}", "predictor") from None
+        try:
             from leti.trust import load as load_trust
 
-            trust = load_trust(_registry().predictor_dir(target, family, base))
+            trust = load_trust(hit.path)
         except LetiError as e:
-            raise NotFoundError(f"{target}/{family} cannot be loaded: {e}", "predictor") from None
-        return Loaded(target, family, pred, trust)
-
-
-def _load_from_registry(base: str, target: str, family: str):
-    return _registry().load(target, family, root=base)
+            raise NotFoundError(f"{target}/{hit.family} v{hit.version} cannot be loaded: {e}", "predictor") from None
+        return Loaded(target, hit.family, pred, trust=trust, version=hit.version, source=hit.source)
 
 
 _PREDICTORS = PredictorCache()  # process-wide: the in-process API and the server share loaded predictors

@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leti import __version__
@@ -34,6 +34,7 @@ from leti.service.api import (
     predictor_cache,
     trained_index,
 )
+from leti.space import canonical_space
 
 log = logging.getLogger("leti.service")
 
@@ -67,21 +68,28 @@ ArchValue = Annotated[
         }
     ),
 ]
+ArchEntry = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array"}, {"type": "object"}],
+            "description": "an arch in any form leti reads (as leti.predict and leti predict do): a native string "
+            "(NB201 cell, FBNet blocks), [matrix, ops], Arch JSON, {matrix, ops}, the wrapper {space, arch}, or "
+            "{space: nb201, index: N} (NAS-Bench-201's own arch index)",
+            "examples": ["|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+                         {"space": "nb201", "index": 1234}],
+        }
+    ),
+]  # fmt: skip
 
 
 class ArchItem(BaseModel):
+    """The wrapper form of a request item (documentation: items are read by ``unwrap_item``)."""
+
     space: str | None = Field(
         None, max_length=64, description="nasbench101, nasbench201, fbnet, leti (or nb101, nb201)"
     )
     arch: ArchValue
-
-    @field_validator("arch")
-    @classmethod
-    def _json_kind(cls, v):
-        # A single union type here would make pydantic report one error per member; one clear line is kinder.
-        if not isinstance(v, str | dict | list):
-            raise ValueError("must be a string, an object or a list")
-        return v
 
 
 class PredictRequest(BaseModel):
@@ -89,9 +97,28 @@ class PredictRequest(BaseModel):
     predictor: str | None = Field(
         None, max_length=64, description="family (xgboost, lut, …); omit for the best"
     )
-    archs: list[ArchItem] = Field(..., examples=[[{"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|"
-                                                   "none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"}]])  # fmt: skip
+    space: str | None = Field(
+        None, max_length=64, description="how to read native strings among archs (nb101, nb201, fbnet, leti), "
+        "where the string alone does not say; an item's own space wins"
+    )  # fmt: skip
+    archs: list[ArchEntry] = Field(..., examples=[[{"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|"
+                                                    "none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"}]])  # fmt: skip
     coverage: float = Field(0.9, description="coverage of interval_ms, in (0, 1)")
+
+
+def unwrap_item(item, space: str | None, i: int) -> tuple:
+    """(arch, space, field, space field) of request item ``i``: the wrapper ``{space, arch}`` opened (its own space
+    wins), any other form as is; graphs are built later, a chunk at a time (``Loaded.predict_archs``)."""
+    if isinstance(item, dict) and "arch" in item and "adjacency" not in item:
+        s = item.get("space", space)
+        if s is not None and not isinstance(s, str):
+            raise LetiError("must be a string", f"archs[{i}].space")
+        if not isinstance(item["arch"], str | dict | list):
+            raise LetiError("must be a string, an object or a list", f"archs[{i}].arch")
+        return item["arch"], s, f"archs[{i}].arch", f"archs[{i}].space"
+    if not isinstance(item, str | dict | list):
+        raise LetiError("must be an arch: a string, an object or a list", f"archs[{i}]")
+    return item, space, f"archs[{i}]", f"archs[{i}].space"
 
 
 class PredictResponse(BaseModel):
@@ -113,6 +140,8 @@ class PredictorInfo(BaseModel):
     n_train: int | None = None
     seed: int | None = None
     trained_at: str | None = None
+    version: int | None = None
+    source: str = Field("trained", description="trained (by you) or pretrained (shipped with leti)")
 
 
 class TargetInfo(BaseModel):
@@ -381,6 +410,11 @@ def _noise_floors(store_path: Path, targets) -> dict[str, float | None]:
         return {}
 
 
+def _answering(families: dict[str, dict]) -> str:
+    """The family the registry answers with by default (marked in the index), else the best by recorded metrics."""
+    return next((f for f, m in families.items() if m.get("answers")), None) or best_family(families)
+
+
 def _info(target: str, family: str, meta: dict, best: bool) -> dict:
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     n_train, seed = meta.get("n_train"), meta.get("seed")
@@ -392,6 +426,8 @@ def _info(target: str, family: str, meta: dict, best: bool) -> dict:
         "n_train": n_train if isinstance(n_train, int) else None,
         "seed": seed if isinstance(seed, int) else None,
         "trained_at": meta["trained_at"] if isinstance(meta.get("trained_at"), str) else None,
+        "version": meta["version"] if isinstance(meta.get("version"), int) else None,
+        "source": meta["source"] if isinstance(meta.get("source"), str) else "trained",
     }
 
 
@@ -441,9 +477,11 @@ def create_app(predictor_root=None, store_path=None, token: str | None = None, m
             raise TooLargeError(f"{len(req.archs)} archs exceed this server's limit of {max_batch}; split the batch",
                                 "archs")  # fmt: skip
         loaded = cache.get(req.target, req.predictor, root())
-        spaces = [it.space for it in req.archs]
-        fields = [f"archs[{i}].arch" for i in range(len(req.archs))]
-        res = loaded.predict_archs([it.arch for it in req.archs], spaces, fields, limits, coverage=req.coverage)
+        if req.space is not None:
+            canonical_space(req.space, "space")
+        items = [unwrap_item(it, req.space, i) for i, it in enumerate(req.archs)]
+        archs, spaces, fields, space_fields = (list(c) for c in zip(*items, strict=True)) if items else ([], [], [], [])
+        res = loaded.predict_archs(archs, spaces, fields, limits, space_fields=space_fields, coverage=req.coverage)
         return {**res, "n": len(req.archs)}
 
     @app.get(
@@ -455,7 +493,7 @@ def create_app(predictor_root=None, store_path=None, token: str | None = None, m
         floors = _noise_floors(store(), index)
         out = []
         for t, fams in sorted(index.items()):
-            best = best_family(fams)
+            best = _answering(fams)
             preds = [_info(t, f, m, f == best) for f, m in sorted(fams.items())]
             out.append({"target": t, "best": best, "noise_floor": floors.get(t), "predictors": preds})
         return {"targets": out}
@@ -472,7 +510,7 @@ def create_app(predictor_root=None, store_path=None, token: str | None = None, m
         index = trained_index(root())
         out = []
         for t, fams in sorted(index.items()):
-            best = best_family(fams)
+            best = _answering(fams)
             out += [_info(t, f, m, f == best) for f, m in sorted(fams.items())]
         return {"predictors": out}
 

@@ -112,9 +112,8 @@ class OODReference:
         d = d[np.isfinite(d)]
         thr = float(np.quantile(d, NN_QUANTILE)) * (1 + tolerance) if d.size else float("inf")
         y = np.asarray(latency_ms, dtype=float)
-        return cls(
-            float(tolerance), U.min(axis=0), U.max(axis=0), layers, thr, float(y.min()), float(y.max())
-        )
+        return cls(float(tolerance), U.min(axis=0), U.max(axis=0), layers, thr, _outward(float(y.min()), False),
+                   _outward(float(y.max()), True))  # fmt: skip
 
     # ---- checks ---------------------------------------------------------------------------------------------
     def _row_reasons(self, rid: int) -> tuple[str | None, str | None]:
@@ -271,4 +270,14 @@ def _layer_rows(graphs: list[LayerGraph]):
         yield layer_type(row), [row[c] for _, c in _SHAPES]
 
 
+def _outward(v: float, up: bool) -> float:
+    """``v`` rounded away from the inside of the range to 2 significant digits: the saved range is a bound, not a
+    copy of a measured latency (predictor files must not carry measurements)."""
+    if not np.isfinite(v) or v <= 0:
+        return v
+    step = 10.0 ** (np.floor(np.log10(v)) - 1)
+    return round(float((np.ceil(v / step) if up else np.floor(v / step)) * step), 12)
+
+
 __all__ = ["MAX_REASONS", "TOLERANCE", "OODReference", "layer_type"]
+

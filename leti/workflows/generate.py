@@ -16,7 +16,7 @@ from leti.datasets.queue import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS
 from leti.datasets.store import Store, TargetRecord
 from leti.device_runner.bindings import Binding, make_runner
 from leti.errors import LetiError
-from leti.measurement import Settings, target_settings
+from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP, Settings, target_settings
 from leti.paths import default_models_dir
 from leti.space import Arch, canonical_space, sample
 from leti.space.hashing import digest
@@ -65,8 +65,8 @@ def generate(
     n: int,
     seed: int,
     bindings: list[Binding],
-    runs: int = 30,
-    warmup: int = 3,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
     min_time_s: float = 0.0,
     constraints: dict | None = None,
     repeat_check: int = 0,
