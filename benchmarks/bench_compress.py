@@ -17,7 +17,9 @@ Every latency, of a single layer or a whole model, is the minimum over 5 LocalRu
 shared machine the minimum is the run least disturbed by other processes, and measuring layers and whole models
 in the same passes keeps a busy spell from biasing one against the other.
 
-Run: ``.venv/bin/python benchmarks/bench_compress.py`` (``--quick`` for small models, a few minutes).
+Run: ``.venv/bin/python benchmarks/bench_compress.py`` (``--quick`` for small models, a few minutes;
+``--test-model`` for the ~0.7 ms ResNet-like that tests/test_compression.py plans for, whose measured budget and
+prediction error (median < 10%, all < 20%) that test asserted until it proved a timed claim on a noisy machine).
 """
 
 from __future__ import annotations
@@ -40,9 +42,13 @@ RUNS, REPEATS = 10, 5  # every latency: the minimum over REPEATS round-robin mea
 METHOD_SETS = (("tucker2", "cp", "svd", "prune"), ("tucker2", "cp", "svd"))
 
 
-def models(quick: bool):
+def models(quick: bool, test_model: bool = False):
     from leti.compression.models import mobilenetv2_like, resnet_like
 
+    if test_model:  # the ~0.7 ms model of tests/test_compression.py
+        return {
+            "resnet_like_test": lambda: resnet_like(32, widths=(24, 48, 96), blocks=(1, 1, 1), head_units=64)
+        }
     if quick:
         return {
             "resnet_like": lambda: resnet_like(32, widths=(16, 32, 64), blocks=(1, 1, 1), head_units=64),
@@ -129,11 +135,15 @@ def bench_model(name: str, build, budgets: list[str], n: int, seed: int) -> dict
         )
     acc_raw = acc_within(meas, raw, 0.10)
     acc = acc_within(meas, pred, 0.10)
-    mape = float(np.mean(np.abs(np.array(pred) / np.array(meas) - 1)))
+    rel = np.abs(np.array(pred) / np.array(meas) - 1)
+    mape = float(np.mean(rel))
     print(
         f"within +-10% of measured: {acc:.0%} calibrated ({acc_raw:.0%} uncalibrated layer sums), "
         f"MAPE {mape:.1%} ({time.perf_counter() - t:.1f} s)"
     )
+    # the claim tests/test_compression.py made until it was found to be a timed test on a noisy machine
+    print(f"median |error| {np.median(rel):.1%} (goal < 10%), max {rel.max():.1%} (goal < 20%): "
+          f"{'met' if np.median(rel) < 0.10 and rel.max() < 0.20 else 'NOT met'}")  # fmt: skip
 
     results = {"acc10": acc, "acc10_raw": acc_raw, "mape": mape, "budgets": {}}
     for budget, methods in itertools.product(budgets, METHOD_SETS):
@@ -166,6 +176,7 @@ def bench_model(name: str, build, budgets: list[str], n: int, seed: int) -> dict
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small models")
+    ap.add_argument("--test-model", action="store_true", help="only the small ResNet-like the tests plan for")
     ap.add_argument("-n", type=int, default=20, help="random compressed models per network")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budgets", default="0.6x", help="comma-separated, e.g. 0.6x,0.4x")
@@ -178,7 +189,7 @@ def main() -> int:
     )
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     summary = {}
-    for name, build in models(args.quick).items():
+    for name, build in models(args.quick, args.test_model).items():
         summary[name] = bench_model(name, build, args.budgets.split(","), args.n, args.seed)
     print("\n=== summary")
     for name, r in summary.items():

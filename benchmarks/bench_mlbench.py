@@ -103,9 +103,9 @@ def run(data: Path, devices, units, json_out: Path | None, plots: Path | None) -
     from leti.datasets.mlbench import import_mlbench
     from leti.datasets.store import Store
     from leti.importers.mlbench import read_e2e
-    from leti.predictors.evaluate import plot
     from leti.predictors.family_split import evaluate_by_family, families_of, leave_one_family_out, node_times
     from leti.predictors.metrics import metrics
+    from leti.predictors.render import plot
     from leti.space import MODEL_SPACE
 
     tmp = tempfile.mkdtemp(prefix="leti-mlbench-")
@@ -156,8 +156,8 @@ def run(data: Path, devices, units, json_out: Path | None, plots: Path | None) -
             ]
             print(f"    outside ±10%: {', '.join(miss) or 'none'}", flush=True)
             if plots is not None:
-                plot(k["y_true"], k["y_pred"], plots / f"mlbench-{target}.png",
-                     f"{target}: kernel, leave-one-family-out, acc@10 {100 * k['acc10']:.1f}%")  # fmt: skip
+                plot(k["y_true"], k["y_pred"], plots / f"mlbench-{target}.png", target, "kernel",
+                     note="leave-one-family-out")  # fmt: skip
     print()
     print(table(results))
     if json_out is not None:

@@ -1,4 +1,5 @@
-"""Load benchmark of ``leti serve``: single-arch request latency (p50/p99) and archs/s for 1,000-arch batches.
+"""Load benchmark of ``leti serve``: single-arch request latency (p50/p99) and archs/s for 1,000-arch batches; and,
+with ``--memory``, the server's peak resident memory under oversized, full, huge and concurrent chunked requests.
 
 The server runs in its own process on 127.0.0.1; load comes from this process through ``leti.Client`` (one
 keep-alive connection, requests sent one after another). Without ``--predictor-root`` an xgboost predictor is trained
@@ -7,11 +8,13 @@ so the server's parsed-graph cache does not flatter the numbers; ``--repeat`` ad
 
     python benchmarks/bench_service.py                      # synthetic predictor
     python benchmarks/bench_service.py --predictor-root ~/.leti/predictors --target pixel4-tflite2.1-cpu-a76
+    python benchmarks/bench_service.py --memory             # peak RSS under a chunked flood (goal: < 200 MB added)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -114,6 +117,142 @@ def batches(client, target: str, predictor: str | None, archs: list[str], size: 
     return rates
 
 
+# ---- memory -----------------------------------------------------------------------------------------------------
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process in MB, from /proc (VmHWM is the high-water mark)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def chunked_post(url: str, token: str | None, frames, timeout: float = 600.0) -> tuple[int, int]:
+    """POST a chunked body made of ``frames`` on a raw socket, stopping when the server answers; (status, bytes
+    sent). httpx would send it too, but it stops at the first refused write without reading the answer."""
+    import select
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(head)
+        for data in frames:
+            if select.select([s], [], [], 0)[0]:
+                break
+            try:
+                s.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            except OSError:
+                break
+            sent += len(data)
+        else:
+            s.sendall(b"0\r\n\r\n")
+        reply = b""
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except OSError:
+            pass
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0, sent
+
+
+def batch_body(items: list[dict], target: str, chunk: int = 1 << 16):
+    """A predict request as frames of ``chunk`` bytes."""
+    data = json.dumps({"target": target, "archs": items}, separators=(",", ":")).encode()
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)], len(data)
+
+
+def dense_arch(stacks: int, cells: int) -> dict:
+    """A leti arch of 256-node cells with ~16k edges each: the largest kind of network a request can ask for."""
+    n = 256
+    adj = [[1 if j == i + 1 or (j > i and (j - i) % 2 == 0) else 0 for j in range(n)] for i in range(n)]
+    config = {"stacks": stacks, "cells_per_stack": cells, "channels": 8, "merge": "sum", "downsample": "conv"}
+    return {"adjacency": adj, "layers": ["input"] + ["conv"] * (n - 2) + ["output"], "config": config,
+            "space": "leti"}  # fmt: skip
+
+
+def memory(proc, url: str, target: str, args) -> None:
+    """Peak RSS of the server after each scenario, in order; each is a worst case the limits must hold."""
+    import threading
+
+    from leti.service import Client
+    from leti.service.app import ARCH_SIZE, DEFAULT_MAX_BODY, IN_FLIGHT_BODIES
+    from leti.space import nb201, sample
+    from leti.space.expand import expanded_size
+
+    with Client(url, token="") as c:
+        c.predict(sample("nb201", 1, seed=99)[0][1], target)
+        health = c.health()
+    base, _ = rss_mb(proc.pid)
+    print(f"server limits: max_batch {health['max_batch']:,}, max_body {health['max_body']:,} bytes, "
+          f"{IN_FLIGHT_BODIES} bodies in flight, {ARCH_SIZE:,} nodes + edges an arch; RSS after one request "
+          f"{base:.0f} MB")  # fmt: skip
+
+    def report(what: str, extra: str = "") -> float:
+        now, peak = rss_mb(proc.pid)
+        print(f"  {what:<58} peak RSS {peak:6.0f} MB (+{peak - base:4.0f})  now {now:6.0f} MB  {extra}")
+        return peak - base
+
+    rng = np.random.default_rng(args.seed)
+    junk = (b"[" * (1 << 16) for _ in range(int(args.flood_mb * 16)))
+    status, sent = chunked_post(url, None, junk)
+    report(f"{args.flood_mb:,.0f} MB chunked body", f"-> {status} after {sent / 2**20:.1f} MB sent")
+    max_body = health.get("max_body") or DEFAULT_MAX_BODY
+    cells = nb201.all_strings()
+    items = [{"space": "nb201", "arch": cells[i]} for i in rng.permutation(len(cells))[: health["max_batch"]]]
+    frames, size = batch_body(items, target)
+    status, _ = chunked_post(url, None, frames)
+    report(f"full batch: {len(items):,} NB201 archs ({size / 2**20:.1f} MB)", f"-> {status}")
+    leti_archs = [{"arch": a.to_dict()} for a, _ in sample("leti", 4000, seed=args.seed)]
+    per = len(json.dumps(leti_archs[0])) + 1
+    fill = leti_archs * (max_body // per // len(leti_archs) + 1)
+    frames, size = batch_body(fill[: min(health["max_batch"], max_body // per - 2)], target)
+    status, _ = chunked_post(url, None, frames)
+    report(f"full body: leti Arch JSON ({size / 2**20:.1f} MB)", f"-> {status}")
+    stacks, n_cells = 2, 1
+    while expanded_size_of(dense_arch(stacks, n_cells + 1), expanded_size) <= ARCH_SIZE and n_cells < 12:
+        n_cells += 1
+    big = dense_arch(stacks, n_cells)
+    frames, size = batch_body([{"arch": big}], target)
+    status, _ = chunked_post(url, None, frames)
+    report(f"one arch of {expanded_size_of(big, expanded_size):,} nodes + edges", f"-> {status}")
+    frames, size = batch_body([{"arch": dense_arch(8, 12)}], target)
+    status, _ = chunked_post(url, None, frames)
+    report(
+        f"one arch of {expanded_size_of(dense_arch(8, 12), expanded_size):,} nodes + edges", f"-> {status}"
+    )
+    # the flood: concurrent uploads, each a full body of distinct NB201 archs, plus junk bodies over the cap
+    results: list = []
+
+    def upload(k: int) -> None:
+        if k % 2:
+            results.append(chunked_post(url, None, (b"[" * (1 << 16) for _ in range(64 * 16))))
+            return
+        sub = [
+            {"space": "nb201", "arch": cells[i]} for i in rng.permutation(len(cells))[: health["max_batch"]]
+        ]
+        results.append(chunked_post(url, None, batch_body(sub, target)[0]))
+
+    threads = [threading.Thread(target=upload, args=(k,)) for k in range(args.flood_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted({r[0] for r in results})
+    added = report(f"flood: {args.flood_clients} concurrent chunked uploads", f"-> {codes}")
+    print(
+        f"peak RSS added over all scenarios: {added:.0f} MB (goal < 200 MB: {'met' if added < 200 else 'NOT met'})"
+    )
+
+
+def expanded_size_of(d: dict, expanded_size) -> int:
+    from leti.space import Arch
+
+    return expanded_size(Arch.from_dict(d))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predictor-root", help="trained predictors to serve (default: train a synthetic one)")
@@ -127,6 +266,9 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--repeat", action="store_true", help="also time archs the server has already seen")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--memory", action="store_true", help="measure peak server RSS instead of latency")
+    ap.add_argument("--flood-mb", type=float, default=800, help="size of the oversized chunked body")
+    ap.add_argument("--flood-clients", type=int, default=16, help="concurrent uploads in the flood")
     args = ap.parse_args()
 
     from leti.service import Client
@@ -152,6 +294,9 @@ def main() -> int:
                 target = args.target or (
                     SYNTHETIC_TARGET if not args.predictor_root else client.targets()[0]["target"]
                 )
+                if args.memory:
+                    memory(proc, url, target, args)
+                    return 0
                 n_single = args.warmup + args.requests
                 n_batch = args.batch_size * args.batches
                 need = n_single + n_batch

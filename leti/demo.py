@@ -36,7 +36,9 @@ def run(n: int, train_size: int, runs: int, console: Console) -> None:
     from leti.workflows.generate import generate
 
     store = Store.open(default_store_path())
-    console.print(f"[bold]1. generate[/] {n} NAS-Bench-101 archs on {TARGET} (store: {store.path})")
+    console.print(
+        f"[bold]1. generate[/] {n} NAS-Bench-101 archs on {TARGET} (store: {store.location.display})"
+    )
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as prog:  # fmt: skip

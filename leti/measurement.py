@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from leti.errors import LetiError
 from leti.targets import parse_target
+
+# Timed runs and warm-up runs per measurement: the one default of every command and workflow that measures
+DEFAULT_RUNS = 30
+DEFAULT_WARMUP = 3
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,8 @@ class Settings:
     """How to run one benchmark. Defaults suit a quick but stable host measurement."""
 
     threads: int = 1
-    warmup: int = 3
-    runs: int = 30
+    warmup: int = DEFAULT_WARMUP
+    runs: int = DEFAULT_RUNS
     min_time_s: float = 0.0  # keep running past ``runs`` until this much time has passed
     xnnpack: bool = True
     delegate: str = "cpu"  # cpu | gpu | nnapi
@@ -81,6 +83,8 @@ class Measurement:
 
     @classmethod
     def from_samples(cls, samples_ms, **extra) -> Measurement:
+        import numpy as np  # here: the command line reads this module's defaults without numpy
+
         a = np.asarray(samples_ms, dtype=float)
         if a.size == 0:
             raise LetiError("no timing samples", "measurement")

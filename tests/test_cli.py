@@ -132,5 +132,5 @@ def test_lut_build_measures_every_layer_and_saves_a_lut(capsys, home):
     assert (d.latency_ms > 0).all() and d.n_missing.tolist() == [0, 0]
     assert main([*argv[:-1], "0"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "leti: error: rounds: must be a positive integer, got 0"
+        "leti: error: lut build: argument --rounds: must be an integer >= 1, got '0'"
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -168,7 +167,13 @@ def test_import_is_idempotent_and_counts(tmp_path, store):
     dead = NB201.replace("avg_pool_3x3~1", "none~1")
     rows = [
         ("nb201", NB201, "pixel3-tflite-cpu", 3.0, "paper"),
-        ("nb201", NB201, "pixel3-tflite-cpu", 4.0, "paper"),  # same arch measured twice: the first is kept
+        (
+            "nb201",
+            NB201,
+            "pixel3-tflite-cpu",
+            4.0,
+            "paper",
+        ),  # same arch, another value: a conflict, first kept
         ("nb201", NB201, "raspi4-tflite-cpu", 9.0, "paper"),
         ("nb201", dead, "pixel3-tflite-cpu", 2.0, ""),  # no source: the file name
         ("leti", LETI_ARCH, "pixel3-tflite-cpu", 5.0, "paper"),
@@ -183,14 +188,8 @@ def test_import_is_idempotent_and_counts(tmp_path, store):
         return standin_parse(space, text)
 
     rep = import_csv(store, path, parse, progress=lambda done, total: progress.append((done, total)))
-    assert (rep.rows, rep.archs, rep.archs_new, rep.targets_new, rep.measurements_new, rep.duplicates) == (
-        5,
-        3,
-        3,
-        2,
-        4,
-        1,
-    )
+    counts = (rep.rows, rep.archs, rep.archs_new, rep.targets_new, rep.measurements_new, rep.duplicates)
+    assert counts == (5, 3, 3, 2, 4, 0) and rep.conflicts == 1
     assert len(calls) == len(set(calls)) == 3  # each distinct arch parsed once
     assert progress[-1] == (5, 5)
     assert "5 rows" in rep.summary()
@@ -203,7 +202,8 @@ def test_import_is_idempotent_and_counts(tmp_path, store):
     assert store.get_target("raspi4-tflite-cpu").device == ""  # name only
 
     again = import_csv(store, path, standin_parse)
-    assert (again.archs_new, again.targets_new, again.measurements_new, again.duplicates) == (0, 0, 0, 5)
+    assert (again.archs_new, again.targets_new, again.measurements_new, again.duplicates) == (0, 0, 0, 4)
+    assert again.conflicts == 1 and "1 conflicts (kept the stored values" in again.summary()
     st = store.stats()
     assert st["measurements"] == 4 and st["archs"] == 3
     assert st["per_target"] == {"pixel3-tflite-cpu": 3, "raspi4-tflite-cpu": 1}
@@ -224,15 +224,14 @@ def test_invalid_arch_is_reported_with_its_line_and_nothing_is_written(tmp_path,
     assert store.stats()["archs"] == 0 and store.stats()["measurements"] == 0
 
 
-def test_import_of_15625_rows_is_fast(tmp_path, store):
+def test_import_of_15625_rows(tmp_path, store):
+    """The whole NB201 space in one file (its speed is printed by benchmarks/bench_store.py, not tested)."""
     path = tmp_path / "big.csv"
     write_measurement_csv(
         path, [("nb201", f"|arch{i}~0|", "pixel3-tflite-cpu", 1.0 + i / 7, "gen") for i in range(15_625)]
     )
-    t0 = time.perf_counter()
     rep = import_csv(store, path, standin_parse)
-    assert time.perf_counter() - t0 < 2.0
-    assert rep.measurements_new == 15_625
+    assert rep.measurements_new == 15_625 and store.stats()["measurements"] == 15_625
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent: no real measurement files to import")

@@ -64,7 +64,7 @@ def test_train_records_everything_and_tests_on_unseen_archs(store, tmp_path):
     tr, te = split_by_hash(data.hashes, 100, 3)
     assert sorted(meta["train_hashes"]) == sorted(set(data.hashes[tr]))
     assert meta["n_test"] == te.size and not set(data.hashes[te]) & set(meta["train_hashes"])
-    assert (tmp_path / "ta-cpu" / "lightgbm" / "meta.json").is_file()
+    assert (tmp_path / "ta-cpu" / "lightgbm" / "v1" / "meta.json").is_file() and meta["version"] == 1
     # the saved predictor, evaluated later, sees exactly the same held-out archs and scores the same
     ev = E.evaluate(store, "ta-cpu", "lightgbm", root=tmp_path, return_predictions=True)
     assert ev["n_test"] == meta["n_test"] and ev["held_out"] and ev["family"] == "lightgbm"
@@ -109,12 +109,14 @@ def test_plot_writes_a_png(tmp_path):
 
 def test_report_and_learning_curve(store, tmp_path):
     md = E.report(store, "nb201", train_size=80, families=["flops", "lut"], out_dir=tmp_path)
-    lines = [ln for ln in md.splitlines() if ln.startswith(("| ta-", "| tb-"))]
-    assert len(lines) == 4  # 2 targets x 2 families
-    assert {ln.split("|")[1].strip() for ln in lines} == {"ta-cpu", "tb-gpu"}
+    sections = md.split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["ta-cpu", "tb-gpu"]
+    for s in sections:  # one row per family, then the plot
+        assert [ln.split("|")[1].strip() for ln in s.splitlines() if ln.startswith("| ") and "---" not in ln][1:] == [
+            "flops", "lut"]  # fmt: skip
     assert "acc@10" in md and "ρ" in md and "τ" in md
     assert (tmp_path / "ta-cpu.png").is_file() and (tmp_path / "tb-gpu.png").is_file()
-    assert (tmp_path / "report.md").read_text().startswith(md)
+    assert (tmp_path / "report.md").read_text() == md and (tmp_path / "report.html").is_file()
 
     curve = E.learning_curve(store, "ta-cpu", "lut", sizes=(20, 60, 120))
     assert [c["train_size"] for c in curve] == [20, 60, 120]

@@ -101,3 +101,51 @@ def test_binding_syntax():
     for bad in ("p4-tflite-gpu", "p4@tcp:", "P4@usb", "host-litert-cpu-1t@tcp:a b"):
         with pytest.raises(TargetError):
             parse_binding(bad)
+
+
+def _generate_argv(dev, binary, n: int, *extra) -> list[str]:
+    return ["generate", "--space", "nb201", "-n", str(n), "--seed", "11", "--target",
+            f"phone-tflite-cpu-1t@tcp:{dev.serial}", "--benchmark-binary", str(binary), "--runs", "2", "--warmup",
+            "0", "--backoff", "0.05", "--attempts", "1", *extra]  # fmt: skip
+
+
+def test_two_identical_generate_runs_at_once_both_exit_0(tmp_path):
+    """They share the run's queue; the one that runs out of pending jobs first waits for the other's leases."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(make_fake_elf("arm64-v8a"))
+    env = {**os.environ, "LETI_HOME": str(tmp_path / "home"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    with LoopbackAdbDevice(DeviceProfile(serialno="TWIN")) as dev:
+        argv = [sys.executable, "-m", "leti.cli", *_generate_argv(dev, binary, 6, "--json", "--quiet")]
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]  # fmt: skip
+        outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-500:] for _, e in outs]
+    reports = [json.loads(o) for o, _ in outs]
+    assert all(
+        r["progress"] == {"pending": 0, "running": 0, "done": 6, "failed": 0, "total": 6} for r in reports
+    )
+    assert sum(w["measured"] for r in reports for w in r["workers"]) == 6  # each job measured once
+    assert len(Store.open(tmp_path / "home" / "leti.db").measurements()) == 6
+
+
+def test_failed_jobs_keep_the_exit_status_non_zero_until_retried(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LETI_HOME", str(tmp_path / "home"))
+    wrong = tmp_path / "benchmark_model_x86"
+    wrong.write_bytes(make_fake_elf("x86_64"))  # a binary for the wrong ABI: every job fails
+    right = tmp_path / "benchmark_model"
+    right.write_bytes(make_fake_elf("arm64-v8a"))
+    with LoopbackAdbDevice(DeviceProfile(serialno="RETRY")) as dev:
+        bad = _generate_argv(dev, wrong, 2, "--max-attempts", "1", "--max-failures", "5")
+        assert main(bad) == 1
+        out = capsys.readouterr().out
+        assert "2 failed" in out and "--retry-failed" in out
+        assert main(_generate_argv(dev, right, 2)) == 1  # still failed: not retried without the flag
+        capsys.readouterr()
+        assert main(_generate_argv(dev, right, 2, "--retry-failed", "--json")) == 0
+        assert json.loads(capsys.readouterr().out)["progress"]["done"] == 2
+    assert len(Store.open(tmp_path / "home" / "leti.db").measurements()) == 2

@@ -15,6 +15,7 @@ from scipy import stats
 from leti.errors import PredictorError
 from leti.graph.layergraph import OP_CODE, LayerGraph
 from leti.predictors import graph_tensors as GT
+from leti.predictors import manifest
 from leti.predictors.gcn import CONFIG_FILE, STATE_FILE, GCNPredictor
 from leti.space import sample
 
@@ -151,7 +152,9 @@ def test_empty_predict(fitted):
 def test_save_load_round_trip_is_identical(fitted, data, tmp_path):
     _, _, _, g_test, _ = data
     d = fitted.save(tmp_path / "m")
-    assert sorted(p.name for p in d.iterdir()) == sorted([CONFIG_FILE, STATE_FILE, "meta.json"])
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [CONFIG_FILE, STATE_FILE, "meta.json", "manifest.json"]
+    )
     cfg = json.loads((d / CONFIG_FILE).read_text())
     assert cfg["features"] == list(GT.CONTINUOUS) and len(cfg["x_mean"]) == GT.N_CONTINUOUS
     loaded = GCNPredictor.load(d)
@@ -189,6 +192,9 @@ def test_tampered_state_with_objects_is_refused(fitted, tmp_path):
     state = torch.load(d / STATE_FILE, weights_only=True)
     state["evil"] = Payload()
     torch.save(state, d / STATE_FILE)
+    with pytest.raises(PredictorError, match="gcn.pt does not match its SHA-256"):
+        GCNPredictor.load(d)
+    manifest.seal(d)  # even resealed, the weights-only loader refuses the object
     with pytest.raises(PredictorError, match="cannot read the gcn model"):
         GCNPredictor.load(d)
 
@@ -209,6 +215,9 @@ def test_tampered_state_with_objects_is_refused(fitted, tmp_path):
 def test_corrupt_files_raise_predictor_error(damage, fitted, tmp_path):
     d = fitted.save(tmp_path / "m")
     damage(d)
+    with pytest.raises(PredictorError, match="SHA-256|missing"):
+        GCNPredictor.load(d)
+    manifest.seal(d)  # resealed, the readers themselves refuse it, as one line
     with pytest.raises(PredictorError):
         GCNPredictor.load(d)
 

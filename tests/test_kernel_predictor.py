@@ -104,7 +104,7 @@ def test_kernel_measurements_and_round_trip(graphs, tmp_path):
     assert p.kreg_ is not None and {"conv1x1", "conv3x3"} & set(p.kreg_.groups_)
     d = p.save(tmp_path / "k")
     files = sorted(f.name for f in d.iterdir())
-    assert "kernel.json" in files and "kernel_model.txt" in files and "kernel_model.txt.sha256" in files
+    assert "kernel.json" in files and "kernel_model.txt" in files and "manifest.json" in files
     assert not any(f.endswith((".pkl", ".pickle", ".joblib")) for f in files)
     q = load_dir(d)
     assert isinstance(q, KernelPredictor)
@@ -117,14 +117,16 @@ def test_tampered_files_are_refused(graphs, tmp_path):
     d = p.save(tmp_path / "k")
     f = d / "kernel.json"
     f.write_text(f.read_text().replace("[", "[-1, ", 1))
-    with pytest.raises(PredictorError, match="checksum"):
+    with pytest.raises(PredictorError, match="SHA-256"):
         load_dir(d)
     # a consistent file (re-sealed) with negative coefficients is refused too
+    from leti.predictors import manifest
     from leti.predictors.registry import write_json_checked
 
     info = json.loads((tmp_path / "k" / "kernel.json").read_text().replace("[-1, ", "[", 1))
     info["coef"][0] = -1.0
     write_json_checked(f, info)
+    manifest.seal(d)
     with pytest.raises(PredictorError, match="non-negative"):
         load_dir(d)
 

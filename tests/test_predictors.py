@@ -10,21 +10,30 @@ import pytest
 
 from leti.errors import GraphError, PredictorError
 from leti.graph.builder import GraphBuilder
+from leti.predictors import auto as AU
+from leti.predictors import calibrate as C
 from leti.predictors import features as F
 from leti.predictors import lut as L
+from leti.predictors import manifest
 from leti.predictors import registry as R
 from leti.predictors.auto import AutoPredictor, kfold_indices
 from leti.predictors.flops import FlopsPredictor
+from leti.predictors.linear import ALPHAS as L_ALPHAS
 from leti.predictors.metrics import metrics
 from leti.space import sample
 
 FAST = {  # small but real models: the tests train them for real
     "lut": {},
     "flops": {"clusters": 2},
+    "linear": {},
     "xgboost": {"n_estimators": 150},
     "lightgbm": {"n_estimators": 150},
     "catboost": {"n_estimators": 150},
-    "auto": {"candidates": [["flops", {}], ["lut", {}], ["lightgbm", {"n_estimators": 60}]], "folds": 3},
+    "auto": {
+        "candidates": [["flops", {}], ["lut", {}], ["lightgbm", {"n_estimators": 60}]],
+        "folds": 3,
+        "repeats": 1,
+    },
 }
 TABULAR = tuple(FAST)
 
@@ -77,7 +86,7 @@ def test_families_and_errors():
     assert set(TABULAR) <= set(R.FAMILIES) and "gcn" in R.FAMILIES
     with pytest.raises(PredictorError, match="unknown predictor family"):
         R.make("svm")
-    with pytest.raises(PredictorError, match="bad hyper-parameters"):
+    with pytest.raises(PredictorError, match="unknown hyper-parameter"):
         R.make("lightgbm", n_trees=3)
     with pytest.raises(PredictorError, match="not fitted"):
         R.make("xgboost").predict([])
@@ -309,16 +318,158 @@ def test_auto_picks_the_family_that_fits(data):
 
 
 def test_auto_selection_rules():
-    from leti.predictors.auto import choose
-
-    a = {"acc10": 0.76, "acc5": 0.20, "spearman": 0.960, "kendall": 0.85}  # most within 10%, but ranks worse
-    b = {"acc10": 0.72, "acc5": 0.64, "spearman": 0.975, "kendall": 0.88}
-    c = {"acc10": 0.40, "acc5": 0.20, "spearman": 0.850, "kendall": 0.70}
-    assert choose([a, b, c], "rank") == 1
-    assert choose([a, b, c], "acc10") == 0
-    assert choose([{**a, "spearman": float("nan")}, c], "rank") == 0  # NaN only loses its own column
+    # per fold: acc10, acc5, rho, tau. a: most within 10%, but ranks worse; b: ranks best; c: poor
+    a = [0.76, 0.20, 0.960, 0.85]
+    b = [0.72, 0.64, 0.975, 0.88]
+    c = [0.40, 0.20, 0.850, 0.70]
+    S = np.array([[a] * 4, [b] * 4, [c] * 4])
+    assert AU.choose(S, select="rank") == 1
+    assert AU.choose(S, select="acc10") == 0
+    nan_rho = S.copy()
+    nan_rho[0, :, 2] = np.nan
+    assert AU.choose(nan_rho[[0, 2]], select="rank") == 0  # NaN only loses its own column
     with pytest.raises(PredictorError, match="select"):
         AutoPredictor(candidates=["lut"], select="best").fit(*_tiny())
+
+
+def test_one_standard_error_prefers_the_simpler_of_two_tied_candidates():
+    base = np.array([0.80, 0.70, 0.950, 0.85])  # acc10, acc5, rho, tau
+    swing = 0.02 * np.array([1, -1] * 5)[:, None]  # ten folds that favour one, then the other
+    complex_ = base + swing
+    simple = base - 0.005 - swing  # a hair worse on average, well within the fold-to-fold noise
+    S = np.array([complex_, simple])
+    for select in ("rank", "acc10"):
+        assert AU.choose(S, [3.0, 1.0], select, one_se=False) == 0
+        assert AU.choose(S, [3.0, 1.0], select, one_se=True) == 1
+    # a clearly better complex model still wins
+    clear = np.array([complex_, complex_ - 0.2])
+    assert AU.choose(clear, [3.0, 1.0], "acc10") == 0 and AU.choose(clear, [3.0, 1.0], "rank") == 0
+
+
+def test_quantised_targets_are_detected_and_snapped_in_order():
+    rng = np.random.default_rng(1)
+    y = rng.uniform(2, 20, 500)
+    assert C.grid_step(np.round(y)) == 1.0
+    assert C.grid_step(np.round(y * 2) / 2) == 0.5
+    assert C.grid_step(y) is None  # no grid
+    assert C.grid_step(np.round(y, 3)) is None  # a microsecond resolution is not a coarse grid
+    p = np.sort(rng.uniform(0.5, 21, 300))
+    for shrink in C.SHRINKS:
+        q = C.snap(p, 1.0, shrink, lowest=1.0)
+        assert (np.diff(q) > 0).all()  # order kept: rho cannot change
+        assert np.abs(q - np.maximum(np.round(p), 1.0)).max() <= 0.5 * shrink + 1e-12
+    assert np.array_equal(C.snap(p, 1.0, 1.0, 1.0), p)
+
+
+def test_auto_on_whole_ms_readings_snaps_towards_the_grid(data):
+    graphs, y = data
+    ms = np.maximum(np.round(y * 8), 1.0)  # readings of 2..30 ms, as a phone app that reports whole ms
+    auto = AutoPredictor(candidates=[["linear", {}], ["lut", {}]], folds=3, repeats=1).fit(
+        graphs[:150], ms[:150]
+    )
+    assert auto.grid_ms_ == 1.0 and 0 < auto.shrink_ <= 1
+    raw = auto.models_[0].predict(graphs[150:])
+    p = auto.predict(graphs[150:])
+    assert np.abs(p - np.round(p)).max() <= np.abs(raw - np.round(raw)).max() + 1e-12
+    assert metrics(ms[150:], p)["spearman"] == pytest.approx(metrics(ms[150:], raw)["spearman"])
+    off = AutoPredictor(candidates=[["linear", {}]], folds=3, repeats=1, quantised="off").fit(
+        graphs[:150], ms[:150]
+    )
+    assert off.grid_ms_ is None
+
+
+def test_mode_shift_moves_predictions_to_the_typical_value_and_keeps_their_order(data, tmp_path):
+    rng = np.random.default_rng(5)
+    truth = rng.uniform(2, 40, 4000)
+    # lopsided noise: most runs near the typical time, a third of them 25-60% slower
+    slow = rng.random(truth.size) < 0.33
+    y = truth * np.where(slow, rng.uniform(1.25, 1.6, truth.size), rng.normal(1.0, 0.02, truth.size))
+    mean_model = truth * float(np.mean(y / truth))  # what a least-squares fit aims at: too slow for most runs
+    shift = C.ModeShift.fit(mean_model[:2000], y[:2000])
+    p = shift(mean_model[2000:])
+    assert C.acc10(y[2000:], p) > C.acc10(y[2000:], mean_model[2000:]) + 0.2
+    assert (np.diff(shift(np.sort(mean_model))) > 0).all()  # strictly increasing: rho cannot change
+    back = C.ModeShift.from_json(json.loads(json.dumps(shift.to_json())))
+    assert np.array_equal(back(mean_model), shift(mean_model))
+    with pytest.raises(ValueError):
+        C.ModeShift.from_json({"knots_log_ms": [0.0, 0.1], "shifts": [0.0, 0.5]})  # would reverse the order
+    # auto keeps the shift when it helps out of fold, saves it, and loads it back
+    graphs, y_syn = data
+    noisy = y_syn * np.where(rng.random(y_syn.size) < 0.3, 1.4, 1.0)
+    auto = AutoPredictor(candidates=[["linear", {}]], folds=3, repeats=1).fit(graphs[:150], noisy[:150])
+    assert auto.cv_scores_[0]["mode_shift"] == (auto.shift_ is not None)
+    auto.save(tmp_path / "s")
+    assert np.array_equal(R.load_dir(tmp_path / "s").predict(graphs[150:]), auto.predict(graphs[150:]))
+
+
+def test_auto_blends_and_saves_every_member(data, tmp_path):
+    graphs, y = data
+    auto = AutoPredictor(candidates=[["linear", {}], ["lut", {}]], folds=3, repeats=2, stack=2, one_se=False)
+    auto.fit(graphs[:150], y[:150], groups=[f"g{i // 2}" for i in range(150)])
+    assert len(auto.cv_scores_) == 3
+    blend = auto.cv_scores_[2]
+    assert set(blend["family"].split("+")) == {"linear", "lut"}
+    assert blend["complexity"] == 3.0  # one more than the lut
+    auto.chosen_ = {"family": "linear+lut", "params": {}, "members": [{"family": "linear", "params": {}},
+                                                                      {"family": "lut", "params": {}}]}  # fmt: skip
+    auto.models_ = [R.make("linear").fit(graphs[:150], y[:150]), R.make("lut").fit(graphs[:150], y[:150])]
+    p = auto.predict(graphs[150:])
+    assert np.allclose(
+        p, np.sqrt(auto.models_[0].predict(graphs[150:]) * auto.models_[1].predict(graphs[150:]))
+    )
+    auto.save(tmp_path / "a")
+    back = R.load_dir(tmp_path / "a")
+    assert [m.family for m in back.models_] == ["linear", "lut"]
+    assert np.array_equal(back.predict(graphs[150:]), p)
+
+
+def test_topology_columns_and_monotone_boosting_round_trip(data, tmp_path):
+    graphs, y = data
+    for family, params in (("lightgbm", {"topology": "all", "monotone": True, "n_estimators": 80}),
+                           ("xgboost", {"topology": "path+big", "n_estimators": 40}),
+                           ("linear", {"inputs": "features", "topology": "all", "alpha": 1.0})):  # fmt: skip
+        pred = R.make(family, **params).fit(graphs[:150], y[:150])
+        assert (pred.columns_ >= F.N_FEATURES).any()  # it reads topology columns
+        pred.save(tmp_path / family)
+        assert np.array_equal(R.load_dir(tmp_path / family).predict(graphs[150:]), pred.predict(graphs[150:]))
+    with pytest.raises(PredictorError, match="unknown topology group"):
+        R.make("lightgbm", topology="everything").fit(graphs[:20], y[:20])
+    # monotone in work: more MACs (or a higher LUT estimate) never make the prediction faster
+    mono = R.make("lightgbm", monotone=True, n_estimators=80).fit(graphs[:150], y[:150])
+    X = mono._design(graphs[150:], mono._base_predict(graphs[150:]))
+    j = int(np.flatnonzero(mono.columns_ == F.feature_index("tot.live_macs"))[0])
+    assert F.monotone_signs()[mono.columns_[j]] == 1
+    for col, step in ((j, 2e8), (X.shape[1] - 1, 1.0)):  # (the last column is the LUT's log estimate)
+        more = X.copy()
+        more[:, col] += step
+        assert (mono._raw_predict(more) >= mono._raw_predict(X) - 1e-12).all()
+
+
+def test_linear_fits_op_counts_and_resists_outliers(data, tmp_path):
+    graphs, y = data
+    X = F.featurize(graphs)
+    # exactly linear in two op counts: a ridge with a tiny penalty finds it
+    exact = 0.5 + 0.02 * X[:, F.feature_index("kind.conv_k3_s1.live.count")] + 0.01 * X[:, F.feature_index(
+        "kind.add.live.count")]  # fmt: skip
+    lin = R.make("linear", alpha=1e-6).fit(graphs[:150], exact[:150])
+    assert np.allclose(lin.predict(graphs[150:]), exact[150:], rtol=1e-4)
+    # a fifth of the readings twice too slow: Huber keeps the fit on the rest
+    bad = exact.copy()
+    bad[:150:5] *= 2
+    huber = R.make("linear", loss="huber", alpha=1e-6).fit(graphs[:150], bad[:150])
+    ridge = R.make("linear", loss="ridge", alpha=1e-6).fit(graphs[:150], bad[:150])
+    assert metrics(exact[150:], huber.predict(graphs[150:]))["acc5"] == 1.0
+    assert metrics(exact[150:], ridge.predict(graphs[150:]))["acc5"] < 1.0
+    # the penalty chosen by grouped CV, saved and read back as JSON
+    cv = R.make("linear", inputs="features").fit(
+        graphs[:150], y[:150], groups=[f"g{i // 3}" for i in range(150)]
+    )
+    assert cv.alpha_ in L_ALPHAS
+    cv.save(tmp_path / "lin")
+    assert np.array_equal(R.load_dir(tmp_path / "lin").predict(graphs[150:]), cv.predict(graphs[150:]))
+    for bad_params in ({"inputs": "pixels"}, {"loss": "l0"}, {"alpha": -1}, {"delta": 0}):
+        with pytest.raises(PredictorError):
+            R.make("linear", **bad_params).fit(graphs[:20], y[:20])
 
 
 def test_kfold_groups_stay_together():
@@ -369,7 +520,7 @@ def test_registry_dirs_save_load_best(data, tmp_path, monkeypatch):
 
 
 def _model_files(d):
-    return [p for p in d.rglob("*") if p.is_file() and p.suffix not in (".sha256",) and p.name != "meta.json"]
+    return [p for p in d.rglob("*") if p.is_file() and p.name not in ("meta.json", "manifest.json")]
 
 
 @pytest.mark.parametrize("family", TABULAR)
@@ -400,30 +551,34 @@ def test_corrupt_or_tampered_directories_give_one_line(family, data, tmp_path):
                 g.write_bytes(data_[: len(data_) // 2])
             else:
                 g.unlink()
-            check(d, "checksum|missing|edited|no trained|not a saved")
+            check(d, "SHA-256|missing|edited|no trained|not a saved")
         # garbage that matches a fresh seal still fails in the parser, as one line
         d = tmp_path / f"resealed{i}"
         shutil.copytree(good, d)
         g = d / f.relative_to(good)
         g.write_bytes(g.read_bytes()[: max(1, len(g.read_bytes()) // 3)])
-        R.seal(g)
+        manifest.seal(d)
         check(d, ".")
-    # meta.json problems
+    # meta.json problems, resealed so that they reach the reader
     d = tmp_path / "badmeta"
     shutil.copytree(good, d)
     (d / "meta.json").write_text("{not json")
+    check(d, "SHA-256")
+    manifest.seal(d)
     check(d, "not valid JSON")
     meta = json.loads((good / "meta.json").read_text())
     d = tmp_path / "mismatch"
     shutil.copytree(good, d)
     other = "lut" if family != "lut" else "flops"
     (d / "meta.json").write_text(json.dumps({**meta, "family": other}))
+    manifest.seal(d)
     check(d, ".")
     with pytest.raises(PredictorError, match=f"holds a '{family}' predictor"):
         R.family_class(other).load(good)
     d = tmp_path / "version"
     shutil.copytree(good, d)
     (d / "meta.json").write_text(json.dumps({**meta, "feature_version": -1}))
+    manifest.seal(d)
     check(d, "feature version")
 
 

@@ -25,6 +25,7 @@ from leti.space import Arch, fbnet, nb101, sample
 TARGET = "host-litert-cpu-1t"
 TOKEN = "t0ken-for-tests"
 MAX_BATCH = 64
+MAX_BODY = 1 << 20
 NOISE_FLOOR = 0.04
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,8 +116,9 @@ def wait_healthy(url: str, timeout: float = 60.0) -> None:
 def server(home, tmp_path_factory):
     """``leti serve`` in its own process on an ephemeral loopback port, token from $LETI_TOKEN."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "LETI_HOME": str(home[0]), "LETI_TOKEN": TOKEN}
-    cmd = [sys.executable, "-m", "leti.cli", "serve", "--port", "0", "--max-batch", str(MAX_BATCH)]
+    env = {**os.environ, "LETI_HOME": str(home[0]), "LETI_TOKEN": TOKEN, "LETI_ZOO": "off"}
+    cmd = [sys.executable, "-m", "leti.cli", "serve", "--port", "0", "--max-batch", str(MAX_BATCH),
+           "--max-body", str(MAX_BODY)]  # fmt: skip
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -163,7 +165,16 @@ def test_response_shape_and_default_predictor_is_best(server, best, home):
     r = httpx.post(f"{server}/v1/predict", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200, r.text
     res = r.json()
-    assert set(res) == {"target", "predictor", "n", "latency_ms"}
+    assert set(res) == {
+        "target",
+        "predictor",
+        "n",
+        "latency_ms",
+        "coverage",
+        "interval_ms",
+        "in_distribution",
+        "why",
+    }
     assert (
         res["target"] == TARGET and res["predictor"] == best and res["n"] == 3 and len(res["latency_ms"]) == 3
     )
@@ -317,7 +328,10 @@ ERROR_CASES = [
     ("target wrong type", {"target": 5, "archs": []}, AUTH, 422, "target", "string"),
     ("archs missing", {"target": TARGET}, AUTH, 422, "archs", "required"),
     ("archs wrong type", {"target": TARGET, "archs": "abc"}, AUTH, 422, "archs", "list"),
-    ("item wrong type", {"target": TARGET, "archs": [NB201]}, AUTH, 422, "archs[0]", "object"),
+    ("item wrong type", {"target": TARGET, "archs": [5]}, AUTH, 422, "archs[0]", "a string, an object or a list"),
+    ("unknown request space", {"target": TARGET, "space": "nb999", "archs": []}, AUTH, 422, "space", "nb999"),
+    ("index out of range", {"target": TARGET, "archs": [{"space": "nb201", "index": 15625}]}, AUTH, 422, "archs[0].index", "0..15624"),
+    ("index without space", {"target": TARGET, "archs": [{"index": 3}]}, AUTH, 422, "archs[0].space", "needs its space"),
     ("space wrong type", {"target": TARGET, "archs": [{"space": 3, "arch": NB201}]}, AUTH, 422, "archs[0].space", "string"),
     ("arch wrong type", {"target": TARGET, "archs": [{"arch": 3.5}]}, AUTH, 422, "archs[0].arch", "string, an object or a list"),
     ("unknown space", {"target": TARGET, "archs": [{"space": "nb999", "arch": NB201}]}, AUTH, 422, "archs[0].space", "nb999"),
@@ -361,23 +375,134 @@ def test_info_endpoints_need_the_token(server, path):
 
 
 def test_unknown_path_and_method(server):
-    r = httpx.get(f"{server}/v2/predict")
+    r = httpx.get(f"{server}/v2/predict", headers=AUTH)
     assert r.status_code == 404 and r.json()["field"] == "path"
+    # without the token every path but health and the docs is closed, known or not
+    assert httpx.get(f"{server}/v2/predict").status_code == 401
     r = httpx.get(f"{server}/v1/predict", headers=AUTH)
     assert r.status_code == 405 and r.json()["field"] == "method"
 
 
-def test_declared_oversized_body_is_refused_before_reading(server):
+def _raw(server: str, head: bytes, body_chunks=(), timeout: float = 20.0) -> tuple[bytes, int]:
+    """Send ``head`` then ``body_chunks`` on a raw socket (httpx will not send a false length) until the server
+    answers; returns the reply and how many body bytes were sent before it came."""
+    import select
+
     host, port = server.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:  # httpx will not send a false length
-        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 1000000000000\r\nConnection: close\r\n\r\n{}")  # fmt: skip
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(head)
+        for chunk in body_chunks:
+            if select.select([s], [], [], 0)[0]:  # the server has answered: stop sending
+                break
+            try:
+                s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
         reply = b""
-        while chunk := s.recv(65536):
-            reply += chunk
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    return reply, sent
+
+
+def _status(reply: bytes) -> tuple[bytes, dict]:
     head, _, body = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413")
-    assert json.loads(body)["field"] == "body"
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+HEAD = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+AUTH_LINE = f"Authorization: Bearer {TOKEN}\r\n".encode()
+
+
+def test_declared_oversized_body_is_refused_before_reading(server):
+    reply, _ = _raw(
+        server, HEAD + AUTH_LINE + b"Content-Length: 1000000000000\r\nConnection: close\r\n\r\n{}"
+    )
+    status, body = _status(reply)
+    assert status.startswith(b"HTTP/1.1 413") and body["field"] == "body"
+    reply, _ = _raw(server, HEAD + AUTH_LINE + b"Content-Length: -5\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400")
+
+
+def test_unauthenticated_body_is_refused_before_reading(server):
+    """Issue 11: with a token, a client without one made the server buffer a 300 MB body before its 401. Now the
+    401 comes from the headers alone, while the body is still unsent."""
+    reply, _ = _raw(server, HEAD + b"Content-Length: 300000000\r\n\r\n", timeout=10)
+    status, body = _status(reply)
+    assert status.startswith(b"HTTP/1.1 401") and body["field"] == "authorization"
+
+
+def test_chunked_body_over_the_cap_is_refused_while_streaming(server):
+    """Issue 11: the cap read only Content-Length, so a chunked 800 MB body was read whole (8.2 GB RSS). Now bytes
+    are counted as they arrive and the answer is a 413 once they pass --max-body, with the rest never read."""
+    chunk = 64 * 1024
+    frame = f"{chunk:x}\r\n".encode() + b"[" * chunk + b"\r\n"
+    head = HEAD + AUTH_LINE + b"Transfer-Encoding: chunked\r\n\r\n"
+    reply, sent = _raw(server, head, (frame for _ in range(50 * MAX_BODY // chunk)))  # up to 50 MB
+    status, body = _status(reply)
+    assert status.startswith(b"HTTP/1.1 413") and body["field"] == "body", reply[:300]
+    assert sent < 10 * MAX_BODY  # what was sent before the answer: the cap, plus what the socket buffers held
+    with Client(server, token=TOKEN) as c:  # and the server is fine
+        assert c.health()["status"] == "ok"
+
+
+def test_chunked_body_under_the_cap_is_served(server):
+    data = json.dumps(_ok(NB201, NB201)).encode()
+    frames = [
+        f"{len(data[i : i + 7]):x}\r\n".encode() + data[i : i + 7] + b"\r\n" for i in range(0, len(data), 7)
+    ]
+    reply, _ = _raw(server, HEAD + AUTH_LINE + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    + b"".join(frames) + b"0\r\n\r\n")  # fmt: skip
+    status, body = _status(reply)
+    assert status.startswith(b"HTTP/1.1 200") and body["n"] == 2
+
+
+def test_stalled_bodies_cannot_hold_the_server(home, monkeypatch):
+    """A body that stops arriving gets a 408; while stalled uploads hold the budget of bodies in flight, another
+    request waits, then gets a 429, and is served once they are gone."""
+    from leti.service import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(app_module, "BUDGET_WAIT_S", 0.5)
+    monkeypatch.setattr(app_module, "IN_FLIGHT_BODIES", 1)
+    app = app_module.create_app(predictor_root=home[0] / "predictors", max_body=MAX_BODY)
+    with app_module.BackgroundServer(app) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n[1,2,\r\n")  # and no more
+            time.sleep(0.2)
+            r = httpx.post(f"{srv.url}/v1/predict", json=_ok(NB201), timeout=10)
+            assert r.status_code == 429 and r.json()["field"] == "body" and r.headers["retry-after"]
+            reply = stalled.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert httpx.post(f"{srv.url}/v1/predict", json=_ok(NB201), timeout=10).status_code == 200
+
+
+def test_errors_do_not_echo_a_large_input(server):
+    """Issue 11: a 422 for a 100 MB arch echoed all of it. Every error is now a short excerpt."""
+    big = "|nor_conv_3x3~0|+" * (MAX_BODY // 20)  # ~0.9 MB of an invalid NB201 cell
+    for arch in (big, {"adjacency": [[0]], "layers": [big]}, [big]):
+        r = httpx.post(
+            f"{server}/v1/predict", json={"target": TARGET, "archs": [{"arch": arch}]}, headers=AUTH
+        )
+        assert r.status_code == 422 and len(r.content) < 1500, (r.status_code, len(r.content))
+    r = httpx.post(f"{server}/v1/predict", json={"target": big[:200_000], "archs": []}, headers=AUTH)
+    assert r.status_code == 422 and len(r.content) < 1500
+
+
+def test_deeply_nested_body_is_a_4xx(server):
+    for depth in (10_000, 200_000):
+        r = httpx.post(f"{server}/v1/predict", content=b"[" * depth + b"]" * depth, headers=AUTH)
+        assert 400 <= r.status_code < 500, r.text[:300]
+        nested = (
+            b'{"target": "%s", "archs": [{"arch": ' % TARGET.encode() + b"[" * depth + b"]" * depth + b"}]}"
+        )
+        r = httpx.post(f"{server}/v1/predict", content=nested, headers=AUTH)
+        assert 400 <= r.status_code < 500, r.text[:300]
 
 
 def test_client_raises_the_servers_message(server, client):
@@ -484,11 +609,11 @@ def test_cli_predict_via_url(server, capsys, monkeypatch):
         (["predict", "--target", TARGET, NB201, "|nor_conv_3x3~0|"], "arch[1]: needs 3 nodes"),
         (["predict", "--target", TARGET, "--space", "nb999", NB201], "nb999"),
         (["predict", "--target", "nokia3310-tflite-cpu", NB201], "target: no trained predictor"),
-        (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no 'gcn' predictor"),
+        (["predict", "--target", TARGET, "--predictor", "gcn", NB201], "predictor: no trained gcn predictor"),
         (["predict", "--target", TARGET], "arch: give one or more archs"),
         (["predict", "--target", TARGET, "--file", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
-        (["serve", "--port", "70000"], "--port: must be 0..65535"),
-        (["serve", "--max-batch", "0"], "--max-batch: must be positive"),
+        (["serve", "--port", "70000"], "--port: must be an integer in [0, 65535]"),
+        (["serve", "--max-batch", "0"], "--max-batch: must be an integer >= 1"),
     ],
 )
 def test_cli_errors_are_one_line(capsys, args, message):
@@ -533,25 +658,35 @@ def test_arch_objects_survive_the_wire(client):
     assert np.array_equal(client.predict(archs, TARGET), predict(archs, TARGET))
 
 
-def test_layer_cap_and_read_only_store(home, tmp_path, monkeypatch):
-    """A request whose archs expand past the server's layer budget gets a 413 naming the arch that crossed it; and
-    /v1/targets never creates a store that is not there."""
+def test_size_caps_and_read_only_store(home, tmp_path, monkeypatch):
+    """A request whose archs expand past the server's budget of nodes + edges gets a 413 naming the arch that
+    crossed it, and so does one arch over the per-arch budget, before it is built; and /v1/targets never creates a
+    store that is not there."""
+    from leti.graph.memo import graph_weight
     from leti.service import app as app_module
 
     texts = held_out(3)
-    layers = [to_arch(t).to_graph().n_nodes for t in texts]
-    monkeypatch.setattr(
-        app_module, "MIN_REQUEST_NODES", layers[0] + layers[1] - 1
-    )  # the second arch crosses it
-    monkeypatch.setattr(app_module, "NODES_PER_ARCH", 1)
+    sizes = [graph_weight(to_arch(t).to_graph()) for t in texts]
+    monkeypatch.setattr(app_module, "MIN_REQUEST_SIZE", sizes[0] + sizes[1] - 1)  # the second arch crosses it
+    monkeypatch.setattr(app_module, "SIZE_PER_ARCH", 1)
     missing_store = tmp_path / "none.db"
     app = app_module.create_app(predictor_root=home[0] / "predictors", store_path=missing_store, max_batch=8)
     with app_module.BackgroundServer(app) as srv, httpx.Client(base_url=srv.url) as http:
         r = http.post("/v1/predict", json=_ok(*texts))
-        assert r.status_code == 413 and r.json()["field"] == "archs[1]" and "layers" in r.json()["detail"]
+        assert (
+            r.status_code == 413 and r.json()["field"] == "archs[1]" and "per request" in r.json()["detail"]
+        )
         assert http.post("/v1/predict", json=_ok(texts[0])).status_code == 200
         (t,) = http.get("/v1/targets").json()["targets"]
         assert t["noise_floor"] is None and not missing_store.exists()
+    monkeypatch.setattr(app_module, "ARCH_SIZE", min(sizes) - 1)
+    app = app_module.create_app(predictor_root=home[0] / "predictors", store_path=missing_store)
+    unseen = held_out(60)[-1]  # not built before, so the memo cannot answer for it
+    with app_module.BackgroundServer(app) as srv, httpx.Client(base_url=srv.url) as http:
+        r = http.post("/v1/predict", json=_ok(unseen))
+        assert (
+            r.status_code == 413 and r.json()["field"] == "archs[0].arch" and "per arch" in r.json()["detail"]
+        )
 
 
 def test_readme_nas_loop_runs_against_the_server(server):

@@ -1,5 +1,6 @@
-"""Fuzz the live HTTP service from its own OpenAPI spec (schemathesis): valid and invalid requests alike must never
-get a 5xx, and every 4xx must be the JSON error body that names a field."""
+"""Fuzz the live HTTP service from its own OpenAPI spec (schemathesis): valid and invalid requests alike, sent with a
+Content-Length or chunked, and bodies over the server's cap, must never get a 5xx, and every 4xx must be the JSON
+error body that names a field."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from leti.space import fbnet, nb101, nb201, sample
 TARGET = (
     "host-litert-cpu-1t"  # the target named in the spec's examples, so example requests reach a predictor
 )
+MAX_BODY = 64 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def live_url(tmp_path_factory):
         mp.setenv("LETI_HOME", str(home))
         pred = registry.make("lut").fit(graphs, y)  # real and quick to fit
         registry.save_trained(pred, TARGET, {"metrics": {"acc10": 0.9}, "seed": 1, "n_train": 60})
-    # a small batch limit keeps generated arrays cheap: anything longer gets a 413 at once
-    app = create_app(predictor_root=home / "predictors", store_path=home / "leti.db", max_batch=16)
+    # small limits keep generated bodies cheap: anything longer gets a 413 at once
+    app = create_app(predictor_root=home / "predictors", store_path=home / "leti.db", max_batch=16,
+                     max_body=MAX_BODY)  # fmt: skip
     with BackgroundServer(app) as srv:
         yield srv.url
 
@@ -66,8 +69,26 @@ def http():
         yield c
 
 
-def check(case, session) -> None:
-    r = case.call(session=session, timeout=30)
+def check(case, session, how: str = "plain") -> None:
+    """Send ``case`` as schemathesis builds it (``plain``), or its body ``chunked``, or padded past the server's cap
+    (``oversized`` with a Content-Length, ``oversized-chunked``: both must be a 413)."""
+    if how == "plain":
+        r = case.call(session=session, timeout=30)
+    else:
+        kw = case.as_transport_kwargs()
+        body = kw.get("data", b"") if "json" not in kw else json.dumps(kw["json"]).encode()
+        body = body.encode() if isinstance(body, str) else bytes(body or b"")
+        if how.startswith("oversized"):
+            body += b" " * (MAX_BODY + 1 - len(body) + len(body) % 97)  # just past the cap
+        headers = {
+            k: v for k, v in kw["headers"].items() if k.lower() not in ("content-length", "transfer-encoding")
+        }
+        data = (body[i : i + 997] for i in range(0, len(body), 997)) if how.endswith("chunked") else body
+        r = session.request(
+            kw["method"], kw["url"], data=data, headers=headers, params=kw.get("params"), timeout=30
+        )
+        if how.startswith("oversized"):
+            assert r.status_code == 413 and r.json()["field"] == "body", r.text[:300]
     assert r.status_code < 500, f"{case.method} {case.path} -> {r.status_code}: {r.text[:300]}"
     if r.status_code >= 400:
         body = r.json()
@@ -92,6 +113,23 @@ def test_no_server_errors(api_schema, session, method, path, mode, n):
     @given(strategy)
     def run(case):
         check(case, session)
+
+    run()
+
+
+TRANSPORTS = ["chunked", "oversized", "oversized-chunked"]
+
+
+@pytest.mark.parametrize("how", TRANSPORTS)
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_no_server_errors_chunked_and_oversized(api_schema, session, mode, how):
+    strategy = api_schema["/v1/predict"]["POST"].as_strategy(generation_mode=GenerationMode(mode))
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(strategy)
+    def run(case):
+        check(case, session, how)
 
     run()
 

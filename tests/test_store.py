@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from leti.datasets.store import FRAME_COLUMNS, ArchRecord, Job, Store, TargetRecord
+from leti.datasets.export import export_measurements
+from leti.datasets.store import FRAME_COLUMNS, SCHEMA_VERSION, ArchRecord, Job, Store, TargetRecord
 from leti.errors import LetiError, StoreError
 from leti.measurement import Measurement
 
@@ -46,7 +47,7 @@ def n_rows(path: Path, sql: str) -> int:
 def test_open_creates_parent_dirs_wal_and_schema_version(tmp_path):
     path = tmp_path / "a" / "b" / "leti.db"
     with Store.open(path) as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == SCHEMA_VERSION
     assert path.is_file()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -89,6 +90,42 @@ def test_newer_schema_is_refused(tmp_path):
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="schema version 99"):
         Store.open(path)
+
+
+def test_a_version_1_file_with_the_kernel_table_upgrades_keeping_its_kernel_rows(tmp_path):
+    """leti wrote version-1 files with a kernel_measurements table before schema 2; the schema-3 migration that adds
+    the table keeps it and its rows."""
+    from leti.datasets.schema import statements
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for stmt in statements(1, "sqlite"):
+            conn.execute(stmt)
+        conn.execute("""CREATE TABLE kernel_measurements (
+            id INTEGER PRIMARY KEY,
+            arch_id TEXT NOT NULL REFERENCES archs(arch_id),
+            target TEXT NOT NULL REFERENCES targets(name),
+            settings_key TEXT NOT NULL,
+            node INTEGER NOT NULL CHECK (node >= 0),
+            latency_ms REAL NOT NULL CHECK (latency_ms >= 0),
+            runtime_kernel TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            UNIQUE (arch_id, target, settings_key, node))""")
+        conn.execute("CREATE INDEX kernel_measurements_target ON kernel_measurements(target, settings_key)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO archs VALUES ('a1', 'h1', 'model', '{}', '{}', 10, 2, 3, 4, 't0')")
+        conn.execute("INSERT INTO targets (name, created, updated) VALUES ('p4-gpu', 't0', 't0')")
+        conn.execute("INSERT INTO kernel_measurements (arch_id, target, settings_key, node, latency_ms,"
+                     " runtime_kernel, source, created) VALUES ('a1', 'p4-gpu', 'import', 3, 0.75, 'conv', 'x', 't0')")  # fmt: skip
+    with Store.open(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        df = s.kernel_measurements()
+        assert df[["arch_id", "node", "latency_ms", "runtime_kernel"]].values.tolist() == [
+            ["a1", 3, 0.75, "conv"]
+        ]
+        row = {"arch_id": "a1", "target": "p4-gpu", "node": 3, "latency_ms": 9.0}
+        assert s.add_kernel_measurements([row]) == 0  # its unique key survived the upgrade
 
 
 def test_closed_store_refuses_use(tmp_path):
@@ -269,24 +306,35 @@ def test_measurements_frame_filters_and_is_ordered(store):
 def test_export_round_trips_csv_and_parquet(store, tmp_path):
     fill(store)
     expected = store.measurements()
-    assert store.export(tmp_path / "out" / "all.parquet") == 5
+    (tmp_path / "out").mkdir()
+    assert export_measurements(store, tmp_path / "out" / "all.parquet") == 5
     back = pd.read_parquet(tmp_path / "out" / "all.parquet")
     assert back["macs"].dtype == "Int64" and back["latency_ms"].dtype == "float64"
-    pd.testing.assert_frame_equal(back.astype(FRAME_COLUMNS), expected)  # text may come back as str dtype
-    assert store.export(tmp_path / "gpu.csv", target="p3-gpu") == 2
+    frame = back[list(FRAME_COLUMNS)].astype(FRAME_COLUMNS)  # text may come back as str dtype
+    pd.testing.assert_frame_equal(frame, expected)
+    assert export_measurements(store, tmp_path / "gpu.csv", target="p3-gpu") == 2
     back = pd.read_csv(
         tmp_path / "gpu.csv", float_precision="round_trip", keep_default_na=False, na_values=[""]
     )
     want = store.measurements(target="p3-gpu")
-    assert list(back.columns) == list(want.columns)
+    assert list(back.columns) == list(want.columns) + ["raw", "created", "kernel_node", "runtime_kernel"]
+    assert back["kernel_node"].isna().all()  # whole-model rows only
     assert list(back["arch_id"]) == list(want["arch_id"])
     assert list(back["latency_ms"]) == list(want["latency_ms"])
     assert json.loads(back["stats"].dropna().iloc[0]) == json.loads(want["stats"].dropna().iloc[0])
 
 
-def test_export_unknown_suffix_names_the_path(store, tmp_path):
+def test_export_refuses_bad_paths_and_unknown_targets(store, tmp_path):
+    fill(store)
     with pytest.raises(LetiError, match="out.xlsx"):
-        store.export(tmp_path / "out.xlsx")
+        export_measurements(store, tmp_path / "out.xlsx")
+    with pytest.raises(LetiError, match=r"^output: .*folder .*nonexistent.* does not exist"):
+        export_measurements(store, tmp_path / "nonexistent" / "dir" / "x.csv")
+    with pytest.raises(
+        LetiError, match=r"^target: no measurements for 'nosuch' \(measured targets: p3-cpu, p3-gpu\)"
+    ):
+        export_measurements(store, tmp_path / "x.csv", target="nosuch")
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*tmp*"))
 
 
 # -- runs and jobs -------------------------------------------------------------------------------------
@@ -493,3 +541,28 @@ def test_two_processes_never_claim_the_same_job(tmp_path):
     ids = [int(x) for out, _ in outs for x in out.split()]
     assert len(ids) == len(set(ids)) == n
     check_consistent(db, n)
+
+
+def test_import_into_a_store_with_an_overwritten_page_is_refused_with_a_recovery_hint(
+    tmp_path, capsys, monkeypatch
+):
+    from leti.cli import main
+    from leti.space import sample
+
+    monkeypatch.setenv("LETI_HOME", str(tmp_path))
+    rows = [f"nb201,{t},dev-cpu,{1 + i / 10},x" for i, (_, t) in enumerate(sample("nb201", 260, seed=0))]
+    head = "space,arch,target,latency_ms,source\n"
+    (tmp_path / "a.csv").write_text(head + "\n".join(rows[:200]) + "\n")
+    (tmp_path / "b.csv").write_text(head + "\n".join(rows[200:]) + "\n")
+    assert main(["import", str(tmp_path / "a.csv")]) == 0
+    db = tmp_path / "leti.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with open(db, "r+b") as f:  # a page the next import does not touch: only a check of the file can tell
+        f.seek(10 * page_size)
+        f.write(bytes(range(256)) * (page_size // 256))
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is corrupt" in err and ".recover" in err and "Nothing was written" in err

@@ -8,13 +8,22 @@ to measured. ``-o OUT.keras`` saves the compressed model.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
-from leti.errors import LetiError
+import leti.cli.args as T
+from leti.cli.common import add_timing_args
+from leti.errors import LetiError, excerpt
+from leti.importers.bounded_json import load_file
+from leti.paths import is_file
 
 __all__ = ["add_compress_parser", "cmd_compress", "format_plan", "load_model"]
+
+_NODE_RE = re.compile(r"\.n(\d+):")  # an Arch node's block name in a single-cell graph: s0.c0.n<v>:<op>
 
 
 def add_compress_parser(sub) -> None:
@@ -25,27 +34,32 @@ def add_compress_parser(sub) -> None:
         "--latency-budget", required=True, help="0.6x (of the original's predicted latency) or 12ms"
     )
     s.add_argument("--methods", default="tucker2,cp,svd,prune", help="comma-separated: tucker2,cp,svd,prune")
-    s.add_argument("--steps", type=int, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)")
-    s.add_argument("--solver", default="auto", choices=("auto", "knapsack", "greedy"))
-    s.add_argument("--family", help="predictor family to load for the target (default: the registry's best)")
+    s.add_argument("--steps", type=T.STEPS, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)")
+    s.add_argument(
+        "--solver", default="auto", choices=("auto", "knapsack", "greedy"), help="how the plan is searched"
+    )
+    s.add_argument(
+        "--predictor", help="predictor family to load for the target (default: the one that answers for it)"
+    )
+    s.add_argument("--family", dest="predictor", help=argparse.SUPPRESS)  # the old name of --predictor
     s.add_argument("--lut", help="host targets: a layer-LUT JSON file to reuse and extend (measured layers)")
     s.add_argument(
         "--verify", action="store_true", help="build and measure the compressed model (host targets)"
     )
-    s.add_argument(
-        "--runs", type=int, default=20, help="--verify: timed runs per measurement (3 measurements each)"
-    )
-    s.add_argument("--margin", type=float, default=0.0,
+    add_timing_args(s, "--verify: ")
+    s.add_argument("--margin", type=T.MARGIN, default=0.0,
                    help="plan for (1 - M) x the budget to absorb prediction error, e.g. 0.05")  # fmt: skip
+    s.add_argument("--allow-ood", action="store_true",
+                   help="plan even when the predictor flags the model or the plan as out of distribution")  # fmt: skip
     s.add_argument("-o", "--output", help="save the compressed model here (.keras)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_compress)
 
 
 def load_model(path: str):
     """A Keras model from a .keras file, with leti's custom layers registered; LetiError when it cannot load."""
     p = Path(path)
-    if not p.is_file():
+    if not is_file(p):
         raise LetiError("no such file", "model")
     if p.suffix not in (".keras", ".h5"):
         raise LetiError(f"must be a .keras (or .h5) file, got {p.name!r}", "model")
@@ -77,16 +91,20 @@ def _predictor(args, model):
             raise LetiError("a layer LUT is measured on this machine: use a host target", "--lut")
         lut = _host_lut(target)
         p = Path(args.lut)
-        if p.is_file():
+        if is_file(p):
+            data = load_file(p, "--lut")
             try:
-                lut = LayerLUT.from_dict(json.loads(p.read_text()))
-            except ValueError as e:
-                raise LetiError(f"not a layer-LUT JSON file ({e})", "--lut") from None
+                lut = LayerLUT.from_dict(data)
+            except LetiError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any shape of wrong content: one line naming the flag
+                raise LetiError(f"not a layer-LUT JSON file ({excerpt(f'{type(e).__name__}: {e}', 200)})",
+                                "--lut") from None  # fmt: skip
             if lut.target != target:
                 raise LetiError(f"was measured for {lut.target}, not {target}", "--lut")
         return _calibrated(lut, model)
-    if args.family:
-        return registry.load(target, args.family)
+    if args.predictor:
+        return registry.load(target, args.predictor)
     try:
         return default_predictor(target)
     except LetiError:
@@ -125,6 +143,38 @@ def describe(predictor, target: str) -> str:
     return f"predictor: {getattr(predictor, 'family', type(predictor).__name__)} for {target}"
 
 
+def _out_of_distribution(predictor, target: str, model, p) -> str:
+    """Why the trained predictor's trust data flags the original model or the planned one ('' when it does not, or
+    when the predictor has no trust data: a layer LUT measured on this machine prices measured layers only)."""
+    from leti.compression.keras_ir import keras_to_arch
+    from leti.predictors.base import Predictor
+    from leti.trust import load as load_trust
+
+    if not isinstance(predictor, Predictor):
+        return ""
+    tm = getattr(predictor, "trust_", None)
+    if tm is None and getattr(predictor, "path_", None) is not None:
+        tm = load_trust(predictor.path_)
+    if tm is None:
+        return ""
+    ka = keras_to_arch(model)
+    original, planned = ka.graph(), p.arch.to_graph()
+    a = tm.assess([original, planned], predictor.predict([original, planned]))
+    if a.in_distribution.all():
+        return ""
+    layers: dict[str, str] = {}  # Keras layer -> reason, from the original model's nodes
+    for i, why in tm.node_reasons(original):
+        m = _NODE_RE.search(original.blocks[original.block[i]])
+        names = ka.node_layers[int(m[1])] if m and int(m[1]) < len(ka.node_layers) else ()
+        for name in names or (original.blocks[original.block[i]],):
+            layers.setdefault(name, why)
+    parts = [f"{n} ({w})" for n, w in list(layers.items())[:6]]
+    more = f" and {len(layers) - 6} more" if len(layers) > 6 else ""
+    which = "the model" if not a.in_distribution[0] else "the planned model"
+    head = f"{which}: {a.why[0] or a.why[1]}"
+    return head + (f"; layers {', '.join(parts)}{more}" if parts else "")
+
+
 def format_plan(p) -> str:
     """The plan as a text table: one row per edited layer and round, then the totals."""
     head = ("step", "layer", "method", "rank/ratio", "rel.err", "params", "MACs", "saved ms")
@@ -148,7 +198,7 @@ def format_plan(p) -> str:
     return "\n".join(lines)
 
 
-def _verify(p, model, compressed, runs: int) -> dict:
+def _verify(p, model, compressed, runs: int, warmup: int) -> dict:
     """Measure the original and the compressed model on this machine, in the same round-robin passes."""
     from leti.device_runner.local import settings_for_target
     from leti.targets import is_host_target
@@ -158,7 +208,7 @@ def _verify(p, model, compressed, runs: int) -> dict:
     if not is_host_target(p.target):
         raise LetiError(f"--verify measures on this machine; {p.target} is not a host target", "--verify")
     _, precision = settings_for_target(p.target)
-    meter = LayerLUT(p.target, runs=runs, warmup=3, stat="min", repeats=3)
+    meter = LayerLUT(p.target, runs=runs, warmup=warmup, stat="min", repeats=3)
     orig, comp = meter.measure_many(
         [keras_to_tflite(model, precision), keras_to_tflite(compressed, precision)]
     )
@@ -190,10 +240,15 @@ def cmd_compress(args) -> int:
     p = plan(model, args.target, budget, methods, predictor=predictor, steps=args.steps, solver=args.solver,
              margin=args.margin)  # fmt: skip
     about = describe(predictor, args.target)
+    ood = _out_of_distribution(predictor, args.target, model, p)
+    if ood and not args.allow_ood:
+        raise LetiError(f"the {about.removeprefix('predictor: ')} has not seen what this plan needs, so its "
+                        f"predictions here are guesses (pass --allow-ood to plan anyway): {ood}", "plan")  # fmt: skip
     if args.lut:
         Path(args.lut).write_text(json.dumps(predictor.to_dict()))
     out: dict = {"predictor": about, "plan": p.table(), "original_ms": p.original_ms,
-                 "predicted_ms": p.predicted_ms, "budget_ms": p.budget_ms, "meets_budget": p.meets_budget}  # fmt: skip
+                 "predicted_ms": p.predicted_ms, "budget_ms": p.budget_ms, "meets_budget": p.meets_budget,
+                 "in_distribution": not ood, "why": ood}  # fmt: skip
     compressed = None
     if args.verify or args.output:
         from leti.compression.keras_surgery import output_error
@@ -204,11 +259,13 @@ def cmd_compress(args) -> int:
         compressed.save(args.output)
         out["saved"] = args.output
     if args.verify:
-        out.update(_verify(p, model, compressed, args.runs))
+        out.update(_verify(p, model, compressed, args.runs, args.warmup))
     if args.json:
         print(json.dumps(out, default=str))
         return 0
     print(about)
+    if ood:
+        print(f"leti: warning: out of distribution (--allow-ood): {ood}", file=sys.stderr)
     print(format_plan(p))
     if "output_error" in out:
         print(f"output error ||y - y_hat|| / ||y|| on 4 random inputs: {out['output_error']:.4f}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from leti.cli.common import _Parser, _print_json, _store
+import leti.cli.args as T
+from leti.cli.common import _Parser, _print_json, _store, add_store_option, add_timing_args
 
 
 def add_kernels_parsers(sub) -> None:
@@ -15,16 +16,16 @@ def add_kernels_parsers(sub) -> None:
         "errs most; resumable",
     )
     s.add_argument("--target", required=True, help="TARGET or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL")
-    s.add_argument("--n", type=int, default=200, help="kernels to measure (all rounds)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--rounds", type=int, default=3, help="round 1 samples the prior; later rounds adapt")
-    s.add_argument("--runs", type=int, default=20)
-    s.add_argument("--warmup", type=int, default=2)
-    s.add_argument("--max-macs", type=int, default=None, help="leave out kernels above this many MACs")
+    s.add_argument("-n", "--n", type=T.COUNT, default=200, help="kernels to measure (all rounds)")
+    s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
+    s.add_argument("--rounds", type=T.POSITIVE_INT, default=3, help="round 1 samples the prior; later rounds adapt")
+    add_timing_args(s)
+    s.add_argument("--max-macs", type=T.MACS, default=None, help="leave out kernels above this many MACs")
     s.add_argument("--prior", nargs="+", metavar="MODEL", help="model files whose kernels form the prior "
                    "(default: the imported models in the store, else typical CNN layers)")  # fmt: skip
     s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_store_option(s)
     s.set_defaults(func=cmd_kernels_build)
 
 

@@ -2,60 +2,107 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
 
-from leti.cli.common import _Parser, _print_json, _store, wide_console
+import leti.cli.args as T
+from leti.cli.common import _Parser, _print_json, _store, add_store_option, add_timing_args, wide_console
 from leti.errors import LetiError
+from leti.paths import is_file
+
+
+def add_phone_options(p: argparse.ArgumentParser) -> None:
+    """The flags of Android measurements (shared by generate and farm worker)."""
+    p.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
+    g = p.add_argument_group("phone hygiene (Android targets)")
+    g.add_argument(
+        "--max-temp", type=T.CELSIUS, default=45.0, help="wait for every thermal zone to cool below this (°C)"
+    )
+    g.add_argument(
+        "--cooldown-wait",
+        type=T.DURATION,
+        default=300.0,
+        help="give up waiting for cool-down after S seconds",
+    )
+    g.add_argument(
+        "--cooldown-poll",
+        type=T.SECONDS,
+        default=5.0,
+        help="re-read temperatures every S seconds while waiting",
+    )
+    g.add_argument(
+        "--backoff", type=T.DURATION, default=1.0, help="first retry delay (s), doubling on each failure"
+    )
+    g.add_argument(
+        "--min-battery", type=T.PERCENT, default=20, help="do not measure below this battery level (%%)"
+    )
+    g.add_argument("--command-timeout", type=T.SECONDS, default=30.0, help="per-command timeout (s)")
+    g.add_argument(
+        "--attempts", type=T.POSITIVE_INT, default=3, help="tries per command on transport errors (backoff)"
+    )
+    g.add_argument("--max-failures", type=T.POSITIVE_INT, default=3,
+                   help="quarantine a device after this many failed jobs in a row")  # fmt: skip
+
+
+def adb_options(args) -> dict:
+    return {
+        "max_temp_c": args.max_temp,
+        "cooldown_max_wait_s": args.cooldown_wait,
+        "cooldown_poll_s": args.cooldown_poll,
+        "backoff_s": args.backoff,
+        "min_battery": args.min_battery,
+        "command_timeout_s": args.command_timeout,
+        "attempts": args.attempts,
+    }
 
 
 def add_measure_parsers(sub) -> None:
     s = sub.add_parser("generate", help="sample, build, measure and store (resumable)")
-    s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
+    s.add_argument("-n", type=T.COUNT, help="archs to sample and measure (or --suggest K)")
+    s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
     s.add_argument("--target", action="append", required=True,
                    help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL; repeat for a farm")  # fmt: skip
-    s.add_argument("--runs", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=3)
+    g = s.add_argument_group("a new target (few-shot)")
+    g.add_argument("--suggest", type=T.COUNT, metavar="K",
+                   help="measure the K archs `leti suggest` picks for the target instead of a random sample")  # fmt: skip
+    g.add_argument("--sources", help="for --suggest: comma-separated source targets (default: all others)")
+    g.add_argument("--pool", type=T.COUNT, default=2000, help="for --suggest: archs sampled to choose from")
+    add_timing_args(s)
     s.add_argument(
-        "--min-time", type=float, default=0.0, help="keep running each model at least this many seconds"
+        "--min-time", type=T.DURATION, default=0.0, help="keep running each model at least this many seconds"
     )
-    s.add_argument("--repeat-check", type=int, default=0, metavar="K",
+    s.add_argument("--repeat-check", type=T.NONNEG_INT, default=0, metavar="K",
                    help="re-measure K archs at the end; store the median |Δ|/latency as the target's noise floor")  # fmt: skip
-    s.add_argument("--constraints", help='JSON sampler constraints, e.g. {"max_macs": 2e8}')
-    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for the Android devices")
-    g = s.add_argument_group("phone hygiene (Android targets)")
-    g.add_argument(
-        "--max-temp", type=float, default=45.0, help="wait for every thermal zone to cool below this (°C)"
+    s.add_argument(
+        "--constraints", type=T.JSON_OBJECT, help='JSON sampler constraints, e.g. {"max_macs": 2e8}'
     )
-    g.add_argument(
-        "--cooldown-wait", type=float, default=300.0, help="give up waiting for cool-down after S seconds"
+    add_phone_options(s)
+    q = s.add_argument_group("queue")
+    q.add_argument("--enqueue-only", action="store_true",
+                   help="only fill the queue (TARGET without @device is fine): farm workers measure it")  # fmt: skip
+    q.add_argument("--retry-failed", action="store_true", help="give the run's failed jobs another go")
+    q.add_argument(
+        "--max-attempts", type=T.POSITIVE_INT, default=5, help="claims per job before it fails for good"
     )
-    g.add_argument(
-        "--cooldown-poll", type=float, default=5.0, help="re-read temperatures every S seconds while waiting"
-    )
-    g.add_argument(
-        "--backoff", type=float, default=1.0, help="first retry delay (s), doubling on each failure"
-    )
-    g.add_argument("--min-battery", type=int, default=20, help="do not measure below this battery level (%%)")
-    g.add_argument("--command-timeout", type=float, default=30.0, help="per-command timeout (s)")
-    g.add_argument("--attempts", type=int, default=3, help="tries per command on transport errors (backoff)")
-    g.add_argument("--max-failures", type=int, default=3,
-                   help="quarantine a device after this many failed jobs in a row")  # fmt: skip
+    q.add_argument("--lease", type=T.LEASE, default=60.0,
+                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_store_option(s)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("bench", help="measure one .tflite file on a target")
-    s.add_argument("model")
-    s.add_argument("--target", required=True)
-    s.add_argument("--runs", type=int, default=50)
-    s.add_argument("--warmup", type=int, default=5)
-    s.add_argument("--min-time", type=float, default=0.0)
-    s.add_argument("--benchmark-binary")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("model", help="a .tflite file")
+    s.add_argument(
+        "--target", required=True, help="TARGET (host) or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL"
+    )
+    add_timing_args(s)
+    s.add_argument("--min-time", type=T.DURATION, default=0.0, help="keep running at least this many seconds")
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_bench)
 
     lut = sub.add_parser("lut", help="lookup tables of per-layer latency").add_subparsers(
@@ -65,15 +112,15 @@ def add_measure_parsers(sub) -> None:
         "build", help="measure every distinct layer of a space alone on a target; save a lut predictor"
     )
     s.add_argument("--target", required=True, help="TARGET or TARGET@device, as for generate")
-    s.add_argument("--space", required=True)
-    s.add_argument("-n", type=int, default=50, help="archs sampled to collect the layers")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--runs", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--space", required=True, help="nb101, nb201, fbnet or leti")
+    s.add_argument("-n", type=T.COUNT, default=50, help="archs sampled to collect the layers")
+    s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
+    add_timing_args(s)
     s.add_argument(
-        "--rounds", type=int, default=3, help="passes over all layers; each layer keeps its median"
+        "--rounds", type=T.POSITIVE_INT, default=3, help="passes over all layers; each layer keeps its median"
     )
-    s.add_argument("--benchmark-binary")
+    s.add_argument("--benchmark-binary", help="TFLite benchmark_model for Android targets")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_lut_build)
     s = lut.add_parser(
         "calibrate", help="scale the target's lut predictor to the whole models measured on it in the store"
@@ -87,7 +134,7 @@ def add_measure_parsers(sub) -> None:
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
     s.add_argument("address", nargs="*", help="HOST:PORT or usb[:SERIAL]")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=cmd_devices)
 
 
@@ -101,12 +148,27 @@ def cmd_generate(args) -> int:
         TimeRemainingColumn,
     )
 
-    from leti.device_runner.bindings import parse_binding
     from leti.workflows.generate import generate
 
-    bindings = [parse_binding(t) for t in args.target]
-    constraints = json.loads(args.constraints) if args.constraints else None
+    bindings = [_generate_binding(t, args.enqueue_only) for t in args.target]
+    constraints = args.constraints
     store = _store(args)
+    picks = None
+    if args.suggest is not None:
+        from leti.cli.predictors import sources_arg
+        from leti.predictors.fewshot_data import suggest_archs
+
+        if args.n is not None:
+            raise LetiError("give -n or --suggest, not both", "--suggest")
+        targets = {b.target for b in bindings}
+        if len(targets) != 1:
+            raise LetiError(f"suggests archs for one target, got {', '.join(sorted(targets))}", "--target")
+        if constraints:
+            raise LetiError("sampler constraints do not apply to suggested archs", "--constraints")
+        picks = suggest_archs(store, targets.pop(), args.space, args.suggest, sources_arg(args.sources), args.pool,
+                              args.seed)  # fmt: skip
+    elif args.n is None:
+        raise LetiError("give -n (archs to sample) or --suggest K", "-n")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     from rich.console import Console
@@ -125,23 +187,22 @@ def cmd_generate(args) -> int:
         def progress(worker, done):
             prog.update(tasks[worker], completed=done)
 
-        adb_options = {
-            "max_temp_c": args.max_temp,
-            "cooldown_max_wait_s": args.cooldown_wait,
-            "cooldown_poll_s": args.cooldown_poll,
-            "backoff_s": args.backoff,
-            "min_battery": args.min_battery,
-            "command_timeout_s": args.command_timeout,
-            "attempts": args.attempts,
-        }
         report = generate(store, args.space, args.n, args.seed, bindings, runs=args.runs, warmup=args.warmup,
                           min_time_s=args.min_time, constraints=constraints, repeat_check=args.repeat_check,
-                          benchmark_binary=args.benchmark_binary, adb_options=adb_options,
-                          max_failures=args.max_failures, progress=progress, on_start=on_start)  # fmt: skip
+                          benchmark_binary=args.benchmark_binary, adb_options=adb_options(args),
+                          max_failures=args.max_failures, progress=progress, on_start=on_start,
+                          enqueue_only=args.enqueue_only, retry_failed=args.retry_failed, lease_s=args.lease,
+                          max_attempts=args.max_attempts, archs=picks)  # fmt: skip
+    p = report.progress
+    left = p["pending"] + p["running"] + p["failed"]
     if args.json:
         _print_json(report.to_dict())
+        return 0 if args.enqueue_only or left == 0 else 1
+    if args.enqueue_only:
+        print(f"run {report.run_id}: {report.enqueued} jobs queued ({p['pending']} pending, {p['done']} done, "
+              f"{p['failed']} failed of {p['total']}) in {store.location.display}; start workers with "
+              f"leti farm worker --store STORE --target TARGET@DEVICE")  # fmt: skip
         return 0
-    p = report.progress
     print(f"run {report.run_id}{' (resumed)' if report.resumed else ''}: {p['done']} done, {p['failed']} failed, "
           f"{p['pending']} pending of {p['total']} jobs in {report.wall_s:.1f}s")  # fmt: skip
     for w in report.workers:
@@ -153,7 +214,19 @@ def cmd_generate(args) -> int:
             print(f"    {e}")
     for target, floor in report.noise_floor.items():
         print(f"  noise floor {target}: median |Δ|/latency = {floor * 100:.2f}%")
-    return 0 if p["pending"] == 0 and p["running"] == 0 else 1
+    if p["failed"]:
+        print(f"  {p['failed']} jobs failed for good; rerun with --retry-failed to try them again")
+    return 0 if left == 0 else 1
+
+
+def _generate_binding(text: str, enqueue_only: bool):
+    """A --target of generate: bound to a device to measure here; a bare target name when only queueing."""
+    from leti.device_runner.bindings import Binding, parse_binding
+    from leti.targets import validate_name
+
+    if enqueue_only and "@" not in text:
+        return Binding(validate_name(text.strip()))
+    return parse_binding(text)
 
 
 def cmd_bench(args) -> int:
@@ -162,7 +235,7 @@ def cmd_bench(args) -> int:
     from leti.measurement import target_settings
 
     p = Path(args.model)
-    if not p.is_file():
+    if not is_file(p):
         raise ModelFileError("no such file", str(p))
     data = p.read_bytes()
     binding = parse_binding(args.target)
@@ -182,13 +255,22 @@ def cmd_bench(args) -> int:
 
 def cmd_devices(args) -> int:
     from leti.device_runner.adb import list_devices
+    from leti.device_runner.address import parse_address
 
     if not args.address:
         raise LetiError("list the devices to query: leti devices 192.168.1.20:5555 usb:SERIAL …", "address")
+    for i, address in enumerate(
+        args.address
+    ):  # a malformed address is bad input (exit 2), before any connection
+        try:
+            parse_address(address)
+        except LetiError as e:
+            raise LetiError(e.reason, "address" if len(args.address) == 1 else f"address[{i}]") from None
     infos = list_devices(args.address)
+    status = 0 if all(i.state != "unreachable" for i in infos) else 1  # the same with --json
     if args.json:
         _print_json({"devices": [i.to_dict() for i in infos]})
-        return 0
+        return status
     from rich.table import Table
 
     t = Table(title="devices")
@@ -208,7 +290,7 @@ def cmd_devices(args) -> int:
             temp,
         )
     wide_console().print(t)
-    return 0 if all(i.state != "unreachable" for i in infos) else 1
+    return status
 
 
 def cmd_lut_calibrate(args) -> int:
@@ -239,6 +321,11 @@ def cmd_lut_build(args) -> int:
 
         r = build_lut(binding, args.space, args.n, args.seed, args.runs, args.warmup, args.benchmark_binary,
                       progress=progress, rounds=args.rounds)  # fmt: skip
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json(asdict(r))
+        return 0
     print(f"lut for {r.target}: {r.n_layers} distinct layers of {r.n_archs} {r.space} archs measured in "
           f"{r.seconds:.0f}s (invocation overhead {r.overhead_ms:.3f} ms) -> {r.path}")  # fmt: skip
     if r.unbuilt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import leti.cli.args as T
 from leti.errors import LetiError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -19,9 +20,12 @@ def add_predict_parser(sub) -> None:
         help="NB201 string, FBNet blocks, NB101 JSON, Arch JSON, a .json file, or a model file "
         "(.tflite, .onnx, .keras, .h5)",
     )
-    s.add_argument("--target", required=True)
-    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the target's best by test acc@10")
+    s.add_argument("--target", required=True, help="e.g. pixel4-tflite2.1-cpu-a76 (leti targets lists them)")
+    s.add_argument("--predictor", help="family (xgboost, lut, …); default: the one that answers for the target "
+                   "(leti predictors list)")  # fmt: skip
     s.add_argument("--space", help="how to read native strings: nb101, nb201, fbnet or leti")
+    s.add_argument("--index", type=T.NONNEG_INT, action="append", metavar="N",
+                   help="a NAS-Bench-201 arch by the benchmark's own index, 0..15624 (repeatable; --space nb201)")  # fmt: skip
     s.add_argument(
         "--input-shape", metavar="H,W,C", help="input size of model files whose input size is not fixed"
     )
@@ -30,33 +34,32 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--url", help="ask a running `leti serve` instead of loading the predictor here")
     s.add_argument("--token", help="bearer token for --url (default $LETI_TOKEN)")
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...]}')
+    s.add_argument("--coverage", type=T.PROBABILITY, default=0.9,
+                   help="coverage of the printed intervals, in (0, 1)")  # fmt: skip
+    s.add_argument("--json", action="store_true", help='print {"target", "predictor", "latency_ms": [...], '
+                   '"interval_ms": [[lo, hi], ...], "in_distribution": [...], "why": [...]}')  # fmt: skip
     s.add_argument("--explain", action="store_true",
                    help="each kernel's predicted ms (a kernel predictor: --predictor kernel)")  # fmt: skip
     s.set_defaults(func=cmd_predict)
 
 
-def _graphs(archs: list, spaces: list, where: list[str]):
-    from leti.importers.inputs import graph_of
-
-    return [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
-
-
 def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     """(archs, spaces, where each came from for errors, labels to print)."""
-    if args.file and args.arch:
-        raise LetiError("give archs or --file, not both", "arch")
+    given = [name for name, v in (("archs", args.arch), ("--file", args.file), ("--index", args.index)) if v]
+    if len(given) > 1:
+        raise LetiError(f"give archs, --file or --index, not {' and '.join(given)}", "arch")
     from leti.graph.layergraph import LayerGraph
     from leti.importers.inputs import read_arch_arg, read_jsonl, rebase
 
+    if args.index:
+        return _indexed(args)
     if args.file:
         if args.input_shape:
             raise LetiError("applies to model files given as arguments, not to --file", "--input-shape")
         archs, spaces, where = read_jsonl(args.file, args.space)
-        labels = [a if isinstance(a, str) else w for a, w in zip(archs, where, strict=True)]
-        return archs, spaces, where, labels
+        return archs, spaces, where, [_label(a, s, w) for a, s, w in zip(archs, spaces, where, strict=True)]
     if not args.arch:
-        raise LetiError("give one or more archs, or --file archs.jsonl", "arch")
+        raise LetiError("give one or more archs, --file archs.jsonl or --index N", "arch")
     archs, where = [], []
     for i, text in enumerate(args.arch):
         field = "arch" if len(args.arch) == 1 else f"arch[{i}]"
@@ -71,7 +74,43 @@ def _from_args(args) -> tuple[list, list, list[str], list[str]]:
     return archs, [None] * len(archs), where, list(args.arch)
 
 
+def _indexed(args) -> tuple[list, list, list[str], list[str]]:
+    """NAS-Bench-201 archs by the benchmark's index: labelled ``#1234 |cell|``."""
+    from leti.space import canonical_space, nb201
+
+    if args.space is not None and canonical_space(args.space, "--space") != nb201.NAME:
+        raise LetiError(f"archs by index exist for nb201 only, not {args.space!r}", "--space")
+    archs = [{"space": nb201.NAME, "index": i} for i in args.index]
+    where = ["--index" if len(archs) == 1 else f"--index[{k}]" for k in range(len(archs))]
+    labels = []
+    for i, w in zip(args.index, where, strict=True):
+        try:
+            labels.append(f"#{i} {nb201.string_of_index(i)}")
+        except LetiError as e:
+            raise LetiError(e.reason, w) from None
+    return archs, [None] * len(archs), where, labels
+
+
+def _label(arch, space, where: str) -> str:
+    """How a row of ``--file`` is shown: its native string (an NB201 cell, FBNet blocks) or, for archs without a
+    short one, its space and canonical hash."""
+    if isinstance(arch, str) and len(arch) <= 200:
+        return arch.strip()
+    from leti.importers.inputs import to_arch
+    from leti.space import native_text
+
+    try:
+        a = to_arch(arch, space)
+    except LetiError:
+        return where  # reported as an error of its own when predicted
+    text = native_text(a)
+    return text if not text.startswith(("{", "[")) and len(text) <= 200 else f"{a.space} {a.hash[:16]}"
+
+
 def cmd_predict(args) -> int:
+    from leti.trust import check_coverage
+
+    coverage = check_coverage(args.coverage, "--coverage")
     archs, spaces, where, labels = _from_args(args)
     if args.explain and args.url:
         raise LetiError("--explain runs the predictor here; drop --url", "--explain")
@@ -83,25 +122,43 @@ def cmd_predict(args) -> int:
             raise LetiError("a model file cannot be sent to a server; drop --url", "arch")
         items = [wire_item(a, s) for a, s in zip(archs, spaces, strict=True)]
         with Client(args.url, token=args.token) as client:
-            res = client.predict_items(items, args.target, args.predictor)
-        target, family = res["target"], res["predictor"]
-        ms = [None if x != x else float(x) for x in res["latency_ms"]]  # NaN (a null from the server) -> None
+            res = client.predict_items(items, args.target, args.predictor, coverage)
+        res["latency_ms"] = [None if x != x else float(x) for x in res["latency_ms"]]  # NaN (null) -> None
+        n = len(res["latency_ms"])
+        res.setdefault("interval_ms", [[None, None]] * n)  # an older server sends latencies only
+        res.setdefault("in_distribution", [None] * n)
+        res.setdefault("why", [""] * n)
+        about = f"{res['predictor']}, served by {args.url}"
     else:
         from leti.service.api import predictor_cache
 
         loaded = predictor_cache().get(args.target, args.predictor, args.predictor_root)
-        graphs = _graphs(archs, spaces, where)
         if args.explain:
+            from leti.importers.inputs import graph_of
+
+            graphs = [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
             return _explain(loaded, graphs, labels, args.json)
-        ms = loaded.predict(graphs).tolist()
-        target, family = loaded.target, loaded.family
+        about = f"{loaded.family} v{loaded.version}" + (", pretrained" if loaded.source == "pretrained" else "")
+        res = loaded.predict_archs(archs, spaces, where, space_fields=[f"{w}: space" for w in where],
+                                   coverage=coverage)  # fmt: skip
+    for label, ok, why in zip(labels, res["in_distribution"], res["why"], strict=True):
+        if ok is False:  # one line per arch a user should not trust blindly
+            print(f"leti: warning: {_short(label, 60)}: out of distribution: {why}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"target": target, "predictor": family, "latency_ms": ms}))
+        keys = ("target", "predictor", "latency_ms", "interval_ms", "in_distribution", "why")
+        print(json.dumps({k: res[k] for k in keys}))
         return 0
-    for value, label in zip(ms, labels, strict=True):
-        shown = label if len(label) <= 72 else label[:69] + "..."
-        print(f"{value:10.4f} ms  {shown}" if value is not None else f"{'nan':>10} ms  {shown}")
-    print(f"({len(ms)} archs, {target}, predictor {family})", file=sys.stderr)
+    pct = f"{100 * coverage:g}%"
+    for value, (lo, hi), ok, label in zip(res["latency_ms"], res["interval_ms"], res["in_distribution"], labels,
+                                          strict=True):  # fmt: skip
+        v = f"{value:10.4f}" if value is not None else f"{'nan':>10}"
+        iv = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "[-, -]"
+        flag = "  OOD" if ok is False else ""
+        print(f"{v} ms  {iv:>20}{flag}  {_short(label, 72)}")
+    print(
+        f"({len(labels)} archs, {res['target']}, predictor {about}, {pct} intervals)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -144,22 +201,39 @@ def _explain(loaded, graphs, labels: list[str], as_json: bool) -> int:
     return 0
 
 
+def _short(label: str, width: int) -> str:
+    return label if len(label) <= width else label[: width - 3] + "..."
+
+
 # ---- leti serve ----------------------------------------------------------------------------------------------------
 def add_serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI; docs at /docs)")
-    s.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
-    )
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind; 127.0.0.1 is this machine only")
+    s.add_argument("--port", type=T.PORT, default=8000, help="TCP port (0: any free one)")
     s.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default $LETI_TOKEN; none if unset)"
     )
-    s.add_argument("--max-batch", type=int, default=10000, help="most archs in one request")
+    s.add_argument("--max-batch", type=T.POSITIVE_INT, default=10000, help="most archs in one request")
+    s.add_argument("--max-body", type=T.BYTES, default=4 << 20,
+                   help="most bytes in one request body, chunked or not")  # fmt: skip
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
-    s.add_argument(
-        "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
-    )
+    s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level")  # fmt: skip
     s.set_defaults(func=cmd_serve)
+
+
+def _fewer_malloc_arenas(n: int = 2) -> None:
+    """Ask glibc for at most ``n`` malloc arenas. By default each thread that allocates may get its own (8 per
+    core), and memory freed in one is not reused by the others: under concurrent requests the server's resident
+    memory grew to several times its working set (benchmarks/bench_service.py --memory). No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def cmd_serve(args) -> int:
@@ -167,16 +241,13 @@ def cmd_serve(args) -> int:
 
     from leti.service.app import create_app, token_from_env
 
-    if not 0 <= args.port <= 65535:
-        raise LetiError(f"must be 0..65535, got {args.port}", "--port")
-    if args.max_batch < 1:
-        raise LetiError(f"must be positive, got {args.max_batch}", "--max-batch")
     token = token_from_env(args.token)
     if args.host not in LOOPBACK and not token:
         print(f"leti: warning: serving on {args.host} without a token: anyone who can reach it may use it; "
               "set --token or LETI_TOKEN", file=sys.stderr)  # fmt: skip
+    _fewer_malloc_arenas()
     app = create_app(predictor_root=args.predictor_root, store_path=getattr(args, "store", None), token=token,
-                     max_batch=args.max_batch)  # fmt: skip
+                     max_batch=args.max_batch, max_body=args.max_body)  # fmt: skip
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

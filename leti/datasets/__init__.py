@@ -1,4 +1,4 @@
-"""leti.datasets: the measurement store (SQLite) and the measurement CSV exchange format."""
+"""leti.datasets: the measurement store (SQLite or PostgreSQL), its job queue, and the exchange formats."""
 
 from leti.datasets.csvio import (
     CSV_COLUMNS,

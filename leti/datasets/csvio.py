@@ -10,22 +10,26 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from leti.datasets.export import read_export, sniff
+from leti.datasets.records import ArchRecord
 from leti.errors import LetiError
 from leti.space import canonical_space
 from leti.targets import validate_name
 
 if TYPE_CHECKING:
-    from leti.datasets.store import ArchRecord, Store
+    from leti.datasets.store import Store
 
 CSV_COLUMNS = ("space", "arch", "target", "latency_ms", "source")
 REQUIRED_COLUMNS = ("space", "arch", "target", "latency_ms")  # a missing 'source' column means "the file"
 IMPORT_SETTINGS_KEY = "import"
 _PROGRESS_EVERY = 1000
+_ROWS = re.compile(r"rows\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,8 @@ def write_measurement_csv(path: str | os.PathLike, rows: Iterable[CsvRow | Mappi
 
 @dataclass
 class ImportReport:
-    """What one CSV import did. ``duplicates`` = rows that added no measurement (seen before or in the file)."""
+    """What one import did. ``duplicates``: rows that repeat a stored value (or an earlier row); ``conflicts``: rows
+    whose (arch, target, settings) is stored with another latency (see ``on_conflict``)."""
 
     path: str
     rows: int = 0
@@ -189,16 +194,28 @@ class ImportReport:
     archs_new: int = 0
     targets_new: int = 0
     measurements_new: int = 0
+    kernel_measurements_new: int = 0  # export files only: per-kernel rows (their ``kernel_node`` is set)
     duplicates: int = 0
+    conflicts: int = 0
+    on_conflict: str = "keep-first"
+    format: str = "exchange"  # or "export": every column, as `leti dataset export` writes
+    conflict_examples: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.path}: {self.rows} rows, {self.archs} archs ({self.archs_new} new), "
             f"{self.measurements_new} measurements new, {self.duplicates} duplicates skipped"
         )
+        if self.kernel_measurements_new:
+            text += f", {self.kernel_measurements_new} kernel measurements new"
+        if self.conflicts:
+            done = {"keep-first": "kept the stored values", "keep-both": "kept both values"}[self.on_conflict]
+            text += (f", {self.conflicts} conflicts ({done}; --on-conflict keep-both|reject to change); "
+                     f"first: {self.conflict_examples[0]}")  # fmt: skip
+        return text
 
 
 def import_csv(
@@ -206,61 +223,111 @@ def import_csv(
     path: str | os.PathLike,
     parse_arch: Callable[[str, str], ArchRecord],
     progress: Callable[[int, int], None] | None = None,
+    on_conflict: str = "keep-first",
 ) -> ImportReport:
-    """Import a measurement CSV into ``store`` (settings_key ``"import"``); importing twice adds nothing.
+    """Import a measurement file into ``store``; importing twice adds nothing.
 
-    ``parse_arch(space, arch_text)`` turns a row's arch into an ArchRecord (the space module's importer);
-    each distinct (space, arch_text) is parsed once. Everything is validated before anything is written,
-    and the writes happen in one transaction, so a bad file leaves the store untouched.
-    ``progress(done, total)`` is called while parsing, every 1000 rows and at the end.
+    Two formats are read: the exchange CSV (space,arch,target,latency_ms,source; stored under settings_key
+    ``"import"``) and the export format of ``leti dataset export`` (CSV or Parquet, every column kept).
+    ``parse_arch(space, arch_text)`` turns a row's arch into an ArchRecord (the space module's importer); each
+    distinct (space, arch_text) is parsed once, and an export row's arch_id must match it. Everything is
+    validated before anything is written, and the writes happen in one transaction, so a bad file leaves the
+    store untouched (and a damaged SQLite file is refused first). Rows that conflict with stored ones are handled
+    as ``on_conflict`` says (see ``Store.import_measurements``); an export's kernel rows (``kernel_node`` set) go
+    to the kernel measurements, where a stored row is always kept. ``progress(done, total)`` is called while
+    parsing, every 1000 rows and at the end.
     """
-    from leti.datasets.store import ArchRecord  # late import: store imports this module
-
     path = Path(path)
-    rows = list(read_measurement_csv(path))
+    fmt = sniff(path)
+    if fmt == "export":
+        raw = list(read_export(path))
+        rows = [(where, d["space"], d["arch_text"], d) for where, d in raw]
+    else:
+        rows = [(f"line {r.line}", r.space, r.arch, r) for r in read_measurement_csv(path)]
     total = len(rows)
-    default_source = path.name
     parsed: dict[tuple[str, str], ArchRecord] = {}
     archs: dict[str, ArchRecord] = {}  # by arch_id; first record wins
-    bulk = []
-    for i, row in enumerate(rows, 1):
-        key = (row.space, row.arch)
+    bulk, wheres = [], []  # whole-model rows and their file positions
+    kernels, kernel_wheres = [], []
+    for i, (where, space, arch_text, row) in enumerate(rows, 1):
+        key = (space, arch_text)
         rec = parsed.get(key)
         if rec is None:
             try:
-                rec = parse_arch(row.space, row.arch)
+                rec = parse_arch(space, arch_text)
             except LetiError as e:
-                raise _with_line(e, row.line) from None
+                raise _with_where(e, f"{where}, column arch") from None
             if not isinstance(rec, ArchRecord):
                 raise LetiError(
                     f"parse_arch returned {type(rec).__name__}, expected ArchRecord", "parse_arch"
                 )
             parsed[key] = rec
-            archs.setdefault(rec.arch_id, rec)
-        bulk.append(
-            {
-                "arch_id": rec.arch_id,
-                "target": row.target,
-                "settings_key": IMPORT_SETTINGS_KEY,
-                "latency_ms": row.latency_ms,
-                "source": row.source or default_source,
-            }
-        )
+        if fmt == "export":
+            if row["arch_id"] != rec.arch_id:
+                raise LetiError(
+                    f"{row['arch_id']!r} is not the id of this arch ({rec.arch_id!r})",
+                    f"{where}, column arch_id",
+                )
+            try:
+                rec = ArchRecord(**{c: row.get(c) for c in ("arch_id", "hash", "space", "arch_text", "spec_json",
+                                                           "macs", "params", "peak_bytes", "n_nodes")})  # fmt: skip
+            except LetiError as e:
+                raise _with_where(e, where) from None
+            if row.get("kernel_node") is not None:
+                kernels.append({**row, "node": row["kernel_node"]})
+                kernel_wheres.append(where)
+            else:
+                bulk.append(row)
+                wheres.append(where)
+        else:
+            bulk.append({"arch_id": rec.arch_id, "target": row.target, "settings_key": IMPORT_SETTINGS_KEY,
+                         "latency_ms": row.latency_ms, "source": row.source or path.name})  # fmt: skip
+            wheres.append(where)
+        archs.setdefault(rec.arch_id, rec)
         if progress is not None and (i % _PROGRESS_EVERY == 0 or i == total):
             progress(i, total)
-    report = ImportReport(str(path), rows=total, archs=len(archs))
+    report = ImportReport(str(path), rows=total, archs=len(archs), on_conflict=on_conflict, format=fmt)
+    store.check_integrity()
     with store.transaction():
         report.archs_new = store.upsert_archs(archs.values())
-        report.targets_new = store.ensure_targets(sorted({r.target for r in rows}))
-        report.measurements_new = store.add_measurements_bulk(bulk)
-    report.duplicates = total - report.measurements_new
+        report.targets_new = store.ensure_targets(sorted({r["target"] for r in (*bulk, *kernels)}))
+        try:
+            res = store.import_measurements(bulk, on_conflict=on_conflict)
+        except LetiError as e:
+            raise _with_rows(e, wheres) from None
+        try:
+            report.kernel_measurements_new = store.add_kernel_measurements(kernels)
+        except LetiError as e:
+            raise _with_rows(e, kernel_wheres) from None
+    report.measurements_new, report.conflicts = res.new, res.conflicts
+    report.duplicates = res.duplicates + len(kernels) - report.kernel_measurements_new
+    report.conflict_examples = _rows_to_lines(res.examples, wheres)
     return report
 
 
-def _with_line(e: LetiError, line: int) -> LetiError:
-    """The same error type, its message prefixed with the CSV position."""
-    where = f"line {line}, column arch"
+def _rows_to_lines(texts: list[str], wheres: list[str]) -> list[str]:
+    """The store's 'rows[i]' as the file's position ('line N' or 'row N')."""
+
+    def sub(m: re.Match) -> str:
+        i = int(m[1])
+        return wheres[i] if i < len(wheres) else m[0]
+
+    return [_ROWS.sub(sub, t) for t in texts]
+
+
+def _with_rows(e: LetiError, wheres: list[str]) -> LetiError:
+    field, msg = _rows_to_lines([e.field or "", e.reason], wheres)
+    field = field.replace(".", ", column ", 1) if field.startswith(("line ", "row ")) else field
+    return _same_type(e, msg, field or None)
+
+
+def _with_where(e: LetiError, where: str) -> LetiError:
+    """The same error type, its message prefixed with the file position."""
+    return _same_type(e, str(e), where)
+
+
+def _same_type(e: LetiError, msg: str, field: str | None) -> LetiError:
     try:
-        return type(e)(str(e), where)
+        return type(e)(msg, field)
     except TypeError:  # a subclass with another constructor
-        return LetiError(str(e), where)
+        return LetiError(msg, field)

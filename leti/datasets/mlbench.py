@@ -8,6 +8,7 @@ the store.
   of the op it timed, with the GPU kernel's name.
 
 Everything is written in one transaction, so a bad file leaves the store unchanged; importing again adds nothing.
+A model time stored with another value is handled as ``on_conflict`` says (``Store.import_measurements``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class MLBenchImport:
         }
 
 
-def import_mlbench(store: Store, directory: str | Path, precisions=("float",)) -> MLBenchImport:
+def import_mlbench(
+    store: Store, directory: str | Path, precisions=("float",), on_conflict: str = "keep-first"
+) -> MLBenchImport:
     """Read ``directory`` (``tflite_cnn_ops_gpu.csv`` and ``tflite_cnn_e2e.csv``) and add it to ``store``."""
     models = read_mlbench(directory, tuple(precisions))
     recs, rows, krows, targets = [], [], [], {}
@@ -61,7 +64,7 @@ def import_mlbench(store: Store, directory: str | Path, precisions=("float",)) -
             if store.get_target(t) is None:
                 store.upsert_target(TargetRecord.from_name(t))
         store.upsert_archs(recs)
-        new = store.add_measurements_bulk(rows)
+        new = store.import_measurements(rows, on_conflict=on_conflict).new
         knew = store.add_kernel_measurements(krows)
     return MLBenchImport(len(models), sorted(targets), new, knew, len(rows) + len(krows) - new - knew)
 

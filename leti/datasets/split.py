@@ -54,3 +54,15 @@ def model_family(name: str) -> str:
     t = re.sub(r"netb\d+$", "net", t)
     t = re.sub(r"(?<=[a-uw-z])\d+[a-z\d]*$", "", t)
     return t or str(name)
+def one_per_hash(hashes, k: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``k`` rows with distinct canonical hashes, the groups in a seeded random order (the first row of
+    each): a few archs to measure must be ``k`` different networks, which a hash split of a few rows is not when
+    one hash group is large (NB201 has groups of 341 isomorphic cells)."""
+    hashes = np.asarray(hashes, dtype=object)
+    uniq, first = np.unique(hashes, return_index=True)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise LetiError(f"must be a positive integer, got {k!r}", "train_size")
+    if k > uniq.size:
+        raise LetiError(f"{k} is more than the {uniq.size} distinct archs measured", "train_size")
+    order = np.random.default_rng(seed).permutation(uniq.size)
+    return np.sort(first[order[:k]])

@@ -8,6 +8,7 @@ random 20-byte token with AUTH; the host signs it as if it were a SHA-1 digest (
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import struct
 import threading
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from leti.errors import DeviceError, LetiError
-from leti.paths import leti_home
+from leti.paths import ensure_home
 
 _MODULUS_BYTES = 256  # Android only accepts 2048-bit keys
 _STRUCT = struct.Struct(f"<II{_MODULUS_BYTES}s{_MODULUS_BYTES}sI")
@@ -28,7 +29,7 @@ _KEYGEN_LOCK = threading.Lock()  # flock does not exclude threads of one process
 
 
 def default_key_path() -> Path:
-    return leti_home() / "adbkey"
+    return ensure_home() / "adbkey"
 
 
 def ensure_key(path: Path | str | None = None) -> Path:
@@ -37,8 +38,6 @@ def ensure_key(path: Path | str | None = None) -> Path:
     Safe when several workers (threads or processes) of a farm start at once: creation happens under a file lock,
     and the pair is written aside and moved into place, so nobody ever reads a half-written key."""
     import fcntl
-
-    from adb_shell.auth.keygen import keygen
 
     key = Path(path) if path is not None else default_key_path()
     pub = key.with_name(key.name + ".pub")
@@ -56,13 +55,33 @@ def ensure_key(path: Path | str | None = None) -> Path:
                     f"{missing} is missing but its pair exists; remove both to regenerate", "adb_key"
                 )
             tmp = key.with_name(f".{key.name}.{os.getpid()}.tmp")
-            keygen(str(tmp))
-            os.chmod(tmp, 0o600)  # a private key readable by others would let them drive the phones
+            _write_key_pair(tmp)
             os.replace(tmp.with_name(tmp.name + ".pub"), pub)
             os.replace(tmp, key)
     except OSError as exc:
         raise LetiError(f"cannot create an ADB key at {key}: {exc.strerror or exc}", "adb_key") from exc
     return key
+
+
+def _write_key_pair(tmp: Path) -> None:
+    """A new 2048-bit pair at ``tmp`` and ``tmp.pub``. The private key is written through a descriptor opened with
+    mode 0600 in its own directory: a private key readable by others, even for a moment, would let them drive the
+    phones (adb-shell's keygen writes it with the default 0644 and leaves the chmod to the caller)."""
+    from adb_shell.auth.keygen import write_public_keyfile
+    from cryptography.hazmat.primitives import serialization
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a crash: O_EXCL below must create the file itself
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+    write_public_keyfile(str(tmp), str(tmp) + ".pub")
 
 
 def load_signer(path: Path | str | None = None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from leti.device_runner.address import parse_address
 from leti.device_runner.base import Runner
 from leti.errors import LetiError, TargetError
 from leti.targets import is_host_target, validate_name
@@ -48,8 +49,12 @@ def parse_binding(text: str) -> Binding:
         address = f"usb:{rest}" if rest else "usb"
     else:
         address = device  # bare host:port
-    if not address or any(c.isspace() for c in address):
-        raise TargetError(f"bad device address {device!r} (use tcp:HOST:PORT or usb:SERIAL)", "target")
+    try:
+        if parse_address(address)[0] != "tcp" and kind == "tcp":
+            raise LetiError("tcp: needs HOST:PORT", "address")
+    except LetiError as e:
+        raise TargetError(f"bad device address {device!r}: {e.reason} (use tcp:HOST:PORT or usb:SERIAL)",
+                          "target") from None  # fmt: skip
     return Binding(target, address)
 
 

@@ -317,10 +317,11 @@ class LayerGraph:
         except (KeyError, TypeError, ValueError) as e:
             raise GraphError(f"malformed LayerGraph dict ({e})", "graph") from None
 
-    def table(self) -> list[dict]:
-        """One row per node for display: id, op, block, inputs, shapes, MACs, params."""
+    def table(self, limit: int | None = None) -> list[dict]:
+        """One row per node for display: id, op, block, inputs, shapes, MACs, params (the first ``limit`` nodes)."""
         rows = []
-        for nd in self.nodes():
+        n = self.n_nodes if limit is None else min(limit, self.n_nodes)
+        for nd in (self.node(i) for i in range(n)):
             rows.append(
                 {
                     "id": nd.id,

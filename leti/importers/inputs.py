@@ -9,6 +9,7 @@ Accepted forms:
   or ``{"matrix", "ops"}``; ``space`` says how to read it where the form alone does not;
 * the wrapper ``{"space": …, "arch": …}`` (CSV rows, HTTP request items, JSON lines, ``leti space sample`` output):
   its own ``space`` wins over the caller's default (see ``unwrap``);
+* ``{"space": "nb201", "index": 1234}``: a NAS-Bench-201 arch by the benchmark's own index (``nb201.from_index``);
 * on the command line also a file: JSON, JSON lines, or a model file (``leti.importers.models``: .tflite, .onnx,
   .keras, .h5; ``input_shape`` fixes a dynamic input). Only the CLI helpers here read files; ``graph_of``, which the
   service calls, never touches the file system;
@@ -23,18 +24,20 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from leti.errors import ArchError, LetiError
+from leti.errors import ArchError, LetiError, TooLargeError, excerpt
 from leti.graph.layergraph import LayerGraph
+from leti.graph.memo import SizedLRU, graph_weight
+from leti.importers import bounded_json
 from leti.importers.models import is_model_file, read_model
+from leti.paths import is_file
 from leti.space import MODEL_SPACE, Arch, canonical_space, fbnet, nb101, nb201, parse_arch
+from leti.space.expand import expanded_size
 
 
 # ---- one arch or many ----------------------------------------------------------------------------------------------
@@ -101,6 +104,8 @@ def unwrap(obj, space: str | None = None, space_field: str = "space") -> tuple[A
     The wrapper's own ``space`` wins over the caller's default; an Arch JSON inside says its own space (None).
     A dict holding ``adjacency`` is Arch JSON, not a wrapper, even if it has an ``arch`` key.
     """
+    if isinstance(obj, dict) and "index" in obj and "arch" not in obj and "adjacency" not in obj:
+        return _indexed(obj, space, space_field), None
     if not (isinstance(obj, dict) and "arch" in obj and "adjacency" not in obj):
         return obj, space
     s = obj.get("space", space)
@@ -110,6 +115,18 @@ def unwrap(obj, space: str | None = None, space_field: str = "space") -> tuple[A
     if isinstance(arch, dict) and "adjacency" in arch:
         return arch, None  # e.g. `leti space sample` output: the Arch JSON says its own space
     return arch, s
+
+
+def _indexed(obj: dict, space: str | None, space_field: str) -> Arch:
+    """``{"space": "nb201", "index": 1234}``: a NAS-Bench-201 arch by the benchmark's own index."""
+    s = obj.get("space", space)
+    if s is None:
+        raise LetiError("an arch given by index needs its space (nb201)", space_field)
+    if not isinstance(s, str):
+        raise LetiError("must be a string", space_field)
+    if canonical_space(s, space_field) != nb201.NAME:
+        raise LetiError(f"archs by index exist for {nb201.NAME} only, not {s!r}", space_field)
+    return nb201.from_index(obj["index"])
 
 
 def to_arch(obj, space: str | None = None) -> Arch:
@@ -133,9 +150,9 @@ def to_arch(obj, space: str | None = None) -> Arch:
             return nb201.from_string(s)
         if s.startswith("{"):
             try:
-                d = json.loads(s)
-            except ValueError as e:
-                raise ArchError(f"invalid JSON ({e})", "arch") from None
+                d = bounded_json.loads(s, "arch")
+            except LetiError as e:
+                raise ArchError(e.reason, "arch") from None
             return to_arch(d)
         if "," in s or s in fbnet.BLOCKS:
             return fbnet.parse(s)
@@ -167,53 +184,13 @@ def rebase(e: LetiError, prefix: str) -> LetiError:
 
 
 # ---- archs to graphs, cached ---------------------------------------------------------------------------------------
-class LRU:
-    """A small thread-safe least-recently-used map; ``keep(value)`` False leaves a value out."""
-
-    def __init__(self, size: int, keep: Callable[[Any], bool] | None = None):
-        self.size = size
-        self.keep = keep
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: Hashable, make: Callable[[], Any]):
-        """The cached value for ``key``, else ``make()``, cached when ``keep`` allows."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        value = make()  # outside the lock: building a graph takes ~1 ms and must not serialise other threads
-        if self.keep is not None and not self.keep(value):
-            return value
-        with self._lock:
-            self._items[key] = value
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 # NAS loops re-query the same archs (mutations of a population); parsing + expanding costs ~1 ms an arch, so the
-# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too). Only graphs of
-# ordinary size: a 256-node cell stacked 8 x 12 expands to ~10^6 nodes, which must not pin memory.
-CACHED_GRAPH_MAX_NODES = 2000
-
-
-def _small(g: LayerGraph) -> bool:
-    return g.n_nodes <= CACHED_GRAPH_MAX_NODES
-
-
-GRAPHS = LRU(2048, keep=_small)
+# graphs of recently seen archs are kept (their feature rows are memoised on the graph objects too), within a budget
+# of nodes + edges (200k: ~560 NB201 networks, ~30 MB) so that large or many archs cannot pin memory.
+GRAPHS = SizedLRU(200_000, graph_weight)
 # Training and evaluation read a target's whole measured set back from the store, once per family and fold: keep
 # all of it (the public sets hold up to ~15,000 archs a space).
-STORED_GRAPHS = LRU(65536)
+STORED_GRAPHS = SizedLRU(65536)
 
 
 def _cache_key(obj, space: str | None):
@@ -222,7 +199,7 @@ def _cache_key(obj, space: str | None):
     if isinstance(obj, dict | list):  # JSON from the wire
         try:
             return (space, json.dumps(obj, sort_keys=True, separators=(",", ":")))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return None
     return None
 
@@ -231,28 +208,37 @@ def layergraph_json(obj) -> LayerGraph:
     """A LayerGraph from its JSON (a dict or a string): the arch form of space ``model``."""
     if isinstance(obj, str):
         try:
-            obj = json.loads(obj)
-        except ValueError as e:
-            raise ArchError(f"a model's arch must be LayerGraph JSON ({e})", "arch") from None
+            obj = bounded_json.loads(obj, "arch")
+        except LetiError as e:
+            raise ArchError(f"a model's arch must be LayerGraph JSON ({e.reason})", "arch") from None
     if not isinstance(obj, dict):
         raise ArchError("a model's arch must be a LayerGraph JSON object", "arch")
     return LayerGraph.from_dict(obj)
 
 
-def _make_graph(obj, space: str | None) -> LayerGraph:
-    return layergraph_json(obj) if space == MODEL_SPACE else to_arch(obj, space).to_graph()
+def _too_large(size: int, max_size: int) -> TooLargeError:
+    return TooLargeError(
+        f"expands to {size:,} layers and edges, over the limit of {max_size:,} per arch", "arch"
+    )
 
 
-def graph_of(
-    obj,
-    space: str | None = None,
-    field: str = "arch",
-    space_field: str = "space",
-    cache: LRU = GRAPHS,
-    input_shape=None,
-) -> LayerGraph:
+def _make_graph(obj, space: str | None, max_size: int | None = None) -> LayerGraph:
+    if space == MODEL_SPACE:
+        g = layergraph_json(obj)  # as large as its JSON, which the caller has bounded
+        if max_size is not None and graph_weight(g) > max_size:
+            raise _too_large(graph_weight(g), max_size)
+        return g
+    arch = to_arch(obj, space)
+    if max_size is not None and expanded_size(arch) > max_size:  # known before the whole network is built
+        raise _too_large(expanded_size(arch), max_size)
+    return arch.to_graph()
+
+
+def graph_of(obj, space: str | None = None, field: str = "arch", space_field: str = "space",
+             cache: SizedLRU = GRAPHS, input_shape=None, max_size: int | None = None) -> LayerGraph:  # fmt: skip
     """The LayerGraph of one arch in any accepted form; errors name ``field`` (or ``space_field``).
-    ``input_shape`` (H, W, C) is for in-memory torch / Keras models only."""
+    ``input_shape`` (H, W, C) is for in-memory torch / Keras models only. An arch that would expand past
+    ``max_size`` nodes + edges raises ``TooLargeError`` before it is built."""
     if isinstance(obj, LayerGraph):
         return obj
     if framework_model(obj) is not None:
@@ -260,22 +246,30 @@ def graph_of(
             return model_graph(obj, input_shape)
         except LetiError as e:
             raise e if e.field == "input_shape" else rebase(e, field) from None
-    obj, space = unwrap(obj, space, space_field)
+    try:
+        obj, space = unwrap(obj, space, space_field)
+    except LetiError as e:  # a bad index is this arch's; a bad space names its own field
+        raise (rebase(e, field) if e.field == "index" else e) from None
     if space is not None:
         space = canonical_space(space, space_field)
     try:
-        if isinstance(obj, Arch):
-            return obj.to_graph()
-        key = _cache_key(obj, space)
+        key = None if isinstance(obj, Arch) else _cache_key(obj, space)
         if key is None:
-            return _make_graph(obj, space)
-        return cache.get_or_make(key, lambda: _make_graph(obj, space))
+            return _make_graph(obj, space, max_size)
+        hit = cache.get(key)
+        if hit is not None and (max_size is None or graph_weight(hit) <= max_size):
+            return hit
+        g = _make_graph(obj, space, max_size)
+        cache.put(key, g)
+        return g
     except LetiError as e:
         raise rebase(e, field) from None
     except (RecursionError, MemoryError) as e:
         raise ArchError(f"too large or too deeply nested ({type(e).__name__})", field) from None
     except Exception as e:  # parsing user input: any failure is the input's fault, reported on its field
-        raise ArchError(f"cannot read this arch ({type(e).__name__}: {e})", field) from None
+        raise ArchError(
+            f"cannot read this arch ({excerpt(f'{type(e).__name__}: {e}', 200)})", field
+        ) from None
 
 
 def graphs_of(
@@ -299,11 +293,21 @@ def clear_graphs() -> None:
 # ---- the command line: arguments and files -------------------------------------------------------------------------
 def _existing_file(text: str) -> Path | None:
     """``text`` as a path when it names a file; a string that cannot be a path (too long, a NUL) is not one."""
+    return Path(text) if is_file(text) else None
+
+
+MAX_FILE_BYTES = 256 << 20  # an archs.jsonl of ~500k archs
+
+
+def _text(data: bytes, name: str) -> str:
     try:
-        p = Path(text)
-        return p if p.is_file() else None
-    except (OSError, ValueError):  # ENAMETOOLONG for a long Arch JSON, NUL bytes, …
-        return None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LetiError(f"is not UTF-8 text (byte {e.start})", name) from None
+
+
+def _read_text(p: Path) -> str:
+    return _text(bounded_json.read_bytes(p, str(p), MAX_FILE_BYTES), str(p))
 
 
 def read_arch_arg(text: str, space: str | None = None, input_shape=None) -> tuple[Arch | None, LayerGraph]:
@@ -318,17 +322,17 @@ def read_arch_arg(text: str, space: str | None = None, input_shape=None) -> tupl
         return arch, arch.to_graph()
     if is_model_file(p):
         return None, read_model(p, input_shape)
-    try:
-        content = p.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise LetiError(f"cannot read ({e})", str(p)) from None
+    content = _read_text(p).strip()
     first = content.splitlines()[0] if content else ""
     if not first:
         raise LetiError("file is empty", str(p))
+    doc = first if p.suffix == ".jsonl" else content
     try:
-        obj = json.loads(first) if p.suffix == ".jsonl" else json.loads(content)
-    except ValueError:
-        obj = first
+        obj = bounded_json.loads(doc, str(p))
+    except LetiError as e:
+        if doc.lstrip()[:1] in ("{", "["):  # meant as JSON: say why it is not
+            raise e from None
+        obj = first  # a native string such as an NB201 cell
     arch = to_arch(obj, space)
     return arch, arch.to_graph()
 
@@ -337,25 +341,27 @@ def read_jsonl(path: str, space: str | None = None) -> tuple[list, list[str | No
     """Archs, their spaces and where each came from (``archs.jsonl line 7``) from a JSON-lines file ('-': stdin);
     a line that is not JSON is read as a native string such as an NB201 cell."""
     if path == "-":
-        lines, name = sys.stdin.read().splitlines(), "stdin"
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise LetiError(f"is larger than {MAX_FILE_BYTES:,} bytes", "stdin")
+        lines, name = _text(data, "stdin").splitlines(), "stdin"
     else:
         p = _existing_file(path)
         if p is None:
             raise LetiError("no such file", path)
-        try:
-            lines, name = p.read_text().splitlines(), path
-        except (OSError, UnicodeDecodeError) as e:
-            raise LetiError(f"cannot read ({e})", path) from None
+        lines, name = _read_text(p).splitlines(), path
     archs, spaces, where = [], [], []
     for n, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = line
         here = f"{name} line {n}"
+        try:
+            obj = bounded_json.loads(line, here)
+        except LetiError as e:
+            if line[:1] in ("{", "["):  # meant as JSON: say why it is not
+                raise e from None
+            obj = line  # a native string such as an NB201 cell
         arch, s = unwrap(obj, space, f"{here}: space")
         if arch is obj and not isinstance(obj, dict | str | list):
             raise LetiError(f"must be an arch, not {type(obj).__name__}", here)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leti.errors import LetiError, ModelFileError
+from leti.errors import LetiError, ModelFileError, excerpt
 from leti.graph.layergraph import LayerGraph
 from leti.importers.common import check_input_shape
+from leti.paths import is_file
 
 MODEL_SUFFIXES: tuple[str, ...] = (".tflite", ".onnx", ".keras", ".h5", ".hdf5")
 
@@ -22,8 +23,8 @@ def is_model_file(path: str | Path) -> bool:
 def read_model(path: str | Path, input_shape: tuple[int, ...] | str | None = None) -> LayerGraph:
     """The LayerGraph of a model file; ``input_shape`` (H, W, C) fixes a dynamic input."""
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError("no such file", str(p))
+    if not is_file(p):
+        raise ModelFileError("no such file", excerpt(str(p), 200))
     shape = check_input_shape(input_shape)
     suffix = p.suffix.lower()
     if suffix == ".tflite":

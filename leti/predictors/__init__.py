@@ -6,7 +6,7 @@
     save_trained(pred, "pixel4-tflite2.1-cpu-a76", meta)
     load("pixel4-tflite2.1-cpu-a76")           # the target's best saved predictor
 
-Families: lut, flops, xgboost, lightgbm, catboost, gcn, auto (see ``leti.predictors.families``). Training,
+Families: lut, flops, linear, xgboost, lightgbm, catboost, gcn, kernel, auto, fewshot (see ``leti.predictors.families``). Training,
 evaluation and reports on a store live in ``leti.predictors.evaluate``.
 """
 
@@ -42,6 +42,7 @@ _LAZY = {
     "train": ("leti.predictors.evaluate", "train"),
     "evaluate": ("leti.predictors.evaluate", "evaluate"),
     "report": ("leti.predictors.evaluate", "report"),
+    "plot": ("leti.predictors.render", "plot"),
     "learning_curve": ("leti.predictors.evaluate", "learning_curve"),
 }
 

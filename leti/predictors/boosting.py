@@ -7,36 +7,57 @@ unseen combinations of layers) and the trees learn what is not (fusion, caches, 
 compares the parts on the phone data.
 
 ``objective``: ``l2``, ``l1``, ``huber`` (``alpha`` = delta in log units) or ``quantile`` (``alpha`` = level).
+``topology``: which topology column groups to read besides the features (``none``, ``all`` or names joined by '+',
+see ``leti.predictors.topology``). LightGBM's ``monotone`` keeps the prediction from falling as the columns that
+count work (and the LUT's estimate) grow.
 Noisy targets whose bad measurements are one-sided (a share of runs much slower or faster than the rest) are
 predicted best by the typical value, not the mean: ``quantile`` or ``l1`` there.
 
-Models are saved in each library's own format (XGBoost JSON, LightGBM text, CatBoost cbm), sealed with a checksum.
+Models are saved in each library's own text format (XGBoost JSON, LightGBM text, CatBoost JSON), sealed by the
+manifest, and predicted from without the library (``leti.predictors.trees``) unless a batch is large.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from leti.errors import PredictorError
+from leti.errors import PredictorError, excerpt
 from leti.predictors.base import Predictor
-from leti.predictors.features import FEATURES_ID, N_FEATURES, featurize
+from leti.predictors.features import (
+    FEATURES_ID,
+    TOPOLOGY_ID,
+    design,
+    design_columns,
+    monotone_signs,
+)
 from leti.predictors.lut import LUTPredictor
-from leti.predictors.registry import read_checked, read_json_checked, seal, write_json_checked
+from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
+from leti.predictors.schema import n_threads
 
 OBJECTIVES = ("l2", "l1", "huber", "quantile")
 BASES = ("lut", "none")
 INFO_FILE = "boosting.json"
 BASE_DIR = "base"
+# Batches from this size go to the boosting library when it is loaded, and from LIBRARY_BATCH also when it is not
+# yet: below, walking the trees in numpy beats the library's call overhead or its import.
+SMALL_BATCH = 32
+LIBRARY_BATCH = 4096
 
 
 class BoostingPredictor(Predictor):
     """Shared pipeline: features -> (optional LUT base) -> a library's trees on log-latency."""
 
     model_file = ""
+    param_ranges = {"n_estimators": (1, 100_000), "learning_rate": (1e-6, 10.0), "subsample": (1e-3, 1.0),
+                    "colsample": (1e-3, 1.0), "reg_lambda": (0.0, 1e6), "alpha": (0.0, 1e6),
+                    "base_robust": (0.0, 100.0), "n_jobs": (1, 1_000_000), "num_leaves": (2, 131_072),
+                    "min_child_samples": (1, 1_000_000), "max_depth": (1, 64), "min_child_weight": (0.0, 1e6),
+                    "depth": (1, 16), "l2_leaf_reg": (0.0, 1e6)}  # fmt: skip
 
     # ---- the pipeline ---------------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -46,13 +67,14 @@ class BoostingPredictor(Predictor):
             )
         if self.base not in BASES:
             raise PredictorError(f"must be one of {', '.join(BASES)}, got {self.base!r}", "base")
+        design_columns(self.topology)  # an unknown topology group fails here
         if self.objective == "quantile" and not 0 < float(self.alpha) < 1:
             raise PredictorError(f"a quantile level must lie in (0, 1), got {self.alpha!r}", "alpha")
         if self.objective == "huber" and not float(self.alpha) > 0:
             raise PredictorError(f"the Huber delta must be positive, got {self.alpha!r}", "alpha")
 
     def _design(self, graphs, base_ms: np.ndarray | None) -> np.ndarray:
-        X = featurize(graphs)[:, self.columns_]
+        X = design(graphs, self.topology)[:, self.columns_]
         if base_ms is not None:
             X = np.hstack([X, np.log(base_ms)[:, None]])
         return X
@@ -64,9 +86,10 @@ class BoostingPredictor(Predictor):
 
     def _fit(self, graphs, y):
         self._check()
-        X = featurize(graphs)
+        X = design(graphs, self.topology)
         # constant columns carry nothing for this training set; dropping them keeps models small and fast
-        self.columns_ = np.flatnonzero(np.ptp(X, axis=0) > 0) if len(graphs) > 1 else np.arange(N_FEATURES)
+        allowed = design_columns(self.topology)
+        self.columns_ = allowed[np.ptp(X[:, allowed], axis=0) > 0] if len(graphs) > 1 else allowed
         target = np.log(y)
         self.base_ = None
         self.base_floor_ = 0.0
@@ -76,7 +99,14 @@ class BoostingPredictor(Predictor):
         b = self._base_predict(graphs)
         if b is not None:
             target = target - np.log(b)
-        self._train(self._design(graphs, b), target)
+        self.forest_ = self.model_bytes_ = None
+        try:
+            self._train(self._design(graphs, b), target)
+        except (
+            Exception
+        ) as e:  # the library refusing this data or these settings (too few archs, constant targets)
+            raise PredictorError(f"{self.family} cannot train on these {len(graphs)} archs "
+                                 f"({excerpt(f'{type(e).__name__}: {e}', 200)})", "graphs") from None  # fmt: skip
 
     def _predict(self, graphs):
         b = self._base_predict(graphs)
@@ -92,22 +122,23 @@ class BoostingPredictor(Predictor):
                 "fold_constant": bool(self.base_.fold_constant),
                 "floor_ms": self.base_floor_,
             }
-        info = {"features_id": FEATURES_ID, "columns": self.columns_.tolist(), "base": base,
+        info = {"features_id": FEATURES_ID, "topology_id": TOPOLOGY_ID, "columns": self.columns_.tolist(), "base": base,
                 "model_file": self.model_file}  # fmt: skip
         if self.base_ is not None:
             (d / BASE_DIR).mkdir(exist_ok=True)
             self.base_._save(d / BASE_DIR)
-        self._write(d / self.model_file)
-        seal(d / self.model_file)
+        (d / self.model_file).write_bytes(self._model_bytes())
         write_json_checked(d / INFO_FILE, info)
 
     def _load(self, d: Path) -> None:
         self._check()
         info = read_json_checked(d / INFO_FILE)
-        if info.get("features_id") != FEATURES_ID:
+        if info.get("features_id") != FEATURES_ID or (
+            self.topology != "none" and info.get("topology_id") != TOPOLOGY_ID
+        ):
             raise PredictorError("was trained on other features than this leti computes; retrain it", str(d))
         cols = np.asarray(info["columns"], dtype=np.int64)
-        if cols.ndim != 1 or (cols.size and (cols.min() < 0 or cols.max() >= N_FEATURES)):
+        if cols.ndim != 1 or not np.isin(cols, design_columns(self.topology)).all():
             raise PredictorError("feature columns out of range", str(d / INFO_FILE))
         self.columns_ = cols
         base = info.get("base")
@@ -128,20 +159,63 @@ class BoostingPredictor(Predictor):
                 f"the model expects {self._n_model_features()} features, its files describe {n_in}", str(d)
             )
 
+    # ---- the trees: numpy for small batches, the library for large ones ---------------------------------------
+    def _raw_predict(self, X: np.ndarray) -> np.ndarray:
+        if self._use_library(len(X)):
+            return self._library_predict(X)
+        return self._forest().predict(X)
+
+    def _use_library(self, n: int) -> bool:
+        """The library pays off for large batches, and as soon as it is loaded anyway (both give the same numbers);
+        otherwise its import (1-3 s) costs more than walking the trees in numpy."""
+        if getattr(self, "model_", None) is not None or self.library in sys.modules:
+            return n >= SMALL_BATCH
+        return n >= LIBRARY_BATCH and importlib.util.find_spec(self.library) is not None
+
+    def _forest(self):
+        if getattr(self, "forest_", None) is None:
+            self.forest_ = self._parse(self._model_bytes())
+        return self.forest_
+
+    def _model_bytes(self) -> bytes:
+        if getattr(self, "model_bytes_", None) is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                p = Path(tmp) / self.model_file
+                self._write(p)
+                self.model_bytes_ = p.read_bytes()
+        return self.model_bytes_
+
+    def _library_predict(self, X: np.ndarray) -> np.ndarray:
+        if getattr(self, "model_", None) is None:
+            self.model_ = self._library_model(self._model_bytes())
+        return self._predict_with(self.model_, X)
+
+    def _read(self, path: Path, data: bytes) -> None:
+        self.model_, self.model_bytes_ = None, data
+        self.forest_ = self._parse(data)  # a damaged file fails here, at load
+
+    def _n_model_features(self) -> int:
+        return int(self._forest().n_features)
+
     # ---- for subclasses -------------------------------------------------------------------------------------
+    library = ""  # the module that trains (and, for large batches, predicts)
+
     def _train(self, X: np.ndarray, t: np.ndarray) -> None:
+        """Fit ``self.model_`` (a library model) on ``X`` and ``t``."""
         raise NotImplementedError
 
-    def _raw_predict(self, X: np.ndarray) -> np.ndarray:
+    def _predict_with(self, model, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _write(self, path: Path) -> None:
+        """Save ``self.model_`` in the library's own format."""
         raise NotImplementedError
 
-    def _read(self, path: Path, data: bytes) -> None:
+    def _parse(self, data: bytes):
+        """The saved model as a numpy forest (``leti.predictors.trees``)."""
         raise NotImplementedError
 
-    def _n_model_features(self) -> int:
+    def _library_model(self, data: bytes):
         raise NotImplementedError
 
 
@@ -164,6 +238,8 @@ class LightGBMPredictor(BoostingPredictor):
         base: str = "lut",
         base_states: str = "separate",
         base_robust: float = 0.0,
+        monotone: bool = False,
+        topology: str = "none",
         seed: int = 0,
         n_jobs: int = 1,
     ):
@@ -179,6 +255,8 @@ class LightGBMPredictor(BoostingPredictor):
         self.base = base
         self.base_states = base_states
         self.base_robust = base_robust
+        self.monotone = monotone
+        self.topology = topology
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -199,31 +277,41 @@ class LightGBMPredictor(BoostingPredictor):
             "lambda_l2": float(self.reg_lambda),
             "seed": int(self.seed),
             "deterministic": True,
-            "num_threads": int(self.n_jobs),
+            "num_threads": n_threads(self.n_jobs),
             "verbose": -1,
         }
 
     def _train(self, X, t):
         import lightgbm as lgb
 
+        params = self._params()
+        if self.monotone:
+            # more work never makes a network faster: the columns that count work (and the LUT's estimate) may
+            # only raise the prediction, which keeps the trees from fitting noise against them
+            signs = monotone_signs()[self.columns_].tolist() + ([1] if self.base_ is not None else [])
+            params.update(monotone_constraints=signs, monotone_constraints_method="advanced")
         ds = lgb.Dataset(X, t, params={"verbose": -1, "min_data_in_bin": 1})
-        self.model_ = lgb.train(self._params(), ds, num_boost_round=int(self.n_estimators))
+        self.model_ = lgb.train(params, ds, num_boost_round=int(self.n_estimators))
 
-    def _raw_predict(self, X):
-        return self.model_.predict(X, num_threads=int(self.n_jobs))
+    library = "lightgbm"
+
+    def _predict_with(self, model, X):
+        return model.predict(X, num_threads=n_threads(self.n_jobs))
 
     def _write(self, path):
         self.model_.save_model(str(path))
 
-    def _read(self, path, data):
+    def _parse(self, data):
+        from leti.predictors.trees import from_lightgbm_text
+
+        return from_lightgbm_text(data.decode("utf-8"))
+
+    def _library_model(self, data):
         import lightgbm as lgb
 
         text = data.decode("utf-8")
         check_lightgbm_text(text)  # LightGBM's own parser aborts the process on some malformed files
-        self.model_ = lgb.Booster(model_str=text)
-
-    def _n_model_features(self) -> int:
-        return int(self.model_.num_feature())
+        return lgb.Booster(model_str=text)
 
 
 def check_lightgbm_text(text: str) -> None:
@@ -293,6 +381,7 @@ class XGBoostPredictor(BoostingPredictor):
         base: str = "lut",
         base_states: str = "separate",
         base_robust: float = 0.0,
+        topology: str = "none",
         seed: int = 0,
         n_jobs: int = 1,
     ):
@@ -308,6 +397,7 @@ class XGBoostPredictor(BoostingPredictor):
         self.base = base
         self.base_states = base_states
         self.base_robust = base_robust
+        self.topology = topology
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -327,7 +417,7 @@ class XGBoostPredictor(BoostingPredictor):
             "lambda": float(self.reg_lambda),
             "tree_method": "hist",
             "seed": int(self.seed),
-            "nthread": int(self.n_jobs),
+            "nthread": n_threads(self.n_jobs),
             "base_score": 0.0,
         }
         if self.objective == "quantile":
@@ -341,29 +431,32 @@ class XGBoostPredictor(BoostingPredictor):
 
         self.model_ = xgb.train(self._params(), xgb.DMatrix(X, t), num_boost_round=int(self.n_estimators))
 
-    def _raw_predict(self, X):
-        return self.model_.inplace_predict(X)
+    library = "xgboost"
+
+    def _predict_with(self, model, X):
+        return model.inplace_predict(X)
 
     def _write(self, path):
         self.model_.save_model(str(path))  # the .json suffix selects XGBoost's JSON format
 
-    def _read(self, path, data):
+    def _parse(self, data):
+        from leti.predictors.trees import from_xgboost_json
+
+        return from_xgboost_json(data)
+
+    def _library_model(self, data):
         import xgboost as xgb
 
-        json.loads(data)  # a clear error for a non-JSON file before XGBoost sees it
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
-        booster.set_param({"nthread": int(self.n_jobs)})
-        self.model_ = booster
-
-    def _n_model_features(self) -> int:
-        return int(self.model_.num_features())
+        booster.set_param({"nthread": n_threads(self.n_jobs)})
+        return booster
 
 
 # ---- CatBoost -------------------------------------------------------------------------------------------------
 class CatBoostPredictor(BoostingPredictor):
     family = "catboost"
-    model_file = "model.cbm"
+    model_file = "model.json"  # CatBoost's JSON export: readable without CatBoost (leti.predictors.trees)
 
     def __init__(
         self,
@@ -378,6 +471,7 @@ class CatBoostPredictor(BoostingPredictor):
         base: str = "lut",
         base_states: str = "separate",
         base_robust: float = 0.0,
+        topology: str = "none",
         seed: int = 0,
         n_jobs: int = 1,
     ):
@@ -392,6 +486,7 @@ class CatBoostPredictor(BoostingPredictor):
         self.base = base
         self.base_states = base_states
         self.base_robust = base_robust
+        self.topology = topology
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -414,31 +509,35 @@ class CatBoostPredictor(BoostingPredictor):
             rsm=float(self.colsample),
             loss_function=self._loss(),
             random_seed=int(self.seed),
-            thread_count=int(self.n_jobs),
+            thread_count=n_threads(self.n_jobs),
             allow_writing_files=False,
             verbose=False,
         )
         self.model_.fit(X, t)
 
-    def _raw_predict(self, X):
-        return self.model_.predict(X, thread_count=int(self.n_jobs))
+    library = "catboost"
+
+    def _predict_with(self, model, X):
+        return model.predict(X, thread_count=n_threads(self.n_jobs))
 
     def _write(self, path):
-        self.model_.save_model(str(path), format="cbm")
+        self.model_.save_model(str(path), format="json")
 
-    def _read(self, path, data):
+    def _parse(self, data):
+        from leti.predictors.trees import from_catboost_json
+
+        return from_catboost_json(data)
+
+    def _library_model(self, data):
         from catboost import CatBoostRegressor
 
         # CatBoost reads from a path; hand it the checked bytes, not the file that might change in between
         with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / "model.cbm"
+            p = Path(tmp) / self.model_file
             p.write_bytes(data)
             m = CatBoostRegressor()
-            m.load_model(str(p), format="cbm")
-        self.model_ = m
-
-    def _n_model_features(self) -> int:
-        return len(self.model_.feature_names_)
+            m.load_model(str(p), format="json")
+        return m
 
 
 __all__ = ["BoostingPredictor", "CatBoostPredictor", "LightGBMPredictor", "XGBoostPredictor"]

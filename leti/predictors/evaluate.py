@@ -7,7 +7,6 @@ training archs' hashes in the metadata so that ``evaluate`` can later test a sav
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -19,14 +18,16 @@ from leti.datasets.split import split_by_hash
 from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors.base import FEATURE_VERSION, Predictor, library_versions
-from leti.predictors.families import FAMILIES
+from leti.predictors.families import FAMILIES, NEEDS_SOURCES
 from leti.predictors.features import FEATURES_ID
+from leti.predictors.fewshot_data import fewshot_rows, fewshot_sources
 from leti.predictors.metrics import metrics
 from leti.predictors.registry import load as load_trained
-from leti.predictors.registry import make, save_trained
+from leti.predictors.registry import make, next_version_dir, record_selection, save_trained
+from leti.predictors.render import ReportPage, ReportRow, markdown, plot, write_pages
 from leti.space import canonical_space
 
-DEFAULT_FAMILIES = FAMILIES
+DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f not in NEEDS_SOURCES)
 
 
 def versions() -> dict:
@@ -40,10 +41,19 @@ def versions() -> dict:
 
 
 def _check_size(train_size, n: int) -> None:
-    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 1:
-        raise LetiError(f"must be a positive integer, got {train_size!r}", "train_size")
+    if isinstance(train_size, bool) or not isinstance(train_size, int | np.integer) or train_size < 2:
+        raise LetiError(
+            f"must be an integer >= 2 (one arch trains nothing), got {train_size!r}", "train_size"
+        )
     if train_size >= n:
         raise LetiError(f"{train_size} is not smaller than the target's {n} measured archs", "train_size")
+
+
+def fit_on(
+    store: Store, data: TargetData, family: str, idx: np.ndarray, params: dict | None = None
+) -> Predictor:
+    """A new ``family`` predictor fitted on rows ``idx`` of ``data`` (see ``_fit``)."""
+    return _fit(make(family, **(params or {})), data, idx, store)
 
 
 def _fit(pred: Predictor, data: TargetData, idx: np.ndarray, store: Store) -> Predictor:
@@ -63,22 +73,48 @@ def train(
     space: str | None = None,
     save: bool = False,
     root=None,
+    sources: list[str] | None = None,
+    train_archs: list | None = None,
+    trust: bool | None = None,
+    trust_folds: int = 5,
 ) -> tuple[Predictor, dict]:
     """Fit ``family`` on ``train_size`` archs of ``target`` (split by hash, ``seed``) and test it on the rest.
 
     Returns the fitted predictor and its metadata (metrics on the test split, the training hashes, versions);
     ``save=True`` also stores it as the target's predictor of that family.
+
+    ``trust`` (default: when saving) calibrates intervals and out-of-distribution checks on the training archs
+    (``leti.trust``, ``trust_folds``-fold cross-validation) and saves them with the predictor; ``meta["trust"]``
+    then records the test archs' ``coverage``, ``interval_rel_width`` and ``ood_share``.
+
+    ``family="fewshot"`` learns from the ``sources``' measurements (default: every other target measured in the
+    space) and ``train_size`` archs of ``target`` (distinct networks, ``one_per_hash``; all of them: nothing is left
+    to test), or exactly the archs ``train_archs`` (``[(Arch, where), ...]``; each must be measured on ``target``).
     """
     space = canonical_space(space) if space is not None else None
+    if params is not None and not isinstance(params, dict):
+        raise LetiError(f"must be a JSON object of hyper-parameters, got {type(params).__name__}", "params")
+    pred = make(family, **(params or {}))  # bad hyper-parameters are reported before any data is read
     data = target_data(store, target, space)
-    _check_size(train_size, len(data))
-    pred = make(family, **(params or {}))
-    tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
+    if family == "fewshot":
+        tr, te = fewshot_rows(data, train_size, seed, train_archs)
+    else:
+        if sources is not None or train_archs is not None:
+            field = "sources" if sources is not None else "train_archs"
+            raise LetiError("applies to the fewshot predictor only", field)
+        _check_size(train_size, len(data))
+        tr, te = split_by_hash(data.hashes, int(train_size), int(seed))
+    source_meta = None
     t0 = time.perf_counter()
-    _fit(pred, data, tr, store)
+    if family == "fewshot":
+        spaces = sorted(set(data.spaces[tr].tolist())) if space is None else [space]
+        source_data, source_meta = fewshot_sources(store, target, spaces, sources)
+        pred.fit(data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), source_data=source_data)
+    else:
+        _fit(pred, data, tr, store)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    p = pred.predict(data.graphs(te))
+    p = pred.predict(data.graphs(te)) if te.size else np.zeros(0)
     predict_s = time.perf_counter() - t0
     meta = {
         "target": target,
@@ -87,13 +123,13 @@ def train(
         "params": pred.get_params(),
         "feature_version": FEATURE_VERSION,
         "features_id": FEATURES_ID,
-        "train_size": int(train_size),
+        "train_size": int(tr.size) if family == "fewshot" else int(train_size),
         "seed": int(seed),
-        "split": "split_by_hash",
+        "split": "train_archs" if train_archs is not None else "split_by_hash",
         "n_train": int(tr.size),
         "n_test": int(te.size),
         "train_hashes": sorted(set(data.hashes[tr].tolist())),
-        "metrics": metrics(data.latency_ms[te], p),
+        "metrics": metrics(data.latency_ms[te], p) if te.size else {},
         "fit_seconds": round(fit_s, 3),
         "predict_seconds": round(predict_s, 3),
         "versions": versions(),
@@ -101,24 +137,114 @@ def train(
     }
     if family == "auto":
         meta["auto_chosen"] = pred.chosen_
+    if source_meta is not None:
+        meta["sources"] = source_meta
+    if trust if trust is not None else save:
+        tm = _calibrate(pred, data, tr, seed, trust_folds, source_data if family == "fewshot" else None)
+        pred.trust_ = tm
+        meta["trust"] = {"folds": int(trust_folds), "n_calibration": tm.info["n_calibration"]}
+        if te.size:  # on the test archs, at the default 90%
+            meta["trust"].update(tm.coverage_of(data.graphs(te), p, data.latency_ms[te]))
     if save:
-        save_trained(pred, target, meta, root)
+        into = next_version_dir(target, family, root)  # reserved first: the selection names this version
+        meta["version"] = int(into.name[1:])
+        meta["selection"] = select(store, target, root, new=(pred, meta), data=data)
+        meta["path"] = str(save_trained(pred, target, meta, root, into=into))
+        record_selection(target, meta["selection"], root)
+        if getattr(pred, "trust_", None) is not None:
+            pred.trust_.save(meta["path"])  # and re-seals the version's directory
     pred.meta_ = {**getattr(pred, "meta_", {}), **meta}
     return pred, meta
+
+
+def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, folds: int, source_data):
+    from leti.trust import calibrate
+
+    ref = None
+    if source_data:  # few-shot: the sources' archs are in distribution too (a seeded sample of them)
+        pool = [g for gs, _ in source_data.values() for g in gs]
+        pick = np.random.default_rng(seed).permutation(len(pool))[:2000]
+        ref = [pool[i] for i in np.sort(pick)]
+    return calibrate(pred, data.graphs(tr), data.latency_ms[tr], groups=list(data.hashes[tr]), folds=folds,
+                     seed=seed, reference_graphs=ref)  # fmt: skip
+
+
+MIN_SELECTION_ARCHS = 20
+
+
+def _or_worst(v) -> float:
+    return float(v) if isinstance(v, int | float) and v == v else -np.inf
+
+
+def select(
+    store: Store, target: str, root=None, new: tuple[Predictor, dict] | None = None, data=None
+) -> dict:
+    """Choose the family that answers for ``target`` among the user's trained predictors (each family's current
+    version, with ``new`` = (predictor, meta) in place of its family's), on one protocol: every candidate predicts
+    the same archs, those of the target that none of them was trained on; best acc@10, ties by Spearman's rho.
+
+    When fewer than ``MIN_SELECTION_ARCHS`` such archs remain, the candidates are ranked by the test acc@10 recorded
+    at training instead, and the selection says so. Returns the selection record (``registry.record_selection``).
+    """
+    from leti.predictors.registry import TRAINED, best_family, saved
+
+    data = data if data is not None else target_data(store, target)
+    cands: dict[str, tuple[Predictor | None, dict, int | None]] = {}
+    for r in saved(target, root, pretrained=False):
+        if r.current and r.source == TRAINED:
+            cands[r.family] = (None, r.meta, r.version)
+    if new is not None:
+        cands[new[0].family] = (new[0], new[1], new[1].get("version"))
+    seen: set = set()
+    for _, meta, _ in cands.values():
+        seen |= set(meta.get("train_hashes") or [])
+    test = np.flatnonzero([h not in seen for h in data.hashes])
+    if test.size < MIN_SELECTION_ARCHS:
+        family = best_family({f: m for f, (_, m, _) in cands.items()})
+        scores = {
+            f: {"version": v, "acc10": (m.get("metrics") or {}).get("acc10")}
+            for f, (_, m, v) in cands.items()
+        }
+        return {"family": family, "metric": "acc10 recorded at training (own test splits)", "n_test": 0,
+                "scores": scores, "reason": f"only {test.size} archs are held out from every candidate"}  # fmt: skip
+    graphs, y = data.graphs(test), data.latency_ms[test]
+    scores = {}
+    for fam, (pred, _, version) in cands.items():
+        try:
+            p = (pred if pred is not None else load_trained(target, fam, root, version)).predict(graphs)
+            m = metrics(y, p)
+        except LetiError as e:  # an unreadable or broken candidate cannot answer
+            scores[fam] = {"version": version, "error": str(e)}
+            continue
+        scores[fam] = {"version": version, "acc10": m["acc10"], "spearman": m["spearman"]}
+    ok = {f: s for f, s in scores.items() if "acc10" in s}
+    if not ok:
+        raise LetiError(f"no trained predictor of {target} can predict its archs", "target")
+    family = max(sorted(ok), key=lambda f: (_or_worst(ok[f]["acc10"]), _or_worst(ok[f]["spearman"])))
+    return {"family": family, "metric": "acc10, ties by spearman", "n_test": int(test.size),
+            "test": "archs of the target held out from every candidate's training set", "scores": scores,
+            "chosen_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
 
 
 def evaluate(
     store: Store,
     target: str,
-    predictor: str | Predictor,
+    predictor: str | Predictor | None = None,
     root=None,
     space: str | None = None,
     return_predictions: bool = False,
+    coverage: float = 0.9,
 ) -> dict:
-    """Metrics of a predictor (a family name: the target's saved one) on every arch of ``target`` it was not
-    trained on. A predictor without recorded training hashes is tested on all archs (``held_out`` False).
-    ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting."""
-    pred = load_trained(target, predictor, root) if isinstance(predictor, str) else predictor
+    """Metrics of a predictor (a family name: the target's saved one; None: the target's best saved one) on every
+    arch of ``target`` it was not trained on. A predictor without recorded training hashes is tested on all archs
+    (``held_out`` False). ``return_predictions`` adds ``y_true`` and ``y_pred`` (arrays, ms) for plotting. A
+    predictor saved with trust data adds ``coverage`` (share of test archs inside their ``coverage`` interval),
+    ``interval_rel_width`` (median (hi - lo) / prediction) and ``ood_share`` (share flagged out of distribution)."""
+    pred = (
+        load_trained(target, predictor, root)
+        if predictor is None or isinstance(predictor, str)
+        else predictor
+    )
     if not isinstance(pred, Predictor):
         raise LetiError(f"expected a family name or a Predictor, got {type(predictor).__name__}", "predictor")
     data = target_data(store, target, canonical_space(space) if space else None)
@@ -130,6 +256,13 @@ def evaluate(
         )
     p = pred.predict(data.graphs(test))
     out = metrics(data.latency_ms[test], p)
+    tm = getattr(pred, "trust_", None)
+    if tm is None and getattr(pred, "path_", None) is not None:
+        from leti.trust import load as load_trust
+
+        tm = load_trust(pred.path_)
+    if tm is not None:
+        out.update(tm.coverage_of(data.graphs(test), p, data.latency_ms[test], coverage))
     out.update(
         {
             "n_train": int(getattr(pred, "n_train_", 0)),
@@ -144,59 +277,20 @@ def evaluate(
     return out
 
 
-def plot(y_true, y_pred, path, title: str | None = None) -> Path:
-    """Log-log scatter of predicted against measured latency with the ±10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = np.asarray(y_true, dtype=float)
-    p = np.asarray(y_pred, dtype=float)
-    if t.shape != p.shape or t.size == 0:
-        raise LetiError(f"{t.size} measured values but {p.size} predictions", "y_pred")
-    pos = (t > 0) & (p > 0)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-    lo = float(min(t[pos].min(), p[pos].min())) * 0.8
-    hi = float(max(t[pos].max(), p[pos].max())) * 1.25
-    xs = np.geomspace(lo, hi, 50)
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.2, label="±10%")
-    ax.plot(xs, xs, color="tab:green", lw=0.8)
-    ax.scatter(t[pos], p[pos], s=3, alpha=0.4, color="tab:blue", edgecolors="none")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
-    inside = float(np.mean(np.abs(p - t) <= 0.1 * t))
-    ax.set_title(title or f"acc@10 {100 * inside:.1f}%", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-@dataclass
-class ReportRow:
-    target: str
-    family: str
-    metrics: dict
-    n_train: int
-    n_test: int
-    fit_seconds: float
-    chosen: str = ""
-
-
 def targets_of_space(store: Store, space: str) -> list[str]:
     per = store.stats().get("per_target_space", {})
     return sorted(t for t, spaces in per.items() if spaces.get(space))
 
 
-def report(
+def report(store: Store, space: str, *args, **kwargs) -> str:
+    """Train and test every family on every target of ``space`` (the arguments of ``report_page``); the Markdown
+    report (one table per target) and, with ``out_dir``, ``report.md`` and ``report.html`` plus one plot per target
+    (its best family by acc@10)."""
+    page = report_page(store, space, *args, **kwargs)
+    return markdown(page, images=bool(page.plots))
+
+
+def report_page(
     store: Store,
     space: str,
     train_size: int = 900,
@@ -206,9 +300,8 @@ def report(
     targets=None,
     params: dict | None = None,
     progress=None,
-) -> str:
-    """Train and test every family on every target of ``space``; a markdown table (acc@10, acc@5, rho, tau) and,
-    with ``out_dir``, ``report.md`` plus one plot per target (its best family by acc@10)."""
+) -> ReportPage:
+    """``report``'s findings as a ``ReportPage`` (rows, plots); the pages are written to ``out_dir`` if given."""
     space = canonical_space(space)
     targets = list(targets) if targets else targets_of_space(store, space)
     if not targets:
@@ -217,53 +310,30 @@ def report(
     if not families:
         raise LetiError("no families to report on", "families")
     out = Path(out_dir) if out_dir is not None else None
-    rows: list[ReportRow] = []
+    page = ReportPage(space, int(train_size), int(seed), [])
     for target in targets:
         best = None
         for fam in families:
-            pred, meta = train(store, target, fam, train_size, seed, (params or {}).get(fam), space)
-            chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
-            rows.append(
-                ReportRow(
-                    target, fam, meta["metrics"], meta["n_train"], meta["n_test"], meta["fit_seconds"], chosen
-                )
+            pred, meta = train(
+                store, target, fam, train_size, seed, (params or {}).get(fam), space, trust=False
             )
+            chosen = meta.get("auto_chosen", {}).get("family", "") if fam == "auto" else ""
+            page.rows.append(ReportRow(target, fam, meta["metrics"], meta["n_train"], meta["n_test"],
+                                       meta["fit_seconds"], chosen))  # fmt: skip
             if progress is not None:
-                progress(rows[-1], len(rows), len(targets) * len(families))
+                progress(page.rows[-1], len(page.rows), len(targets) * len(families))
             if best is None or meta["metrics"]["acc10"] > best[1]["metrics"]["acc10"]:
                 best = (pred, meta)
         if out is not None and best is not None:
             data = target_data(store, target, space)
             seen = set(best[1]["train_hashes"])
             te = np.flatnonzero([h not in seen for h in data.hashes])
-            plot(
-                data.latency_ms[te],
-                best[0].predict(data.graphs(te)),
-                out / f"{target}.png",
-                f"{target}: {best[1]['family']}, acc@10 {100 * best[1]['metrics']['acc10']:.1f}%",
-            )
-    md = report_table(rows, space, train_size, seed)
+            png = plot(data.latency_ms[te], best[0].predict(data.graphs(te)), out / f"{target}.png", target,
+                       best[1]["family"], note=f"trained on {best[1]['n_train']}")  # fmt: skip
+            page.plots[target] = (best[1]["family"], png)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(md + "\n" + "".join(f"\n![{t}]({t}.png)\n" for t in targets))
-    return md
-
-
-def report_table(rows: list[ReportRow], space: str, train_size: int, seed: int) -> str:
-    lines = [
-        f"Space {space}: train on {train_size} archs (split_by_hash, seed {seed}), test on all the others.",
-        "",
-        "| target | family | acc@10 % | acc@5 % | ρ | τ | n_train | n_test | fit s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        m = r.metrics
-        fam = f"{r.family} ({r.chosen})" if r.chosen else r.family
-        lines.append(
-            f"| {r.target} | {fam} | {100 * m['acc10']:.1f} | {100 * m['acc5']:.1f} | {m['spearman']:.3f} "
-            f"| {m['kendall']:.3f} | {r.n_train} | {r.n_test} | {r.fit_seconds:.1f} |"
-        )
-    return "\n".join(lines)
+        write_pages(page, out)
+    return page
 
 
 def learning_curve(
@@ -301,4 +371,14 @@ def learning_curve(
     return out
 
 
-__all__ = ["evaluate", "learning_curve", "plot", "report", "report_table", "train", "versions"]
+__all__ = [
+    "evaluate",
+    "fit_on",
+    "learning_curve",
+    "plot",
+    "report",
+    "report_page",
+    "select",
+    "train",
+    "versions",
+]

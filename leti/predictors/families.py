@@ -11,11 +11,15 @@ from __future__ import annotations
 FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "lut": ("leti.predictors.lut", "LUTPredictor"),
     "flops": ("leti.predictors.flops", "FlopsPredictor"),
+    "linear": ("leti.predictors.linear", "LinearPredictor"),
     "xgboost": ("leti.predictors.boosting", "XGBoostPredictor"),
     "lightgbm": ("leti.predictors.boosting", "LightGBMPredictor"),
     "catboost": ("leti.predictors.boosting", "CatBoostPredictor"),
     "gcn": ("leti.predictors.gcn", "GCNPredictor"),
     "kernel": ("leti.predictors.kernel", "KernelPredictor"),
     "auto": ("leti.predictors.auto", "AutoPredictor"),
+    "fewshot": ("leti.predictors.fewshot", "FewShotPredictor"),
 }
 FAMILIES: tuple[str, ...] = tuple(FAMILY_CLASSES)
+# families that learn from other targets' measurements too: trained with ``sources``, not in reports by default
+NEEDS_SOURCES: tuple[str, ...] = ("fewshot",)

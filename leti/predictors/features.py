@@ -18,6 +18,10 @@ The columns (``feature_names()``, stable order; ``FEATURES_ID`` fingerprints the
 * ``const.*`` count and MACs per kind of nodes that do not depend on the input, live or dead (``node_states``);
 * ``io.*``    input shape and output width.
 
+``design(graphs, topology)`` adds the ``topo.*`` columns of ``topology`` (where the layers sit: paths, what feeds
+what, parallel branches, live memory) after these, for the models that ask for them; they are memoised apart, so
+a model that does not read them does not pay for them.
+
 A node is *dead* when its value never reaches the output (``LayerGraph.live``) and *constant* when it does not
 depend on the input (everything it reads comes through zero ops). Runtimes may fold constants away, skip
 dead nodes, or run both (NAS-Bench-201 exports differ here), so they are kept apart and the models learn which cost
@@ -29,11 +33,13 @@ from __future__ import annotations
 import hashlib
 import weakref
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
+from leti.errors import PredictorError
 from leti.graph.layergraph import N_ATTRS, OP_CODE, OPS, A, LayerGraph
+from leti.predictors import topology
 
 # ---- node kinds: the op, refined where kernel size and stride change the cost a lot ----------------------------
 _WINDOWED = ("conv", "dwconv", "maxpool", "avgpool")
@@ -114,7 +120,7 @@ class Batch:
     def n_nodes(self) -> int:
         return int(self.op.size)
 
-    @property
+    @cached_property
     def out_elems(self) -> np.ndarray:
         s = self.out_shape
         return s[:, 0] * s[:, 1] * s[:, 2]
@@ -339,16 +345,24 @@ def _hash(table: np.ndarray, derived: list[np.ndarray], k: int) -> np.ndarray:
     return key
 
 
-def unique_rows(table: np.ndarray, derived: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(unique rows (u, N_ROW), inverse) of the nodes' rows, hash-based (pandas' factorize is linear time,
-    ``np.unique(axis=0)`` sorts). A second independent 64-bit hash guards the first against collisions, with an
-    exact ``np.unique`` as the fallback."""
-    import pandas as pd
+def factorize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) with the uniques in order of first appearance, as ``pandas.factorize`` gives them (numpy
+    only: the prediction path must not import pandas)."""
+    uniq, first, inv = np.unique(a, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[np.asarray(inv).ravel()], uniq[order]
 
+
+def unique_rows(table: np.ndarray, derived: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(unique rows (u, N_ROW), inverse) of the nodes' rows, through one 64-bit hash per row (one 1-D sort rather
+    than ``np.unique(axis=0)``'s row sort). A second independent 64-bit hash guards the first against collisions,
+    with an exact ``np.unique`` as the fallback."""
     n = table.shape[0]
     if n == 0:
         return np.zeros((0, N_ROW), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    codes, uniq_keys = pd.factorize(_hash(table, derived, 0))
+    codes, uniq_keys = factorize(_hash(table, derived, 0))
     first = np.empty(uniq_keys.size, dtype=np.int64)
     first[codes[::-1]] = np.arange(n)[::-1]
     check = _hash(table, derived, 1)
@@ -382,11 +396,17 @@ class RowRegistry:
     """Process-wide numbering of distinct node rows, their feature contributions, and the memo of summaries."""
 
     def __init__(self):
+        self.generation = -1  # bumped by ``reset``: ids of an older generation mean nothing
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every row: ids start over, and the summaries that hold old ids go too."""
         self._ids: dict[bytes, int] = {}
         self._rows: list[np.ndarray] = []
         self._contrib: list[tuple[np.ndarray, np.ndarray]] = []
         self._matrix = None  # CSR (n_rows, N_FEATURES) of contributions, rebuilt when rows were added
         self.memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.generation += 1
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -403,23 +423,15 @@ class RowRegistry:
     def row(self, i: int) -> np.ndarray:
         return self._rows[i]
 
-    def contributions(self):
-        from scipy import sparse
-
+    def contributions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows' feature contributions in CSR form: (indptr, columns, values), rebuilt when rows were added."""
         m = self._matrix
-        if m is None or m.shape[0] != len(self._rows):
-            n = len(self._rows)
+        if m is None or m[0].size != len(self._rows) + 1:
             cols = [c for c, _ in self._contrib]
             vals = [v for _, v in self._contrib]
             indptr = np.concatenate(([0], np.cumsum([c.size for c in cols]))).astype(np.int64)
-            m = sparse.csr_matrix(
-                (
-                    np.concatenate(vals) if n else np.zeros(0),
-                    np.concatenate(cols) if n else np.zeros(0, int),
-                    indptr,
-                ),
-                shape=(n, N_FEATURES),
-            )
+            m = (indptr, np.concatenate(cols) if cols else np.zeros(0, np.int64),
+                 np.concatenate(vals) if vals else np.zeros(0))  # fmt: skip
             self._matrix = m
         return m
 
@@ -427,17 +439,14 @@ class RowRegistry:
         return memoised(graphs, self.memo, self._compute)
 
     def _compute(self, graphs: list[LayerGraph]) -> list[Summary]:
-        import pandas as pd
-
         bt = batch(graphs)
         table, derived = node_columns(bt)
         uniq, inv = unique_rows(table, derived)
         gmap = np.array([self.id_of(r) for r in uniq], dtype=np.int64)
         k = len(self._rows) + 1
-        codes, pairs = pd.factorize(bt.gid * k + gmap[inv])  # (graph, row id) pairs and how often each occurs
-        counts = np.bincount(codes)
-        order = np.argsort(pairs, kind="stable")
-        pairs, counts = pairs[order], counts[order]
+        pairs, counts = np.unique(
+            bt.gid * k + gmap[inv], return_counts=True
+        )  # (graph, row id) pairs, how often
         g_of, r_of = pairs // k, pairs % k
         bounds = np.searchsorted(g_of, np.arange(len(graphs) + 1))
         first, last = bt.starts, bt.starts + bt.counts - 1
@@ -456,6 +465,18 @@ class RowRegistry:
 
 
 ROWS = RowRegistry()
+# A long-running server meets ever more distinct layers (each row costs a few KB with what hangs off it: ~45 MB for
+# 1,000 random leti archs), so it calls ``trim`` between requests to start the numbering over past this many rows.
+MAX_ROWS = 10_000
+
+
+def trim(max_rows: int = MAX_ROWS) -> bool:
+    """Reset ``ROWS`` when it holds more than ``max_rows`` rows; whatever is numbered by row ids (the LUT's
+    signatures) starts over at its next use. Only between predictions: ids taken before a reset are void."""
+    if len(ROWS) <= max_rows:
+        return False
+    ROWS.reset()
+    return True
 
 
 def summaries(graphs) -> list[Summary]:
@@ -510,18 +531,26 @@ def _contributions(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---- the feature matrix ---------------------------------------------------------------------------------------
 def compute(graphs: list[LayerGraph]) -> np.ndarray:
     """The feature matrix of ``graphs`` without the row memo: shape (len(graphs), N_FEATURES), float64."""
-    from scipy import sparse
-
     graphs = list(graphs)
     n = len(graphs)
     if n == 0:
         return np.zeros((0, N_FEATURES))
     summ = ROWS.summaries(graphs)
-    sizes = np.fromiter((s.ids.size for s in summ), dtype=np.int64, count=n)
-    ids = np.concatenate([s.ids for s in summ])
-    cnt = np.concatenate([s.counts for s in summ]).astype(np.float64)
-    m = sparse.csr_matrix((cnt, ids, np.concatenate(([0], np.cumsum(sizes)))), shape=(n, len(ROWS)))
-    X = np.asarray((m @ ROWS.contributions()).todense())
+    X = np.zeros((n, N_FEATURES))
+    indptr, cols, vals = ROWS.contributions()
+    for start in range(0, n, 1024):  # bounds the expanded (graph, row, feature) triples held at once
+        part = summ[start : start + 1024]
+        sizes = np.fromiter((s.ids.size for s in part), dtype=np.int64, count=len(part))
+        g = np.repeat(np.arange(len(part)), sizes)
+        ids = np.concatenate([s.ids for s in part])
+        cnt = np.concatenate([s.counts for s in part]).astype(np.float64)
+        # every (graph, row) pair adds count x the row's contributions: expand the pairs over their rows' entries
+        nnz = indptr[ids + 1] - indptr[ids]
+        pair = np.repeat(np.arange(ids.size), nnz)
+        pos = indptr[ids][pair] + np.arange(pair.size) - np.repeat(np.cumsum(nnz) - nnz, nnz)
+        flat = g[pair] * N_FEATURES + cols[pos]
+        X[start : start + len(part)] = np.bincount(flat, weights=cnt[pair] * vals[pos],
+                                                   minlength=len(part) * N_FEATURES).reshape(len(part), N_FEATURES)  # fmt: skip
     scal = np.stack([s.scalars for s in summ])
     X[:, _INDEX["tot.depth"]] = scal[:, 0]
     X[:, _INDEX["tot.peak_bytes"]] = 4.0 * scal[:, 1]
@@ -556,14 +585,82 @@ def featurize(graphs, use_memo: bool = True) -> np.ndarray:
     return np.stack(memoised(graphs, _MEMO, rows))
 
 
+# ---- topology columns and the full design ---------------------------------------------------------------------
+TOPOLOGY_ID = hashlib.sha256("\n".join(topology.topology_names()).encode()).hexdigest()[:16]
+_TOPO_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def design_names() -> tuple[str, ...]:
+    """Names of the columns of ``design``: the features, then every topology column."""
+    return feature_names() + topology.topology_names()
+
+
+def topology_features(graphs) -> np.ndarray:
+    """The topology columns (``topology.topology_names()``) of ``graphs``, memoised per graph."""
+    graphs = list(graphs)
+    if not graphs:
+        return np.zeros((0, topology.N_TOPO))
+
+    def rows(chunk: list[LayerGraph]) -> np.ndarray:
+        bt = batch(chunk)
+        X = topology.compute(bt, node_states(bt), resolution_levels(bt))
+        X.setflags(write=False)
+        return X
+
+    return np.stack(memoised(graphs, _TOPO_MEMO, rows))
+
+
+def design(graphs, topology_groups: str = "none") -> np.ndarray:
+    """The features, followed by all topology columns unless ``topology_groups`` is ``none`` (index it with
+    ``design_columns``)."""
+    graphs = list(graphs)
+    X = featurize(graphs)
+    if topology_groups == "none":
+        return X
+    return np.hstack([X, topology_features(graphs)])
+
+
+@cache
+def design_columns(topology_groups: str = "none") -> np.ndarray:
+    """Indices into ``design`` of the columns a model reads: the features, plus the topology groups named (``all``,
+    ``none``, or names of ``topology.GROUPS`` joined by '+', e.g. ``path+big``: ablations use it)."""
+    keep = {"all": list(topology.GROUPS), "none": []}.get(topology_groups)
+    if keep is None:
+        keep = str(topology_groups).split("+")
+        unknown = [g for g in keep if g not in topology.GROUPS]
+        if unknown:
+            raise PredictorError(
+                f"unknown topology group {unknown[0]!r} (known: all, none, {', '.join(topology.GROUPS)})",
+                "topology",
+            )
+    index = {n: i for i, n in enumerate(design_names())}
+    extra = sorted(index[n] for g in keep for n in topology.GROUPS[g])
+    out = np.concatenate([np.arange(N_FEATURES), np.array(extra, dtype=np.int64)])
+    out.setflags(write=False)
+    return out
+
+
+@cache
+def monotone_signs() -> np.ndarray:
+    """Per ``design`` column: +1 where the column measures work (counts, MACs, params, bytes, live memory), since
+    more work never makes a network faster; 0 for the rest (shapes, flags, shares and pairs may go either way)."""
+    work = ("tot.", "kind.", "lvl", "const.", "topo.mem.")
+    out = np.array([1 if n.startswith(work) else 0 for n in design_names()], dtype=np.int64)
+    out[_INDEX["tot.const_output"]] = 0  # a constant output is folded away: far faster
+    out.setflags(write=False)
+    return out
+
+
 def clear_memo() -> None:
-    """Forget memoised feature rows and graph summaries (benchmarks use it to time cold starts)."""
+    """Forget memoised feature rows, topology rows and graph summaries (benchmarks use it to time cold starts)."""
     _MEMO.clear()
+    _TOPO_MEMO.clear()
     ROWS.memo.clear()
 
 
 __all__ = [
     "FEATURES_ID",
+    "TOPOLOGY_ID",
     "KINDS",
     "N_FEATURES",
     "ROWS",
@@ -571,12 +668,18 @@ __all__ = [
     "Summary",
     "batch",
     "clear_memo",
+    "trim",
     "compute",
+    "design",
+    "design_columns",
+    "design_names",
     "feature_index",
     "feature_names",
     "featurize",
+    "monotone_signs",
     "node_kinds",
     "node_states",
     "summaries",
+    "topology_features",
     "varying_mask",
 ]

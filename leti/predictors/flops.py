@@ -63,6 +63,8 @@ class FlopsPredictor(Predictor):
 
     family = "flops"
 
+    param_ranges = {"clusters": (1, 64)}
+
     def __init__(self, clusters: int = 1, macs: str = "live", seed: int = 0):
         self.clusters = clusters
         self.macs = macs

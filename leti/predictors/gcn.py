@@ -33,7 +33,6 @@ Nothing is pickled.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from pathlib import Path
@@ -55,6 +54,8 @@ from leti.predictors.graph_tensors import (
     GraphTensors,
     concat,
 )
+from leti.predictors.registry import read_json_checked, write_json_checked
+from leti.predictors.schema import n_threads
 
 STATE_FILE = "gcn.pt"
 CONFIG_FILE = "gcn.json"
@@ -269,6 +270,11 @@ class GCNPredictor(Predictor):
 
     family = "gcn"
 
+    param_ranges = {"hidden": (1, 4096), "layers": (0, 64), "dropout": (0.0, 0.99), "lr": (1e-8, 10.0),
+                    "weight_decay": (0.0, 10.0), "epochs": (1, 100_000), "batch_size": (1, 1_000_000),
+                    "patience": (1, 100_000), "lr_drops": (0, 100), "ema": (0.0, 0.9999), "val_fraction": (0.0, 0.9),
+                    "huber_delta": (1e-6, 1e3), "threads": (1, 1_000_000), "predict_batch": (1, 1_000_000)}  # fmt: skip
+
     def __init__(
         self,
         hidden: int = 32,
@@ -466,11 +472,11 @@ class GCNPredictor(Predictor):
             "y_sd": self.y_sd_,
             "best_epoch": self.best_epoch_,
         }
-        (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=1))
+        write_json_checked(d / CONFIG_FILE, cfg)
 
     def _load(self, d: Path) -> None:
         self._check_params()
-        cfg = json.loads((d / CONFIG_FILE).read_text())
+        cfg = read_json_checked(d / CONFIG_FILE)
         if cfg.get("features") != list(CONTINUOUS):
             raise PredictorError("was saved with other node features; retrain it", str(d / CONFIG_FILE))
         self.x_mean_ = np.asarray(cfg["x_mean"], dtype=np.float32).reshape(N_CONTINUOUS)
@@ -500,7 +506,7 @@ class _threads:
     def __enter__(self):
         if self.n:
             self.old = torch.get_num_threads()
-            torch.set_num_threads(self.n)
+            torch.set_num_threads(n_threads(self.n))
 
     def __exit__(self, *exc):
         if self.old is not None:

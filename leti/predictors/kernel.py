@@ -15,7 +15,7 @@ kernels build``), a kernel regressor learns each measured kernel type's time fro
 model-level fit weighs its per-model sum against the latent terms. The intercept is the per-model overhead.
 
 ``features="auto"`` picks the work terms by grouped cross-validation on the training set (``groups``: model
-families or canonical hashes), never by looking at a test set. Files are JSON and LightGBM text, sealed; nothing
+families or canonical hashes), never by looking at a test set. Files are JSON and LightGBM text, sealed by the manifest; nothing
 is pickled.
 """
 
@@ -26,14 +26,13 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import numpy as np
-from scipy.optimize import nnls
 
 from leti.errors import PredictorError
 from leti.graph.layergraph import LayerGraph
 from leti.predictors import fusion as FU
 from leti.predictors.base import Predictor
 from leti.predictors.metrics import acc_within
-from leti.predictors.registry import read_checked, read_json_checked, seal, write_json_checked
+from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
 
 MODEL_FILE = "kernel.json"
 KERNEL_MODEL_FILE = "kernel_model.txt"
@@ -189,6 +188,8 @@ def nnls_relative(
         P = np.zeros((idx.size, A.shape[1]))
         P[np.arange(idx.size), idx] = np.sqrt(ridge)
         As, b = np.vstack([As, P]), np.concatenate([b, np.zeros(idx.size)])
+    from scipy.optimize import nnls  # fitting only: loading and predicting must not pay for scipy
+
     coef, _ = nnls(As, b, maxiter=50 * A.shape[1] + 500)
     return coef / scale
 
@@ -527,7 +528,6 @@ class KernelPredictor(Predictor):
         }
         if self.kreg_ is not None and self.kreg_.booster_ is not None:
             self.kreg_.booster_.save_model(str(d / KERNEL_MODEL_FILE))
-            seal(d / KERNEL_MODEL_FILE)
         write_json_checked(d / MODEL_FILE, info)
 
     def _load(self, d: Path) -> None:
@@ -572,14 +572,11 @@ class KernelPredictor(Predictor):
             reg.linear_[g] = c
         if kind == "linear" or not reg.groups_:
             return reg
-        import lightgbm as lgb
+        from leti.predictors.trees import from_lightgbm_text
 
-        from leti.predictors.boosting import check_lightgbm_text
-
-        text = read_checked(d / KERNEL_MODEL_FILE).decode("utf-8")
-        check_lightgbm_text(text)
-        reg.booster_ = lgb.Booster(model_str=text)
-        if reg.booster_.num_feature() != kernel_x(np.zeros(1), np.zeros((1, len(FU.COLUMNS)))).shape[1]:
+        # walked in numpy: loading must not cost LightGBM's import, and a network has few distinct kernels
+        reg.booster_ = from_lightgbm_text(read_checked(d / KERNEL_MODEL_FILE).decode("utf-8"))
+        if reg.booster_.n_features != kernel_x(np.zeros(1), np.zeros((1, len(FU.COLUMNS)))).shape[1]:
             raise PredictorError("the kernel regressor expects other features", str(d / KERNEL_MODEL_FILE))
         return reg
 

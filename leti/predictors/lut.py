@@ -28,7 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import nnls
 
 from leti.errors import GraphError, PredictorError
 from leti.graph.builder import GraphBuilder
@@ -68,13 +67,24 @@ class _Signatures:
     """Per state mode: the numbering of distinct signatures and the map from node-row ids (``features.ROWS``)."""
 
     def __init__(self):
+        self.generation = 0  # bumped when the numbering starts over, after ``features.trim``
+        self._reset()
+
+    def _reset(self) -> None:
         self.ids = {m: {} for m in STATE_MODES}
         self.rows = {m: [] for m in STATE_MODES}
         self.of_row = {m: np.zeros(0, dtype=np.int64) for m in STATE_MODES}
         self._state = np.zeros(0, dtype=np.int64)
+        self._rows_generation = F.ROWS.generation
+        self.generation += 1
+
+    def _current(self) -> None:
+        if self._rows_generation != F.ROWS.generation:  # the node rows were renumbered
+            self._reset()
 
     def states(self) -> np.ndarray:
         """node-row id -> node state (see ``features.node_states``)."""
+        self._current()
         n = len(F.ROWS)
         if self._state.size < n:
             ext = [F.ROWS.row(r)[F.R_STATE] for r in range(self._state.size, n)]
@@ -86,6 +96,7 @@ class _Signatures:
 
     def mapping(self, mode: str) -> np.ndarray:
         """node-row id -> signature id (-1: not costed), extended to every node row seen so far."""
+        self._current()
         m = self.of_row[mode]
         n = len(F.ROWS)
         if m.size < n:
@@ -279,6 +290,8 @@ def _row_work(row: np.ndarray) -> float:
 def _nnls(A: np.ndarray, y: np.ndarray, w: np.ndarray, robust: float, iters: int = 20) -> np.ndarray:
     """Weighted NNLS; with ``robust`` > 0, Huber-reweighted (threshold ``robust`` x the residuals' MAD), so a few
     badly measured models do not drag the per-layer times."""
+    from scipy.optimize import nnls  # fitting only: loading and predicting must not pay for scipy
+
     scale = np.maximum(np.abs(A).max(axis=0), 1e-12)  # column scaling keeps NNLS well conditioned
     As = A / scale
     h = np.ones_like(y)
@@ -326,6 +339,8 @@ class LUTPredictor(Predictor):
     """
 
     family = "lut"
+
+    param_ranges = {"robust": (0.0, 100.0)}
 
     def __init__(
         self,
@@ -376,6 +391,7 @@ class LUTPredictor(Predictor):
         self._work = np.array([_row_work(r) for r in rows])
         self._cost = np.zeros(0)  # per global signature id: its cost (NaN: not looked up yet)
         self._miss = np.zeros(0, dtype=bool)
+        self._cost_generation = SIGNATURES.generation
 
     @property
     def table(self) -> dict[str, float]:
@@ -409,6 +425,9 @@ class LUTPredictor(Predictor):
     # ---- prediction -----------------------------------------------------------------------------------------
     def _costs(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cost and missing flag of each global signature id in ``ids`` (worked out once per id, then cached)."""
+        if self._cost_generation != SIGNATURES.generation:  # signature ids were renumbered
+            self._cost, self._miss = np.zeros(0), np.zeros(0, dtype=bool)
+            self._cost_generation = SIGNATURES.generation
         need = ids[ids >= self._cost.size] if ids.size else ids
         if need.size:
             grow = int(need.max()) + 1 - self._cost.size

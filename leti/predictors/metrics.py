@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from leti.errors import LetiError
 
@@ -42,6 +41,8 @@ def metrics(y_true, y_pred) -> dict[str, float]:
         "r2": float(1.0 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
     }
     if t.size > 1 and np.ptp(p) > 0 and np.ptp(t) > 0:
+        from scipy import stats  # 1-2 s to import: only where metrics are computed
+
         out["spearman"] = float(stats.spearmanr(t, p).statistic)
         out["kendall"] = float(stats.kendalltau(t, p).statistic)
     else:

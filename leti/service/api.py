@@ -3,6 +3,11 @@
 Both take one arch or a list of them in every form ``leti.importers.inputs.to_arch`` reads (NB101 ``(matrix, ops)``, NB201
 strings, FBNet block lists or comma strings, ``Arch`` objects, Arch JSON) and return an ``np.ndarray`` of
 milliseconds, one per arch, in input order. Bad input raises ``LetiError`` naming the field (``archs[3]``).
+
+With ``interval=0.9`` (a coverage in (0, 1)) both return a dict instead: ``target``, ``predictor``, ``latency_ms``,
+``interval_ms`` ((n, 2) [lo, hi], calibrated to contain the measured latency of that share of archs like the
+training ones), ``in_distribution`` (bool per arch) and ``why`` (a short reason where it is False), ``coverage``
+(docs/trust.md).
 """
 
 from __future__ import annotations
@@ -16,19 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from leti.errors import LetiError, PredictorError
+from leti.errors import LetiError, PredictorError, TooLargeError
 from leti.graph.layergraph import LayerGraph
-from leti.importers.inputs import as_list, clear_graphs, graphs_of
+from leti.graph.memo import graph_weight
+from leti.importers.inputs import as_list, clear_graphs, graph_of
 from leti.paths import default_predictor_dir
-from leti.space import Arch
+from leti.space import Arch, canonical_space
+
+# The server's defaults, which the client splits batches by (leti.service.app explains them)
+DEFAULT_MAX_BATCH = 10000
+DEFAULT_MAX_BODY = 4 << 20
 
 
 class NotFoundError(LetiError):
     """An unknown target or predictor (HTTP 404)."""
-
-
-class TooLargeError(LetiError):
-    """A request beyond the server's limits (HTTP 413)."""
 
 
 class AuthError(LetiError):
@@ -43,45 +49,141 @@ def _registry():
 
 
 def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
-    """target -> family -> meta (all of meta.json, plus the registry's summary) of every trained predictor under
-    ``root`` (default ``$LETI_HOME/predictors``)."""
-    from leti.predictors.base import read_meta
+    """target -> family -> meta (all of meta.json, plus the registry's summary: version, source, whether it answers)
+    of the predictor each family answers with: the user's current version under ``root`` (default
+    ``$LETI_HOME/predictors``), else the pretrained one."""
+    from leti.predictors.registry import TRAINED
 
     out: dict[str, dict[str, dict]] = {}
-    for entry in _registry().list_trained(root):
-        try:
-            meta = {**read_meta(Path(entry["path"])), **entry}  # the summary leaves out e.g. the split seed
-        except (LetiError, KeyError, TypeError):
-            meta = dict(entry)
-        out.setdefault(entry["target"], {})[entry["family"]] = meta
+    rows = [r for r in _registry().saved(None, root) if r.current]
+    mine = {(r.target, r.family) for r in rows if r.source == TRAINED}
+    for r in rows:
+        if r.source != TRAINED and (r.target, r.family) in mine:
+            continue  # the user's own predictor of this family shadows the pretrained one
+        out.setdefault(r.target, {})[r.family] = {**r.meta, **r.summary()}
     return out
 
 
-# Predictors and the feature memo they share are not documented as thread-safe, so one prediction runs at a time
-# (the work is CPU-bound under the GIL anyway). Big batches take the lock chunk by chunk, so that single-arch
-# requests arriving meanwhile wait for one chunk, not for the whole batch.
-_PREDICT_LOCK = threading.Lock()
-PREDICT_CHUNK = 512
+# Graph building and prediction run one chunk at a time, process-wide. Predictors and the feature memo they share are
+# not documented as thread-safe, and the work is CPU-bound under the GIL, so serialising it costs no throughput; it
+# also bounds a server's working set to one chunk's graphs and features however many requests arrive together. Big
+# batches take the lock chunk by chunk, so that single-arch requests arriving meanwhile wait for one chunk only.
+_WORK_LOCK = threading.Lock()
+PREDICT_CHUNK = 128  # archs
+CHUNK_SIZE = 50_000  # nodes + edges: a chunk's graphs and features take ~15 MB (benchmarks/bench_service.py)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost: nodes + edges of one arch, and of all its archs together."""
+
+    arch_size: int
+    request_size: int
+
+
+NO_TRUST = "no trust data saved with this predictor: retrain it with `leti train` for intervals and flags"
 
 
 @dataclass
 class Loaded:
-    """A loaded predictor with the target and family it was loaded for."""
+    """A loaded predictor with the target and family it was loaded for, and its trust data (None: saved without)."""
 
     target: str
     family: str
     predictor: Any
+    trust: Any = None
+    version: int = 0
+    source: str = "trained"  # or "pretrained" (the zoo)
+
+    def _predict_chunk(self, graphs: list[LayerGraph]) -> np.ndarray:
+        ms = np.asarray(self.predictor.predict(graphs), dtype=float).ravel()
+        if ms.size != len(graphs):
+            raise PredictorError(f"returned {ms.size} values for {len(graphs)} archs", self.family)
+        return ms
 
     def predict(self, graphs: list[LayerGraph]) -> np.ndarray:
         out = []
         for start in range(0, len(graphs), PREDICT_CHUNK):
-            chunk = graphs[start : start + PREDICT_CHUNK]
-            with _PREDICT_LOCK:
-                ms = np.asarray(self.predictor.predict(chunk), dtype=float).ravel()
-            if ms.size != len(chunk):
-                raise PredictorError(f"returned {ms.size} values for {len(chunk)} archs", self.family)
-            out.append(ms)
+            with _WORK_LOCK:
+                out.append(self._predict_chunk(graphs[start : start + PREDICT_CHUNK]))
         return np.concatenate(out) if out else np.zeros(0)
+
+    def _assess_chunk(self, graphs: list[LayerGraph], coverage: float) -> dict:
+        """One chunk's JSON-ready lists (the caller holds ``_WORK_LOCK``: the trust model's memo is shared too)."""
+        ms = self._predict_chunk(graphs)
+        if self.trust is None:
+            n = len(graphs)
+            return {"latency_ms": [float(x) if np.isfinite(x) else None for x in ms],
+                    "interval_ms": [[None, None]] * n, "in_distribution": [None] * n, "why": [NO_TRUST] * n}  # fmt: skip
+        return self.trust.assess(graphs, ms, coverage).to_dict()
+
+    def _merged(self, parts: list[dict], coverage: float) -> dict:
+        out: dict = {"target": self.target, "predictor": self.family, "coverage": coverage}
+        for key in ("latency_ms", "interval_ms", "in_distribution", "why"):
+            out[key] = [v for p in parts for v in p[key]]
+        return out
+
+    def predict_archs(self, archs: list, spaces: list, fields: list[str], limits: Limits | None = None,
+                      space_fields: list[str] | None = None, input_shape=None, coverage: float | None = None):  # fmt: skip
+        """Latency of archs in any accepted form, built into graphs and predicted a chunk at a time, so that at most
+        one chunk's graphs are held; errors name ``fields[i]`` (``space_fields[i]``, default ``archs[i].space``,
+        for a bad space). ``limits`` refuses oversized archs and requests (``TooLargeError``) before they are
+        built. ``input_shape`` is for in-memory torch / Keras models (``graph_of``). With ``coverage``, ``assess``'s
+        dict instead of an array."""
+        from leti.predictors.features import trim
+
+        if coverage is not None:
+            from leti.trust import check_coverage
+
+            coverage = check_coverage(coverage)
+        out, total, i = [], 0, 0
+        while i < len(archs):
+            with _WORK_LOCK:
+                trim()  # registries of distinct layers start over past their budget (leti.predictors.features)
+                graphs, size = [], 0
+                while i < len(archs) and len(graphs) < PREDICT_CHUNK and size < CHUNK_SIZE:
+                    space_field = (
+                        space_fields[i] if space_fields else f"{fields[i].removesuffix('.arch')}.space"
+                    )
+                    g = graph_of(archs[i], spaces[i], fields[i], space_field, input_shape=input_shape,
+                                 max_size=limits.arch_size if limits else None)  # fmt: skip
+                    w = graph_weight(g)
+                    total, size = total + w, size + w
+                    if limits and total > limits.request_size:
+                        raise TooLargeError(f"the archs up to this one expand to {total:,} layers and edges, over "
+                                            f"this server's limit of {limits.request_size:,} per request; send fewer "
+                                            "or smaller archs", fields[i].removesuffix(".arch"))  # fmt: skip
+                    graphs.append(g)
+                    i += 1
+                out.append(self._predict_chunk(graphs) if coverage is None else self._assess_chunk(graphs, coverage))
+        if coverage is not None:
+            return self._merged(out, coverage)
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def assess(self, graphs: list[LayerGraph], coverage: float = 0.9) -> dict:
+        """Latency, ``coverage`` interval, in-distribution flag and reason per arch: JSON-ready parallel lists
+        (nulls where a number is not finite; where there is no trust data, null intervals and flags)."""
+        from leti.trust import check_coverage
+
+        coverage = check_coverage(coverage)
+        parts = []
+        for start in range(0, len(graphs), PREDICT_CHUNK):
+            with _WORK_LOCK:
+                parts.append(self._assess_chunk(graphs[start : start + PREDICT_CHUNK], coverage))
+        return self._merged(parts, coverage)
+
+
+def as_arrays(res: dict) -> dict:
+    """``assess``'s JSON lists as arrays for Python callers (None -> NaN)."""
+    out = dict(res)
+    out["latency_ms"] = np.array([np.nan if v is None else v for v in res["latency_ms"]], dtype=float)
+    iv = [[np.nan if v is None else v for v in pair] for pair in res["interval_ms"]]
+    out["interval_ms"] = np.array(iv, dtype=float).reshape(-1, 2)
+    out["in_distribution"] = np.array(
+        res["in_distribution"], dtype=object if None in res["in_distribution"] else bool
+    )
+    out["why"] = list(res["why"])
+    return out
 
 
 class PredictorCache:
@@ -123,28 +225,24 @@ class PredictorCache:
 
     @staticmethod
     def _load(base: str, target: str, family: str | None) -> Loaded:
-        # Check names against what is on disk first: this gives a 404 listing the choices, and stops a crafted
-        # name such as '../x' from reaching the file system.
-        index = trained_index(base)
-        if target not in index:
-            known = ", ".join(sorted(index)) or f"none; train one with leti train (looked in {base})"
-            raise NotFoundError(f"no trained predictor for target {target!r} (known: {known})", "target")
-        families = index[target]
-        if family is None:
-            family = _registry().best_family(families)
-        elif family not in families:
-            raise NotFoundError(
-                f"no {family!r} predictor for {target} (trained: {', '.join(sorted(families))})", "predictor"
-            )
+        # The registry checks names against what is on disk (a crafted name such as '../x' never reaches the file
+        # system) and says which predictors exist when the asked-for one does not.
+        reg = _registry()
         try:
-            pred = _load_from_registry(base, target, family)
+            hit = reg.resolve(target, family, root=base)
         except LetiError as e:
-            raise NotFoundError(f"{target}/{family} cannot be loaded: {e}", "predictor") from None
-        return Loaded(target, family, pred)
+            raise NotFoundError(e.reason, e.field) from None
+        try:
+            pred = reg.family_class(hit.family).load(hit.path)
+        except LetiError as e:
+            raise NotFoundError(f"{target}/{hit.family} cannot be loaded: {e}", "predictor") from None
+        try:
+            from leti.trust import load as load_trust
 
-
-def _load_from_registry(base: str, target: str, family: str):
-    return _registry().load(target, family, root=base)
+            trust = load_trust(hit.path)
+        except LetiError as e:
+            raise NotFoundError(f"{target}/{hit.family} v{hit.version} cannot be loaded: {e}", "predictor") from None
+        return Loaded(target, hit.family, pred, trust=trust, version=hit.version, source=hit.source)
 
 
 _PREDICTORS = PredictorCache()  # process-wide: the in-process API and the server share loaded predictors
@@ -161,19 +259,26 @@ def clear_cache() -> None:
 
 
 def predict(
-    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None
-) -> np.ndarray:
+    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None,
+    interval=None,
+):
     """Predicted latency in ms of one arch or a list of archs on ``target``.
 
     An arch is anything ``leti.importers.inputs`` reads (Arch, native text, Arch JSON, a LayerGraph) or an in-memory
     ``torch.nn.Module`` / Keras model; ``input_shape`` = (H, W, C) gives a torch module's input size (and fixes a
     Keras model's open one). ``predictor`` is a family name (``xgboost``, ``lut``, …); None picks the target's best
     by test acc@10. ``space`` says how to read native strings when they are ambiguous (``nb101``, ``nb201``,
-    ``fbnet``, ``leti``). ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Always returns a
-    1-D array.
+    ``fbnet``, ``leti``). ``root`` is the predictor directory (default ``$LETI_HOME/predictors``). Returns a 1-D
+    array; with ``interval`` (a coverage such as 0.9) a dict of arrays: ``latency_ms``, ``interval_ms`` (n, 2),
+    ``in_distribution``, ``why``, with ``target``, ``predictor`` and ``coverage``.
     """
     loaded = _PREDICTORS.get(target, predictor, root)
-    return loaded.predict(graphs_of(as_list(archs), space, input_shape=input_shape))
+    if space is not None:
+        space = canonical_space(space, "space")
+    items = as_list(archs)
+    fields = [f"archs[{i}]" for i in range(len(items))]
+    res = loaded.predict_archs(items, [space] * len(items), fields, input_shape=input_shape, coverage=interval)
+    return res if interval is None else as_arrays(res)
 
 
 # ---- the HTTP client -----------------------------------------------------------------------------------------------
@@ -204,16 +309,17 @@ def wire_item(obj, space: str | None = None, field: str = "archs") -> dict:
 class Client:
     """A client of ``leti serve`` that keeps one HTTP connection open.
 
-    ``token`` defaults to ``$LETI_TOKEN``. Batches longer than ``max_batch`` are split into several requests.
-    Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
+    ``token`` defaults to ``$LETI_TOKEN``. Batches are split into requests of at most ``max_batch`` archs and
+    ``max_body`` bytes (the server's defaults; see ``/v1/health``). Errors raise ``LetiError`` with the server's message (``archs[3].arch: …``); an unreachable server names ``url``.
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0,
-                 max_batch: int = 10000):  # fmt: skip
+                 max_batch: int = DEFAULT_MAX_BATCH, max_body: int = DEFAULT_MAX_BODY):  # fmt: skip
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("LETI_TOKEN")
         self.timeout = timeout
         self.max_batch = max_batch
+        self.max_body = max_body
         self._http = None  # opened on first use
 
     # ---- the connection ---------------------------------------------------------------------------------------
@@ -245,14 +351,13 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, data: str | None = None) -> dict:
         import httpx
 
         try:
-            if body is None:
+            if data is None:
                 r = self._client().request(method, path)
             else:
-                data = json.dumps(body, separators=(",", ":"), allow_nan=False)
                 r = self._client().request(
                     method, path, content=data, headers={"Content-Type": "application/json"}
                 )
@@ -260,8 +365,6 @@ class Client:
             raise LetiError(
                 f"cannot reach the leti server at {self.url} ({type(e).__name__}: {e})", "url"
             ) from None
-        except ValueError as e:  # NaN or infinity in an arch
-            raise LetiError(f"cannot be sent as JSON ({e})", "archs") from None
         if r.status_code >= 400:
             raise _server_error(r)
         try:
@@ -271,26 +374,52 @@ class Client:
 
     # ---- the endpoints ----------------------------------------------------------------------------------------
     def predict(
-        self, archs, target: str, predictor: str | None = None, space: str | None = None
-    ) -> np.ndarray:
-        """Predicted latency in ms, one per arch, exactly as ``leti.predict`` on the server's machine gives."""
+        self, archs, target: str, predictor: str | None = None, space: str | None = None, interval=None
+    ):
+        """Predicted latency in ms, one per arch, exactly as ``leti.predict`` on the server's machine gives (with
+        ``interval``, the same dict of arrays)."""
         items = [wire_item(a, space, f"archs[{i}]") for i, a in enumerate(as_list(archs))]
-        return self.predict_items(items, target, predictor)["latency_ms"]
+        res = self.predict_items(items, target, predictor, interval)
+        if interval is None:
+            return res["latency_ms"]
+        return as_arrays({**res, "latency_ms": [None if x != x else float(x) for x in res["latency_ms"]]})
 
-    def predict_items(self, items: list[dict], target: str, predictor: str | None = None) -> dict:
+    def predict_items(
+        self, items: list[dict], target: str, predictor: str | None = None, coverage=None
+    ) -> dict:
         """Send request items (``{"space", "arch"}`` dicts) as is; returns ``{"target", "predictor",
-        "latency_ms": ndarray}``."""
-        out, res = [], {"target": target, "predictor": predictor}
-        for start in range(0, max(len(items), 1), self.max_batch):
-            body: dict = {"target": target, "archs": items[start : start + self.max_batch]}
-            if predictor is not None:
-                body["predictor"] = predictor
+        "latency_ms": ndarray}`` and the server's ``interval_ms``, ``in_distribution``, ``why`` lists (at
+        ``coverage``, default the server's 0.9) when it sends them."""
+        head: dict = {"target": target}
+        if predictor is not None:
+            head["predictor"] = predictor
+        if coverage is not None:
+            head["coverage"] = coverage
+        head_text = _dumps(head, "target")[:-1] + ',"archs":['
+        texts = [_dumps(it, f"archs[{i}]") for i, it in enumerate(items)]
+        out, res, start = [], {"target": target, "predictor": predictor}, 0
+        extra: dict = {}
+        while True:  # one request at least, even for no archs
+            stop, size = start, len(head_text) + 2
+            while stop < len(texts) and stop - start < self.max_batch:
+                if stop > start and size + len(texts[stop]) + 1 > self.max_body:
+                    break
+                size += len(texts[stop]) + 1
+                stop += 1
             try:
-                res = self._request("POST", "/v1/predict", body)
+                res = self._request("POST", "/v1/predict", head_text + ",".join(texts[start:stop]) + "]}")
             except LetiError as e:
                 raise _shift(e, start) from None
-            out.append(np.asarray(res["latency_ms"], dtype=float))
-        return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out)}
+            out.append(np.asarray([np.nan if v is None else v for v in res["latency_ms"]], dtype=float))
+            for key in ("interval_ms", "in_distribution", "why"):
+                if key in res:
+                    extra.setdefault(key, []).extend(res[key])
+            if stop >= len(texts):
+                break
+            start = stop
+        if "coverage" in res:
+            extra["coverage"] = res["coverage"]
+        return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out), **extra}
 
     def targets(self) -> list[dict]:
         return self._request("GET", "/v1/targets")["targets"]
@@ -300,6 +429,13 @@ class Client:
 
     def health(self) -> dict:
         return self._request("GET", "/v1/health")
+
+
+def _dumps(obj, field: str) -> str:
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:  # NaN or infinity in an arch
+        raise LetiError(f"cannot be sent as JSON ({e})", field) from None
 
 
 def _server_error(r) -> LetiError:

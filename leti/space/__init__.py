@@ -93,15 +93,28 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
         raise LetiError("imported real models cannot be sampled; import them (leti import)", "space")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise LetiError(f"must be a positive integer, got {n!r}", "n")
+    size = getattr(SPACE_MODULES[space], "SIZE", None)
+    if size is not None and n > size:  # asking for more than there is would search for minutes
+        raise LetiError(f"asks for {n:,} archs; the {space} space holds {size:,} (fewer distinct by canonical hash)",
+                        "n")  # fmt: skip
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise LetiError(f"must be an integer in [0, 2**32), got {seed!r}", "seed")
+    if constraints is not None and not isinstance(constraints, dict):
+        raise LetiError(f"must be a JSON object, got {type(constraints).__name__}", "constraints")
     cons = {**DEFAULT_CONSTRAINTS.get(space, {}), **(constraints or {})}
-    for key in cons:
-        if key not in CONSTRAINT_KEYS:
-            raise LetiError(f"unknown constraint (known: {', '.join(CONSTRAINT_KEYS)})", f"constraints.{key}")
+    for key, value in cons.items():
+        _check_constraint(key, value)
     rng = np.random.default_rng(seed)
-    max_tries = int(cons.get("max_tries", 50 * n + 1000))
+    max_tries = cons.get("max_tries", 50 * n + 1000)
+    # without an explicit max_tries, stop once no new arch turned up in a long while: the space (or what the
+    # constraints leave of it) is used up, and searching on would take minutes to say so
+    stall_limit = None if "max_tries" in cons else STALL_TRIES
     seen: set[str] = set()
     out: list[tuple[Arch, str]] = []
-    for _ in range(max_tries):
+    stalled = tries = 0
+    while tries < max_tries and (stall_limit is None or stalled < stall_limit):
+        tries += 1
+        stalled += 1
         arch, text = SPACE_MODULES[space].sample(rng, cons.get("input_size"))
         h = arch.hash
         if h in seen:
@@ -115,13 +128,36 @@ def sample(space: str, n: int, seed: int = 0, constraints: dict | None = None) -
                 continue
         seen.add(h)
         out.append((arch, text))
+        stalled = 0
         if len(out) == n:
             return out
     raise LetiError(
-        f"found only {len(out)} unique archs meeting the constraints after {max_tries} tries; "
+        f"found only {len(out)} unique archs meeting the constraints after {tries:,} tries; "
         "relax the constraints or ask for fewer",
         "n",
     )
+
+
+STALL_TRIES = 20_000
+_NUMBER_KEYS = ("max_macs", "min_macs", "max_params", "min_params")
+
+
+def _check_constraint(key: str, value) -> None:
+    """One sampler constraint: a known key with a value of the right kind, within reason."""
+    field = f"constraints.{key}"
+    if key not in CONSTRAINT_KEYS:
+        raise LetiError(f"unknown constraint (known: {', '.join(CONSTRAINT_KEYS)})", field)
+    if key in _NUMBER_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e18:
+            raise LetiError(f"must be a number in [0, 1e18), got {value!r}", field)
+    elif key == "max_tries":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**8:
+            raise LetiError(f"must be an integer in [1, 100000000], got {value!r}", field)
+    elif key == "input_size" and value is not None:
+        sides = value if isinstance(value, list | tuple) else [value]
+        if not (1 <= len(sides) <= 2 and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096
+                                             for v in sides)):  # fmt: skip
+            raise LetiError(f"must be a side in [1, 4096] or [height, width], got {value!r}", field)
 
 
 __all__ = [

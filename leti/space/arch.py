@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 from leti.errors import ArchError
+from leti.graph.memo import memo
 from leti.space.config import normalize_config
 from leti.space.hashing import canonical_form, digest
 from leti.space.layers import compact_layer, layer_key, normalize_layer
@@ -132,14 +133,15 @@ def live_nodes(adjacency, is_zero: list[bool]) -> list[int]:
     return [v for v in range(n) if v in fwd and v in bwd]
 
 
-# Spaces reuse a handful of cell shapes (NB201: one adjacency, 64 zero patterns): memoise the structure queries
-@lru_cache(maxsize=4096)
+# Spaces reuse a handful of cell shapes (NB201: one adjacency, 64 zero patterns): memoise the structure queries,
+# within a budget of matrix cells (a 256-node cell's key alone is ~0.5 MB)
+@memo(1_000_000, weigh=lambda preds: len(preds) ** 2)  # the key holds the n x n matrix
 def _preds(adjacency: tuple) -> tuple[tuple[int, ...], ...]:
     n = len(adjacency)
     return tuple(tuple(u for u in range(v) if adjacency[u][v]) for v in range(n))
 
 
-@lru_cache(maxsize=4096)
+@memo(1_000_000, weigh=lambda mask: len(mask) ** 2)
 def _live_mask(adjacency: tuple, is_zero: tuple) -> tuple[bool, ...]:
     keep = set(live_nodes(adjacency, is_zero))
     return tuple(i in keep for i in range(len(adjacency)))

@@ -12,6 +12,7 @@ from functools import lru_cache
 from leti.errors import GraphError
 from leti.graph.builder import GraphBuilder, Piece, assemble
 from leti.graph.layergraph import LayerGraph
+from leti.graph.memo import graph_weight, memo
 from leti.space.config import stack_channels
 
 
@@ -111,7 +112,7 @@ def apply_layer(b: GraphBuilder, L: dict, x: int, channels: int) -> int:
     raise GraphError(f"op {op} cannot be used here", b.block or "layer")
 
 
-@lru_cache(maxsize=65536)
+@memo(100_000, weigh=lambda f: len(f[0]))
 def _layer_nodes(layer, in_shape: tuple, channels: int) -> tuple:
     b = GraphBuilder(ext_shape=in_shape)
     return b.frozen(apply_layer(b, layer, -1, channels))
@@ -212,7 +213,7 @@ def _cell_sum(b: GraphBuilder, arch, live: list[bool], channels: int) -> int:
     return tensors[n - 1]
 
 
-@lru_cache(maxsize=8192)
+@memo(100_000, weigh=lambda p: p.n + len(p.edges))
 def _cell_piece(arch, in_shape: tuple, channels: int) -> Piece:
     b = GraphBuilder(ext_shape=in_shape)
     live = arch._live
@@ -277,8 +278,8 @@ def _head_piece(config_key: str, in_shape: tuple) -> Piece:
     return b.piece(b.dense(b.gap(x), cfg["classes"]))
 
 
-@lru_cache(maxsize=4096)
-def expand(arch) -> LayerGraph:
+def _parts(arch) -> list[tuple]:
+    """The pieces ``expand`` chains, each with its copies (see ``graph.builder.assemble``)."""
     cfg = arch.config
     stem = _stem_piece(arch.config_key)
     parts: list[tuple] = [(stem, "")]
@@ -301,8 +302,22 @@ def expand(arch) -> LayerGraph:
             shape = out
             k += 1
     parts.append((_head_piece(arch.config_key, shape), ""))
+    return parts
+
+
+def expanded_size(arch) -> int:
+    """Nodes + edges of ``expand(arch)``, from its pieces alone: a server checks this before building a network
+    that would not fit its memory (the pieces are small and memoised; the copies are what grows)."""
+    return sum((part[2] if len(part) > 2 else 1) * (part[0].n + len(part[0].edges)) for part in _parts(arch))
+
+
+# Memos are bounded by nodes + edges, not by a count: one entry may be a million-layer network (leti.graph.memo).
+# 200k weight holds ~560 NB201 networks (~32 MB).
+@memo(200_000, weigh=graph_weight)
+def expand(arch) -> LayerGraph:
+    cfg = arch.config
     h, w = cfg["input_size"]
-    return assemble(parts, {"space": arch.space, "input_size": [h, w], "classes": cfg["classes"]})
+    return assemble(_parts(arch), {"space": arch.space, "input_size": [h, w], "classes": cfg["classes"]})
 
 
 def clear_caches() -> None:

@@ -20,6 +20,7 @@ ALIASES: tuple[str, ...] = ("nb101",)
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
 MAX_VERTICES = 7
 MAX_EDGES = 9
+SIZE = 423_624  # unique cells of NAS-Bench-101: what ``leti.space.sample`` can draw at most
 
 # leti's default macro network is NAS-Bench-101's: 128-channel 3x3 stem, 3 stacks of 3 cells, max-pool between
 CONFIG = copy.deepcopy(DEFAULTS)

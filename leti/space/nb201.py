@@ -8,12 +8,20 @@ vertex carrying its op and nodes 1 and 2 become ``add`` vertices, in a fixed ord
 ``none`` edges become ``zero`` vertices (a multiply by zero, as in NB201's PyTorch code) so that the arch says what
 an exported model really runs; ``Arch.prune()`` removes them and whatever they leave dead.
 The space protocol (``leti.space.Space``): ``NAME``, ``ALIASES``, ``parse``, ``sample``, ``to_string``.
+
+``from_index(i)`` / ``index_of(arch)`` use NAS-Bench-201's own arch index (0..15624: the order of the benchmark's
+``meta_archs``, in which its API and HW-NAS-Bench list the cells; index 0 is
+``|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|``).
+``nb201_index.bin`` holds that order as 15,625 little-endian uint16 codes, a code being the cell's position in
+``all_strings()``; it was written from the arch column of HW-NAS-Bench's NB201 file (HayeonLee/HELP @45f70eb, MIT),
+whose rows follow the benchmark's index, and it holds no measurement.
 """
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +32,7 @@ from leti.space.layers import normalize_layer
 NAME = "nasbench201"
 ALIASES: tuple[str, ...] = ("nb201",)
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+SIZE = len(OPS) ** 6  # 15,625 cells (fewer distinct by canonical hash): what ``leti.space.sample`` can draw
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # the order edges appear in the string
 
 CONFIG = {
@@ -163,3 +172,46 @@ def sample(rng: np.random.Generator, input_size=None) -> tuple[Arch, str]:
     text = random_string(rng)
     arch = from_string(text)
     return (arch.with_config(input_size=input_size) if input_size else arch), text
+
+
+# ---- NAS-Bench-201's arch index ----------------------------------------------------------------------------------
+N_ARCHS = len(OPS) ** 6
+INDEX_FILE = Path(__file__).with_name("nb201_index.bin")
+
+
+@lru_cache(maxsize=1)
+def _index_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(code of each NB201 index, NB201 index of each code)."""
+    codes = np.fromfile(INDEX_FILE, dtype="<u2").astype(np.int64)
+    if codes.size != N_ARCHS or np.unique(codes).size != N_ARCHS or codes.max() >= N_ARCHS:
+        raise ArchError(f"{INDEX_FILE.name} is damaged: reinstall leti", "index")
+    inverse = np.empty(N_ARCHS, dtype=np.int64)
+    inverse[codes] = np.arange(N_ARCHS)
+    return codes, inverse
+
+
+def _code(ops) -> int:
+    return sum(OPS.index(op) * len(OPS) ** k for k, op in enumerate(ops))
+
+
+def string_of_index(index) -> str:
+    """The cell string of NAS-Bench-201 arch ``index`` (0..15624)."""
+    if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < N_ARCHS:
+        raise ArchError(
+            f"must be a NAS-Bench-201 index, an integer in 0..{N_ARCHS - 1}, got {index!r}", "index"
+        )
+    code = int(_index_tables()[0][int(index)])
+    ops = [OPS[(code // len(OPS) ** k) % len(OPS)] for k in range(6)]
+    nodes = ["|".join(f"{ops[EDGES.index((i, j))]}~{i}" for i in range(j)) for j in (1, 2, 3)]
+    return "|" + "|+|".join(nodes) + "|"
+
+
+def from_index(index, config: dict | None = None) -> Arch:
+    """The Arch of NAS-Bench-201 arch ``index``, as ``api.arch(index)`` of the benchmark names it."""
+    return from_string(string_of_index(index), config)
+
+
+def index_of(arch) -> int:
+    """The NAS-Bench-201 index of a cell string or of an Arch in NB201 node-op form."""
+    text = arch if isinstance(arch, str) else to_string(arch)
+    return int(_index_tables()[1][_code(parse_ops(text))])

@@ -18,7 +18,7 @@ invocations and prints them in the format of recent ``benchmark_model`` versions
 each operator's arithmetic cost (LiteRT's Python API exposes no per-op timer); the totals are real.
 
 Faults (``device.faults``) make it misbehave on purpose: drop the connection mid-push or mid-run,
-hang (never answer a command), print garbage instead of benchmark output, run hot, or report a low
+hang (never answer a command, or stall mid-push), print garbage instead of benchmark output, run hot, or report a low
 battery. Counters are one-shot when set to ``True``/``1``, ``n`` for n times, ``ALWAYS`` for ever.
 """
 
@@ -136,6 +136,7 @@ class Faults:
     """Switches that make the device misbehave. Counts: 0 off, n for the next n times, ALWAYS for ever."""
 
     drop_mid_push: int = 0  # cut the connection after the first DATA block of a push
+    hang_mid_push: int = 0  # stop answering after the first DATA block of a push (until the client goes away)
     drop_mid_run: int = 0  # cut the connection while benchmark_model runs
     hang: int = 0  # accept a shell command but never answer it
     hang_match: str = ""  # only hang commands containing this text ("" = any)
@@ -1427,6 +1428,11 @@ class _Connection:
                     self.dev.events.append("drop_mid_push")
                     self.abort()
                     raise _Dropped("drop_mid_push")
+                if first and self.dev.faults.take("hang_mid_push"):
+                    self.dev.events.append("hang_mid_push")
+                    while self.alive and self.dev._sock is not None:  # the client is stuck mid-push
+                        time.sleep(0.05)
+                    raise _Dropped("hang_mid_push")
                 first = False
             elif ident == b"DONE":
                 break

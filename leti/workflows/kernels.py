@@ -31,7 +31,7 @@ from leti.device_runner.bindings import Binding
 from leti.errors import GraphError, LetiError
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import ACTS, OPS, A, LayerGraph
-from leti.measurement import target_settings
+from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP, target_settings
 from leti.predictors import fusion as FU
 from leti.predictors.kernel import KernelPredictor, KernelRegressor, KernelSamples, kernels_of
 from leti.space import MODEL_SPACE
@@ -302,8 +302,8 @@ def build_kernels(
     n: int = 200,
     seed: int = 0,
     rounds: int = 3,
-    runs: int = 20,
-    warmup: int = 2,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
     prior: list[LayerGraph] | None = None,
     max_macs: int = DEFAULT_MAX_MACS,
     benchmark_binary: str | None = None,

@@ -30,7 +30,7 @@ from leti.device_runner.local import LocalRunner, settings_for_target
 from leti.errors import GraphError, LetiError, PredictorError
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import LayerGraph
-from leti.measurement import Settings, target_settings
+from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP, Settings, target_settings
 from leti.predictors.lut import LUTPredictor, layer_signatures, signature_graph
 from leti.predictors.registry import save_trained
 from leti.space import canonical_space, sample
@@ -115,8 +115,8 @@ def build_lut(
     space: str,
     n_archs: int = 50,
     seed: int = 0,
-    runs: int = 30,
-    warmup: int = 3,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
     benchmark_binary: str | None = None,
     root=None,
     rounds: int = 3,
@@ -232,8 +232,8 @@ class LayerLUT:
     def __init__(
         self,
         target: str | None = None,
-        runs: int = 30,
-        warmup: int = 3,
+        runs: int = DEFAULT_RUNS,
+        warmup: int = DEFAULT_WARMUP,
         stat: str = "median",
         repeats: int = 1,
     ):
