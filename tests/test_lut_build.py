@@ -49,7 +49,8 @@ def test_lut_calibrate_scales_the_saved_table_to_the_stored_models(tmp_path, cap
     from leti.datasets.archs import arch_record
     from leti.datasets.store import Store
     from leti.predictors.lut import LUTPredictor, layer_signatures
-    from leti.predictors.registry import load, save_trained
+    from leti.predictors.manifest import verify
+    from leti.predictors.registry import load, save_trained, saved
     from leti.space import sample
 
     target = "pixel4-tflite-cpu-1large"
@@ -77,9 +78,14 @@ def test_lut_calibrate_scales_the_saved_table_to_the_stored_models(tmp_path, cap
     again = load(target, "lut")
     assert np.allclose(again.predict(graphs), y) and again.meta_["source"] == "test table"
     assert again.meta_["calibration"]["n_models"] == 8
+    # a new, sealed version through the registry's save path; the uncalibrated one stays as v1
+    rows = {r.version: r for r in saved(target) if r.family == "lut"}
+    assert sorted(rows) == [1, 2] and rows[2].current and out["path"] == str(rows[2].path)
+    verify(rows[2].path)
+    assert np.allclose(load(target, "lut", version=1).predict(graphs), y / 1.7)
     # nothing measured on another target: a one-line error, exit 2, the saved table unchanged
     save_trained(lut, "s10-tflite-cpu-1large")
     assert main(["--store", str(store_path), "lut", "calibrate", "--target", "s10-tflite-cpu-1large"]) == 2
     assert "no whole-model measurements" in capsys.readouterr().err
     assert main(["--store", str(store_path), "lut", "calibrate", "--target", "mi8se-tflite-cpu-1large"]) == 2
-    assert "no trained lut predictor" in capsys.readouterr().err
+    assert "no trained predictor" in capsys.readouterr().err

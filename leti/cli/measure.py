@@ -125,11 +125,12 @@ def add_measure_parsers(sub) -> None:
     s = lut.add_parser(
         "calibrate", help="scale the target's lut predictor to the whole models measured on it in the store"
     )
-    s.add_argument("--target", required=True)
-    s.add_argument("--space", help="only the measured archs of this space")
-    s.add_argument("-n", type=int, help="at most this many archs, drawn with --seed (default: all)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--target", required=True, help="the target whose lut predictor is calibrated")
+    s.add_argument("--space", help="only the measured archs of this space (nb101, nb201, fbnet or leti)")
+    s.add_argument("-n", type=T.COUNT, help="at most this many archs, drawn with --seed (default: all)")
+    s.add_argument("--seed", type=T.SEED, default=0, help="seed of the draw of -n archs")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_store_option(s)
     s.set_defaults(func=cmd_lut_calibrate)
 
     s = sub.add_parser("devices", help="list Android devices with model, SoC, battery and temperature")
@@ -296,7 +297,7 @@ def cmd_devices(args) -> int:
 def cmd_lut_calibrate(args) -> int:
     from leti.workflows.lut_build import calibrate_lut
 
-    r = calibrate_lut(_store(args), args.target, args.space, args.n, args.seed)
+    r = calibrate_lut(_store(args, create=False), args.target, args.space, args.n, args.seed)
     if args.json:
         _print_json(asdict(r))
         return 0
