@@ -89,3 +89,39 @@ def test_lut_calibrate_scales_the_saved_table_to_the_stored_models(tmp_path, cap
     assert "no whole-model measurements" in capsys.readouterr().err
     assert main(["--store", str(store_path), "lut", "calibrate", "--target", "mi8se-tflite-cpu-1large"]) == 2
     assert "no trained predictor" in capsys.readouterr().err
+
+
+def test_lut_calibrate_end_to_end_on_the_host(tmp_path, capsys):
+    """``lut build`` then ``generate`` then ``lut calibrate``, all measured on this machine (few archs, few runs)."""
+    import json
+
+    import numpy as np
+
+    from leti.cli import main
+    from leti.datasets.store import Store
+    from leti.importers.inputs import stored_graph
+    from leti.predictors.registry import load, saved
+
+    store, target = str(tmp_path / "s.db"), "host-litert-cpu-1t"
+    fast = ["--runs", "2", "--warmup", "1"]
+    assert main(["lut", "build", "--target", target, "--space", "nb201", "-n", "3", "--rounds", "1", "--seed", "1",
+                 "--json", *fast]) == 0  # fmt: skip
+    assert main(["generate", "--space", "nb201", "-n", "4", "--seed", "2", "--target", target, "--quiet",
+                 "--store", store, *fast]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["lut", "calibrate", "--target", target, "--store", store, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_models"] == 4 and out["scale"] > 0 and out["scale_before"] == 1.0
+    rows = sorted(r.version for r in saved(target) if r.family == "lut")
+    assert rows == [1, 2] and load(target, "lut").meta_["calibration"]["scale"] == pytest.approx(out["scale"])
+    # calibrated: its median ratio to the measured models is 1, and it is the uncalibrated table times the scale
+    df = (
+        Store.open(store)
+        .measurements(target=target)
+        .groupby("arch_id")
+        .agg(text=("arch_text", "first"), ms=("latency_ms", "median"))
+    )
+    graphs = [stored_graph("nb201", t) for t in df["text"]]
+    after, before = load(target, "lut").predict(graphs), load(target, "lut", version=1).predict(graphs)
+    assert np.median(df["ms"].to_numpy() / after) == pytest.approx(1.0)
+    assert np.allclose(after, out["scale"] * before)
