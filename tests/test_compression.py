@@ -416,3 +416,22 @@ def test_cli_bad_inputs(tmp_path):
             ["compress", str(tmp_path / "missing.keras"), "--target", TARGET, "--latency-budget", "0.7x"]
         )
     assert "no such file" in one_line(e)
+
+
+def test_compression_scores_with_the_kernel_predictor_when_the_target_has_one():
+    """Issue 13: a target with a ``kernel`` predictor plans with it, even where another family answers by default."""
+    from leti.compression.plan import default_predictor
+    from leti.predictors.kernel import KernelPredictor
+    from leti.predictors.registry import load, make, save_trained
+    from leti.space import sample
+
+    target = "pixel4-tflite-cpu-1large"
+    graphs = [a.to_graph() for a, _ in sample("nb201", 12, seed=1)]
+    y = np.array([1e-7 * g.total_macs + 0.5 for g in graphs])
+    save_trained(make("flops").fit(graphs, y), target, {"metrics": {"acc10": 0.99}})
+    assert default_predictor(target).family == "flops"
+    save_trained(KernelPredictor(features="small").fit(graphs, y), target, {"metrics": {"acc10": 0.1}})
+    assert load(target).family == "flops"  # what answers by default (the better test acc@10)...
+    assert isinstance(default_predictor(target), KernelPredictor)  # ...but compression takes the kernel one
+    with pytest.raises(LetiError, match="no predictor for s10"):
+        default_predictor("s10-tflite-cpu-1large")

@@ -107,11 +107,15 @@ def is_additive(predictor) -> bool:
 def default_predictor(target: str):
     """The target's trained predictor from the registry, or a LetiError saying how to get one.
 
+    A target with a ``kernel`` predictor gets that one: candidates are layers of real models, which kernel-level
+    predictors carry over to (issue 13), while whole-model ones trained on search spaces do not.
     Compression never measures: a host target without a trained predictor gets a layer LUT measured on this
     machine only when the caller wires one in (``leti compress`` does: ``leti.workflows.lut_build.LayerLUT``)."""
     from leti.predictors import registry
 
     try:
+        if any(r.family == "kernel" for r in registry.saved(target)):
+            return registry.load(target, "kernel")
         return registry.load(target)
     except LetiError as e:
         reason = e.reason
