@@ -17,23 +17,23 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from leti.cli.common import wide_console
+from leti.datasets.store import Store
+from leti.device_runner.bindings import parse_binding
+from leti.device_runner.local import LocalRunner
 from leti.errors import LetiError
+from leti.measurement import target_settings
+from leti.paths import default_store_path
+from leti.predictors.evaluate import train
+from leti.space import sample
+from leti.tflite.convert import build_tflite
+from leti.workflows.generate import generate
 
 TARGET = "host-litert-cpu-1t"
 
 
 def run(n: int, train_size: int, runs: int, console: Console) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from leti.datasets.store import Store
-    from leti.device_runner.bindings import parse_binding
-    from leti.device_runner.local import LocalRunner
-    from leti.measurement import target_settings
-    from leti.paths import default_store_path
-    from leti.predictors.evaluate import train
-    from leti.space import sample
-    from leti.tflite.convert import build_tflite
-    from leti.workflows.generate import generate
 
     store = Store.open(default_store_path())
     console.print(
@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-size", type=int, default=70)
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args(argv)
-    from leti.cli.common import wide_console
 
     console = wide_console()
     try:

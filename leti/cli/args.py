@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from leti.errors import LetiError, excerpt
+from leti.importers.bounded_json import loads
 
 BIG = 10**9  # the default upper bound of a count: anything larger is a typo, and would take forever
 
@@ -68,7 +69,6 @@ def float_in(lo: float, hi: float = math.inf, *, lo_open: bool = False, name: st
 
 def json_value(name: str = "JSON", kind: type | tuple = dict) -> _Type:
     """JSON text (bounded: size, depth, UTF-8, finite numbers) whose top level is ``kind``."""
-    from leti.importers.bounded_json import loads
 
     def parse(text: str):
         try:

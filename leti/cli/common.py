@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import argparse
 import json
 import os
 import sys
 
+import leti.cli.args as T
 from leti.errors import LetiError, excerpt, missing_extra
+from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP
 
 EXIT_BAD_INPUT = 2
 
@@ -57,11 +60,12 @@ def _store(args, create: bool = True):
 
 def add_timing_args(parser, what: str = "") -> None:
     """``--runs`` and ``--warmup``, with the same defaults on every command that measures."""
-    import leti.cli.args as T
-    from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP
-
-    parser.add_argument("--runs", type=T.POSITIVE_INT, default=DEFAULT_RUNS, help=f"{what}timed runs per measurement")
-    parser.add_argument("--warmup", type=T.NONNEG_INT, default=DEFAULT_WARMUP, help=f"{what}untimed runs before them")
+    parser.add_argument(
+        "--runs", type=T.POSITIVE_INT, default=DEFAULT_RUNS, help=f"{what}timed runs per measurement"
+    )
+    parser.add_argument(
+        "--warmup", type=T.NONNEG_INT, default=DEFAULT_WARMUP, help=f"{what}untimed runs before them"
+    )
 
 
 def wide_console():

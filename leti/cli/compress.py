@@ -8,6 +8,7 @@ to measured. ``-o OUT.keras`` saves the compressed model.
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import argparse
 import json
 import os
@@ -20,6 +21,7 @@ from leti.cli.common import add_timing_args
 from leti.errors import LetiError, excerpt
 from leti.importers.bounded_json import load_file
 from leti.paths import is_file
+from leti.targets import is_host_target, validate_name
 
 __all__ = ["add_compress_parser", "cmd_compress", "format_plan", "load_model"]
 
@@ -34,7 +36,9 @@ def add_compress_parser(sub) -> None:
         "--latency-budget", required=True, help="0.6x (of the original's predicted latency) or 12ms"
     )
     s.add_argument("--methods", default="tucker2,cp,svd,prune", help="comma-separated: tucker2,cp,svd,prune")
-    s.add_argument("--steps", type=T.STEPS, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)")
+    s.add_argument(
+        "--steps", type=T.STEPS, default=1, help="compress in K rounds (Tucker-2 cores re-decomposed)"
+    )
     s.add_argument(
         "--solver", default="auto", choices=("auto", "knapsack", "greedy"), help="how the plan is searched"
     )
@@ -82,7 +86,6 @@ def _predictor(args, model):
     trained predictor gets a layer LUT measured on this machine. A host LUT is calibrated on the original model."""
     from leti.compression.plan import default_predictor
     from leti.predictors import registry
-    from leti.targets import is_host_target, validate_name
     from leti.workflows.lut_build import LayerLUT
 
     target = validate_name(args.target)
@@ -201,7 +204,6 @@ def format_plan(p) -> str:
 def _verify(p, model, compressed, runs: int, warmup: int) -> dict:
     """Measure the original and the compressed model on this machine, in the same round-robin passes."""
     from leti.device_runner.local import settings_for_target
-    from leti.targets import is_host_target
     from leti.tflite.convert import keras_to_tflite
     from leti.workflows.lut_build import LayerLUT
 
@@ -228,13 +230,8 @@ def cmd_compress(args) -> int:
         raise LetiError(f"must be in 1..10, got {args.steps}", "--steps")
     if args.output and not args.output.endswith(".keras"):
         raise LetiError("must end in .keras", "--output")
-    if args.verify:
-        from leti.targets import is_host_target, validate_name
-
-        if not is_host_target(validate_name(args.target)):
-            raise LetiError(
-                f"--verify measures on this machine; {args.target} is not a host target", "--verify"
-            )
+    if args.verify and not is_host_target(validate_name(args.target)):
+        raise LetiError(f"--verify measures on this machine; {args.target} is not a host target", "--verify")
     model = load_model(args.model)
     predictor = _predictor(args, model)
     p = plan(model, args.target, budget, methods, predictor=predictor, steps=args.steps, solver=args.solver,

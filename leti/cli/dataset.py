@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import os
 from pathlib import Path
 
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
 from leti.errors import LetiError
 from leti.paths import is_file
+from leti.targets import host_targets
 
 IMPORT_FORMATS = ("csv", "mobile-ml-benchmark")
 
@@ -72,7 +74,6 @@ def _targets_store(args):
 
 def cmd_targets(args) -> int:
     from leti.predictors.registry import PRETRAINED, saved
-    from leti.targets import host_targets
 
     store = _targets_store(args)
     stats = store.stats()["per_target"] if store else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import signal
 import threading
 import time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, add_timing_args
 
@@ -18,7 +19,9 @@ def add_kernels_parsers(sub) -> None:
     s.add_argument("--target", required=True, help="TARGET or TARGET@tcp:HOST:PORT / TARGET@usb:SERIAL")
     s.add_argument("-n", "--n", type=T.COUNT, default=200, help="kernels to measure (all rounds)")
     s.add_argument("--seed", type=T.SEED, default=0, help="sampling seed")
-    s.add_argument("--rounds", type=T.POSITIVE_INT, default=3, help="round 1 samples the prior; later rounds adapt")
+    s.add_argument(
+        "--rounds", type=T.POSITIVE_INT, default=3, help="round 1 samples the prior; later rounds adapt"
+    )
     add_timing_args(s)
     s.add_argument("--max-macs", type=T.MACS, default=None, help="leave out kernels above this many MACs")
     s.add_argument("--prior", nargs="+", metavar="MODEL", help="model files whose kernels form the prior "

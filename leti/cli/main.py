@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from leti import __version__
 from leti.cli.common import _Parser, add_store_option, run_parser
 from leti.cli.compress import add_compress_parser
 from leti.cli.dataset import add_dataset_parsers
@@ -24,8 +25,6 @@ from leti.cli.zoo import add_zoo_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from leti import __version__
-
     p = _Parser(prog="leti", description="Estimate neural-network latency on phones and boards.")
     p.add_argument("--version", action="version", version=f"leti {__version__}")
     add_store_option(p, top=True)

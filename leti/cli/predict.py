@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import json
 import sys
 
 import leti.cli.args as T
+from leti.cli.common import wide_console
 from leti.errors import LetiError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -138,7 +140,9 @@ def cmd_predict(args) -> int:
 
             graphs = [graph_of(a, s, w, f"{w}: space") for a, s, w in zip(archs, spaces, where, strict=True)]
             return _explain(loaded, graphs, labels, args.json)
-        about = f"{loaded.family} v{loaded.version}" + (", pretrained" if loaded.source == "pretrained" else "")
+        about = f"{loaded.family} v{loaded.version}" + (
+            ", pretrained" if loaded.source == "pretrained" else ""
+        )
         res = loaded.predict_archs(archs, spaces, where, space_fields=[f"{w}: space" for w in where],
                                    coverage=coverage)  # fmt: skip
     for label, ok, why in zip(labels, res["in_distribution"], res["why"], strict=True):
@@ -170,8 +174,6 @@ def _explain(loaded, graphs, labels: list[str], as_json: bool) -> int:
             f"the {loaded.family} predictor cannot explain per kernel; use --predictor kernel", "--explain"
         )
     from rich.table import Table
-
-    from leti.cli.common import wide_console
 
     out = []
     for g, label in zip(graphs, labels, strict=True):

@@ -3,6 +3,7 @@ and the archs to measure first on a new target."""
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import argparse
 import json
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
+from leti.cli.space import sample_line
 from leti.errors import LetiError
 from leti.predictors.families import FAMILIES
 
@@ -45,7 +47,9 @@ def add_predictors_parsers(sub) -> None:
     s.add_argument("--target", required=True, help="a target with measurements in the store")
     s.add_argument("--predictor", default=None, help="family (default: the one that answers for the target)")
     s.add_argument("--space", help="only archs of this space")
-    s.add_argument("--coverage", type=T.PROBABILITY, default=0.9, help="interval coverage to check, in (0, 1)")
+    s.add_argument(
+        "--coverage", type=T.PROBABILITY, default=0.9, help="interval coverage to check, in (0, 1)"
+    )
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.add_argument("-o", "--output", dest="plot", metavar="FILE.png",
                    help="write the predicted-vs-measured plot here (y = x, ±10%% band)")  # fmt: skip
@@ -83,14 +87,18 @@ def add_predictors_parsers(sub) -> None:
     s = pr.add_parser("show", help="the meta.json of one predictor (default: the one that answers)")
     s.add_argument("target")
     s.add_argument("--predictor", help="family (default: the one that answers)")
-    s.add_argument("--version", type=T.POSITIVE_INT, help="version number (default: the family's current one)")
+    s.add_argument(
+        "--version", type=T.POSITIVE_INT, help="version number (default: the family's current one)"
+    )
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.add_argument("--json", action="store_true", help="all of meta.json")
     s.set_defaults(func=cmd_predictors_show)
     s = pr.add_parser("rm", help="remove a version you trained (the previous one answers again)")
     s.add_argument("target")
     s.add_argument("--predictor", required=True, help="family")
-    s.add_argument("--version", type=T.POSITIVE_INT, help="version number (default: every version of the family)")
+    s.add_argument(
+        "--version", type=T.POSITIVE_INT, help="version number (default: every version of the family)"
+    )
     s.add_argument("--predictor-root", help="trained predictors (default $LETI_HOME/predictors)")
     s.set_defaults(func=cmd_predictors_rm)
 
@@ -404,7 +412,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_suggest(args) -> int:
-    from leti.cli.space import sample_line
     from leti.predictors.fewshot_data import suggest_archs
 
     picks = suggest_archs(_store(args), args.target, args.space, args.n, sources_arg(args.sources), args.pool,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+# leti imports that load numpy/pandas stay inside the functions: `leti --help` must start fast (issue 15).
 import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json
 from leti.errors import LetiError
+from leti.zoo import FOLDS, SEED, TRAIN_SIZE, ZOO_DIR
 
 
 def add_zoo_parsers(sub) -> None:
-    from leti.zoo import FOLDS, SEED, TRAIN_SIZE
-
     zp = sub.add_parser("zoo", help="the pretrained predictors shipped with leti").add_subparsers(
         dest="sub", required=True, parser_class=_Parser
     )
@@ -26,7 +26,9 @@ def add_zoo_parsers(sub) -> None:
     )
     s.add_argument("--train-size", type=T.TRAIN_SIZE, default=TRAIN_SIZE, help="training archs per target")
     s.add_argument("--seed", type=T.SEED, default=SEED, help="split and CV seed")
-    s.add_argument("--folds", type=T.POSITIVE_INT, default=FOLDS, help="cross-validation folds for the family choice")
+    s.add_argument(
+        "--folds", type=T.POSITIVE_INT, default=FOLDS, help="cross-validation folds for the family choice"
+    )
     s.add_argument("--targets", help="comma-separated targets to build (default: all)")
     s.add_argument(
         "--families", help="comma-separated candidate families (default: auto's, without torch ones)"
@@ -38,7 +40,6 @@ def add_zoo_parsers(sub) -> None:
 def cmd_zoo_build(args) -> int:
     import sys
 
-    from leti.zoo import ZOO_DIR
     from leti.zoo.build import build
 
     if args.train_size < 10:

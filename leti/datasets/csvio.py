@@ -22,7 +22,7 @@ from leti.errors import LetiError
 from leti.space import canonical_space
 from leti.targets import validate_name
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type only: leti.datasets.store imports this module
     from leti.datasets.store import Store
 
 CSV_COLUMNS = ("space", "arch", "target", "latency_ms", "source")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from leti.datasets.records import ARCH_COLS, EXPORT_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, NULLABLE_TEXT
 from leti.errors import LetiError, StoreError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type only: leti.datasets.store imports this module
     from leti.datasets.store import Store
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

@@ -410,7 +410,7 @@ class AdbRunner:
 
     def _load_signer(self) -> None:
         if self._signer is None:
-            from leti.device_runner.adb_keys import load_signer
+            from leti.device_runner.adb_keys import load_signer  # deferred: loads cryptography
 
             self._signer = load_signer(self.key_path)
 

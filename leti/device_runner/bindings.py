@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from leti.device_runner.adb import AdbRunner
 from leti.device_runner.address import parse_address
 from leti.device_runner.base import Runner
 from leti.errors import LetiError, TargetError
@@ -61,10 +62,9 @@ def parse_binding(text: str) -> Binding:
 def make_runner(binding: Binding, benchmark_binary: str | None = None, **adb_options) -> Runner:
     """The runner that measures ``binding``: LiteRT here, or ``benchmark_model`` over ADB. Close it after use."""
     if binding.device is None:
-        from leti.device_runner.local import LocalRunner
+        from leti.device_runner.local import LocalRunner  # deferred: loads LiteRT
 
         return LocalRunner()
-    from leti.device_runner.adb import AdbRunner
 
     if benchmark_binary is None:
         raise LetiError(

@@ -14,13 +14,17 @@ import numpy as np
 from leti.errors import GraphError
 from leti.graph import shapes as S
 from leti.graph.layergraph import (
-    N_ATTRS,
+    COL_BLOCK,
+    COL_DEPTH,
+    COL_LIVE,
+    N_COLS,
     NO_ATTRS,
     OP_CODE,
     PAD_MODES,
     RESIZE_MODES,
     LayerGraph,
     make_attrs,
+    table_columns,
 )
 
 _WEIGHTED = ("conv", "dwconv", "dense", "bn")  # nodes with weights of their own are never merged
@@ -32,7 +36,8 @@ class GraphBuilder:
     def __init__(
         self, ext_shape: S.Shape | None = None, block: str = "", live: bool = True, cse: bool = False
     ):
-        self.static: list[tuple] = []  # (op, *attrs, *in_shape, *out_shape, macs, params) per node
+        # per node: its columns before COL_LIVE (op, attrs, shapes, macs, params)
+        self.static: list[tuple] = []
         self.shapes: list[S.Shape] = []
         self.inputs: list[tuple] = []
         self.depths: list[int] = []
@@ -297,12 +302,12 @@ class GraphBuilder:
     def piece(self, out: int) -> Piece:
         """Freeze the nodes as a Piece whose output is node ``out`` (-1: the external input itself)."""
         n = len(self.shapes)
-        table = np.empty((n, NCOL), dtype=np.int64)
+        table = np.empty((n, N_COLS), dtype=np.int64)
         if n:
-            table[:, :C_LIVE] = self.static
-            table[:, C_LIVE] = self.lives
-            table[:, C_DEPTH] = self.depths
-            table[:, C_BLOCK] = self.blocks
+            table[:, :COL_LIVE] = self.static
+            table[:, COL_LIVE] = self.lives
+            table[:, COL_DEPTH] = self.depths
+            table[:, COL_BLOCK] = self.blocks
         src = [t for ins in self.inputs for t in ins]
         dst = [i for i, ins in enumerate(self.inputs) for _ in ins]
         out = out if n else -1
@@ -358,20 +363,15 @@ class GraphBuilder:
         return assemble([(self.piece(len(self.shapes) - 1), "")], meta)
 
 
-# Column layout of a Piece's table: one int64 row per node
-C_OP, C_ATTR, C_IN, C_OUT = 0, 1, 1 + N_ATTRS, 4 + N_ATTRS
-C_MACS, C_PARAMS, C_LIVE, C_DEPTH, C_BLOCK = 7 + N_ATTRS, 8 + N_ATTRS, 9 + N_ATTRS, 10 + N_ATTRS, 11 + N_ATTRS
-NCOL = 12 + N_ATTRS
-
-
 @dataclass(frozen=True, eq=False)
 class Piece:
     """A frozen run of nodes whose single external input is id -1 (see ``assemble``).
 
-    All node columns live in one int64 table so that chaining pieces into a graph is a few numpy calls.
+    All node columns live in one int64 table (``layergraph.COL_*``) so that chaining pieces into a graph is a few
+    numpy calls.
     """
 
-    table: np.ndarray  # (n, NCOL); depth counted from the external input, block indexes ``names``
+    table: np.ndarray  # (n, N_COLS); depth counted from the external input, block indexes ``names``
     edges: np.ndarray  # (m, 2) src, dst; src -1 = the external input
     names: tuple
     out: int  # local id of the output node; -1 when the piece passes its input through
@@ -455,8 +455,8 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
     if not tables:
         raise GraphError("the graph has no nodes", "graph")
     table = np.concatenate(tables)
-    table[:, C_DEPTH] += np.repeat(depth_off, n_nodes)
-    table[:, C_BLOCK] += np.repeat(name_off, n_nodes)
+    table[:, COL_DEPTH] += np.repeat(depth_off, n_nodes)
+    table[:, COL_BLOCK] += np.repeat(name_off, n_nodes)
     e = np.concatenate(edges)
     ext = e[:, 0] < 0
     e[:, 0] += np.repeat(edge_base, n_edges)
@@ -468,15 +468,7 @@ def assemble(parts, meta: dict | None = None) -> LayerGraph:
     table.setflags(write=False)  # graphs are memoised and shared: keep them immutable
     e.setflags(write=False)
     graph = LayerGraph(
-        op=table[:, C_OP],
-        attr=table[:, C_ATTR:C_IN],
-        in_shape=table[:, C_IN:C_OUT],
-        out_shape=table[:, C_OUT:C_MACS],
-        macs=table[:, C_MACS],
-        params=table[:, C_PARAMS],
-        live=table[:, C_LIVE] != 0,
-        depth=table[:, C_DEPTH],
-        block=table[:, C_BLOCK],
+        **table_columns(table),
         block_table=_BlockNames(names),
         src=e[:, 0],
         dst=e[:, 1],

@@ -64,6 +64,22 @@ N_ATTRS = len(ATTRS)
 A = {name: i for i, name in enumerate(ATTRS)}
 NO_ATTRS: tuple[int, ...] = (0,) * N_ATTRS
 
+# ---- the node-column layout ----------------------------------------------------------------------------------------
+# Every per-node value as one int64 row: the builder keeps its nodes in such a table (a graph it assembles holds
+# views of the columns) and features stack graphs into one. Node rows derived from it (features' distinct-layer rows,
+# the LUT's signatures) start with the layer columns COL_OP .. COL_OUT + 2 and append their own after N_LAYER_COLS.
+COL_OP = 0  # op code (OPS)
+COL_ATTR = 1  # N_ATTRS attribute columns, in ATTRS order
+COL_IN = COL_ATTR + N_ATTRS  # input shape (H, W, C): 3 columns
+COL_OUT = COL_IN + 3  # output shape (H, W, C): 3 columns
+N_LAYER_COLS = COL_OUT + 3  # op, attributes and shapes: what names a layer
+COL_MACS = N_LAYER_COLS
+COL_PARAMS = COL_MACS + 1
+COL_LIVE = COL_PARAMS + 1  # 1 live, 0 dead
+COL_DEPTH = COL_LIVE + 1
+COL_BLOCK = COL_DEPTH + 1  # index into the block-name table
+N_COLS = COL_BLOCK + 1
+
 
 def make_attrs(
     kh: int = 0,
@@ -147,20 +163,25 @@ class LayerGraph:
 
     Edges are sorted by destination and, for one destination, by input position (concat order matters).
     ``live`` is False for nodes that only compute dead values (branches pruned away by ``Arch.prune``).
+
+    Integer widths depend on where a graph comes from, so read values, not dtypes. A graph the builder assembles
+    (spaces, the .tflite/ONNX/Keras readers) holds int64 views of one node table (``node_table``, ``COL_*``) and
+    int64 edges. ``from_dict`` and op lists (``oplist_graph``: per-op records) hold an int8 ``op``, int32
+    ``attr``, shapes, ``depth``, ``block`` and edges, and int64 ``macs`` and ``params``. ``live`` is bool in both.
     """
 
-    op: np.ndarray  # int8 (n,) codes into OPS
-    attr: np.ndarray  # int32 (n, N_ATTRS)
-    in_shape: np.ndarray  # int32 (n, 3): shape of the first input (H, W, C)
-    out_shape: np.ndarray  # int32 (n, 3)
+    op: np.ndarray  # (n,) codes into OPS
+    attr: np.ndarray  # (n, N_ATTRS)
+    in_shape: np.ndarray  # (n, 3): shape of the first input (H, W, C)
+    out_shape: np.ndarray  # (n, 3)
     macs: np.ndarray  # int64 (n,)
     params: np.ndarray  # int64 (n,)
     live: np.ndarray  # bool (n,)
-    depth: np.ndarray  # int32 (n,): nodes on the longest path from the input, this one included
-    block: np.ndarray  # int32 (n,) index into ``blocks``
+    depth: np.ndarray  # (n,): nodes on the longest path from the input, this one included
+    block: np.ndarray  # (n,) index into ``blocks``
     block_table: object  # tuple of names, or a lazy table with ``materialize()``
-    src: np.ndarray  # int32 (m,)
-    dst: np.ndarray  # int32 (m,)
+    src: np.ndarray  # (m,)
+    dst: np.ndarray  # (m,)
     meta: dict = field(default_factory=dict)
 
     @cached_property
@@ -337,3 +358,51 @@ class LayerGraph:
                 }
             )
         return rows
+
+
+def table_columns(table: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-node arrays of a LayerGraph read from a node table (see ``COL_*``): views, ``live`` excepted."""
+    return {
+        "op": table[:, COL_OP],
+        "attr": table[:, COL_ATTR:COL_IN],
+        "in_shape": table[:, COL_IN:COL_OUT],
+        "out_shape": table[:, COL_OUT:COL_MACS],
+        "macs": table[:, COL_MACS],
+        "params": table[:, COL_PARAMS],
+        "live": table[:, COL_LIVE] != 0,
+        "depth": table[:, COL_DEPTH],
+        "block": table[:, COL_BLOCK],
+    }
+
+
+def node_table(g: LayerGraph) -> np.ndarray:
+    """The graph's per-node arrays as one int64 (n, N_COLS) table: graphs the builder assembled already hold exactly
+    that (their arrays are views of it), others are stacked here."""
+    t = g.op.base
+    n = g.n_nodes
+    if (
+        isinstance(t, np.ndarray)
+        and t.shape == (n, N_COLS)
+        and t.dtype == np.int64
+        and g.macs.base is t
+        and g.depth.base is t
+        and n > 0
+        # spot checks that the columns sit where the layout says
+        and t[-1, COL_OP] == g.op[-1]
+        and t[-1, COL_MACS] == g.macs[-1]
+        and t[-1, COL_DEPTH] == g.depth[-1]
+        and t[-1, COL_OUT + 2] == g.out_shape[-1, 2]
+        and t[-1, COL_PARAMS] == g.params[-1]
+    ):
+        return t
+    t = np.zeros((n, N_COLS), dtype=np.int64)
+    t[:, COL_OP] = g.op
+    t[:, COL_ATTR:COL_IN] = g.attr
+    t[:, COL_IN:COL_OUT] = g.in_shape
+    t[:, COL_OUT:COL_MACS] = g.out_shape
+    t[:, COL_MACS] = g.macs
+    t[:, COL_PARAMS] = g.params
+    t[:, COL_LIVE] = g.live
+    t[:, COL_DEPTH] = g.depth
+    t[:, COL_BLOCK] = g.block
+    return t

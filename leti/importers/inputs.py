@@ -34,7 +34,9 @@ from leti.errors import ArchError, LetiError, TooLargeError, excerpt
 from leti.graph.layergraph import LayerGraph
 from leti.graph.memo import SizedLRU, graph_weight
 from leti.importers import bounded_json
+from leti.importers.keras_file import read_keras_model
 from leti.importers.models import is_model_file, read_model
+from leti.importers.torch_module import read_torch
 from leti.paths import is_file
 from leti.space import MODEL_SPACE, Arch, canonical_space, fbnet, nb101, nb201, parse_arch
 from leti.space.expand import expanded_size
@@ -87,12 +89,8 @@ def model_graph(obj, input_shape=None) -> LayerGraph:
     """The LayerGraph of an in-memory torch module or Keras model; ``input_shape`` = (H, W, C)."""
     kind = framework_model(obj)
     if kind == "torch":
-        from leti.importers.torch_module import read_torch
-
         return read_torch(obj, input_shape)
     if kind == "keras":
-        from leti.importers.keras_file import read_keras_model
-
         return read_keras_model(obj, input_shape)
     raise LetiError(f"expected a torch.nn.Module or a Keras model, got {type(obj).__name__}", "model")
 

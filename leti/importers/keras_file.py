@@ -113,7 +113,7 @@ def _load(path: Path):
             head = f.read(2056)
         if not any(head[k : k + 8] == _HDF5_SIGNATURE for k in (0, 512, 1024, 2048)):
             raise ModelFileError("not an HDF5 file (no HDF5 signature)", "model")
-    from leti.tflite.convert import silenced
+    from leti.tflite.convert import silenced  # deferred with keras below: loads LiteRT
 
     with silenced():
         import keras

@@ -11,6 +11,8 @@ from pathlib import Path
 from leti.errors import LetiError, ModelFileError, excerpt
 from leti.graph.layergraph import LayerGraph
 from leti.importers.common import check_input_shape
+from leti.importers.keras_file import read_keras
+from leti.importers.onnx_model import read_onnx
 from leti.paths import is_file
 
 MODEL_SUFFIXES: tuple[str, ...] = (".tflite", ".onnx", ".keras", ".h5", ".hdf5")
@@ -28,7 +30,7 @@ def read_model(path: str | Path, input_shape: tuple[int, ...] | str | None = Non
     shape = check_input_shape(input_shape)
     suffix = p.suffix.lower()
     if suffix == ".tflite":
-        from leti.tflite.reader import read_tflite
+        from leti.tflite.reader import read_tflite  # deferred: loads LiteRT
 
         g = read_tflite(p.read_bytes())
         if shape is not None and tuple(g.input_shape) != shape:
@@ -37,12 +39,8 @@ def read_model(path: str | Path, input_shape: tuple[int, ...] | str | None = Non
                 "input_shape",
             )
     elif suffix == ".onnx":
-        from leti.importers.onnx_model import read_onnx
-
         g = read_onnx(p, shape)
     elif suffix in (".keras", ".h5", ".hdf5"):
-        from leti.importers.keras_file import read_keras
-
         g = read_keras(p, shape)
     else:
         raise ModelFileError(f"unknown model format {suffix!r} (known: {', '.join(MODEL_SUFFIXES)})", str(p))

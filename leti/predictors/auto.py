@@ -247,7 +247,8 @@ class AutoPredictor(Predictor):
         self.shift_ = ModeShift.fit(oofs[win].ravel(), np.tile(y, reps)) if post[win][1] else None
         self.grid_ms_ = step
         self.shrink_ = post[win][2]
-        self.lowest_ms_ = float(np.min(y))
+        # only its grid point matters to snap(); keeping that, not the measured value, keeps measurements out of files
+        self.lowest_ms_ = float(np.round(np.min(y) / step) * step) if step else 0.0
         # the winner's out-of-fold predictions, corrected as predict() corrects: honest errors on the training
         # archs, which leti.trust calibrates on without refitting
         oof = oofs[win][0]

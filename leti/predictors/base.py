@@ -24,6 +24,7 @@ import numpy as np
 
 from leti.errors import LetiError, PredictorError
 from leti.graph.layergraph import LayerGraph
+from leti.importers.bounded_json import load_file
 from leti.predictors import manifest
 from leti.predictors.schema import check_meta, check_params
 
@@ -206,8 +207,6 @@ def _swap_in(new: Path, d: Path) -> None:
 
 def read_meta(d: Path) -> dict:
     """``meta.json`` of a saved predictor, once it matches its SHA-256 in the manifest and fits the schema."""
-    from leti.importers.bounded_json import load_file
-
     d = Path(d)
     f = d / META_FILE
     if not f.is_file():

@@ -38,6 +38,7 @@ from leti.predictors.features import (
 from leti.predictors.lut import LUTPredictor
 from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
 from leti.predictors.schema import n_threads
+from leti.predictors.trees import from_catboost_json, from_lightgbm_text, from_xgboost_json
 
 OBJECTIVES = ("l2", "l1", "huber", "quantile")
 BASES = ("lut", "none")
@@ -302,8 +303,6 @@ class LightGBMPredictor(BoostingPredictor):
         self.model_.save_model(str(path))
 
     def _parse(self, data):
-        from leti.predictors.trees import from_lightgbm_text
-
         return from_lightgbm_text(data.decode("utf-8"))
 
     def _library_model(self, data):
@@ -440,8 +439,6 @@ class XGBoostPredictor(BoostingPredictor):
         self.model_.save_model(str(path))  # the .json suffix selects XGBoost's JSON format
 
     def _parse(self, data):
-        from leti.predictors.trees import from_xgboost_json
-
         return from_xgboost_json(data)
 
     def _library_model(self, data):
@@ -524,8 +521,6 @@ class CatBoostPredictor(BoostingPredictor):
         self.model_.save_model(str(path), format="json")
 
     def _parse(self, data):
-        from leti.predictors.trees import from_catboost_json
-
         return from_catboost_json(data)
 
     def _library_model(self, data):

@@ -22,10 +22,20 @@ from leti.predictors.families import FAMILIES, NEEDS_SOURCES
 from leti.predictors.features import FEATURES_ID
 from leti.predictors.fewshot_data import fewshot_rows, fewshot_sources
 from leti.predictors.metrics import metrics
+from leti.predictors.registry import (
+    TRAINED,
+    best_family,
+    make,
+    next_version_dir,
+    record_selection,
+    save_trained,
+    saved,
+)
 from leti.predictors.registry import load as load_trained
-from leti.predictors.registry import make, next_version_dir, record_selection, save_trained
 from leti.predictors.render import ReportPage, ReportRow, markdown, plot, write_pages
 from leti.space import canonical_space
+from leti.trust import calibrate
+from leti.trust import load as load_trust
 
 DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f not in NEEDS_SOURCES)
 
@@ -158,8 +168,6 @@ def train(
 
 
 def _calibrate(pred: Predictor, data: TargetData, tr: np.ndarray, seed: int, folds: int, source_data):
-    from leti.trust import calibrate
-
     ref = None
     if source_data:  # few-shot: the sources' archs are in distribution too (a seeded sample of them)
         pool = [g for gs, _ in source_data.values() for g in gs]
@@ -186,8 +194,6 @@ def select(
     When fewer than ``MIN_SELECTION_ARCHS`` such archs remain, the candidates are ranked by the test acc@10 recorded
     at training instead, and the selection says so. Returns the selection record (``registry.record_selection``).
     """
-    from leti.predictors.registry import TRAINED, best_family, saved
-
     data = data if data is not None else target_data(store, target)
     cands: dict[str, tuple[Predictor | None, dict, int | None]] = {}
     for r in saved(target, root, pretrained=False):
@@ -258,8 +264,6 @@ def evaluate(
     out = metrics(data.latency_ms[test], p)
     tm = getattr(pred, "trust_", None)
     if tm is None and getattr(pred, "path_", None) is not None:
-        from leti.trust import load as load_trust
-
         tm = load_trust(pred.path_)
     if tm is not None:
         out.update(tm.coverage_of(data.graphs(test), p, data.latency_ms[test], coverage))

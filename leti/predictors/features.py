@@ -38,7 +38,22 @@ from functools import cache, cached_property
 import numpy as np
 
 from leti.errors import PredictorError
-from leti.graph.layergraph import N_ATTRS, OP_CODE, OPS, A, LayerGraph
+from leti.graph.layergraph import (
+    COL_ATTR,
+    COL_IN,
+    COL_LIVE,
+    COL_MACS,
+    COL_OP,
+    COL_OUT,
+    N_COLS,
+    N_LAYER_COLS,
+    OP_CODE,
+    OPS,
+    A,
+    LayerGraph,
+    node_table,
+    table_columns,
+)
 from leti.predictors import topology
 
 # ---- node kinds: the op, refined where kernel size and stride change the cost a lot ----------------------------
@@ -100,7 +115,7 @@ class Batch:
     """Node and edge arrays of several graphs concatenated; ``gid`` says which graph a node belongs to."""
 
     n_graphs: int
-    table: np.ndarray  # (n, builder.NCOL) int64: the node columns below are views of it
+    table: np.ndarray  # (n, N_COLS) int64, see layergraph.COL_*: the node columns below are views of it
     starts: np.ndarray  # first global node id of each graph
     counts: np.ndarray  # nodes per graph
     gid: np.ndarray
@@ -112,6 +127,7 @@ class Batch:
     params: np.ndarray
     live: np.ndarray
     depth: np.ndarray
+    block: np.ndarray
     src: np.ndarray  # global ids, sorted by destination
     dst: np.ndarray
     egid: np.ndarray  # graph of each edge
@@ -126,48 +142,12 @@ class Batch:
         return s[:, 0] * s[:, 1] * s[:, 2]
 
 
-def _node_table(g: LayerGraph) -> np.ndarray:
-    """The graph's node columns as one int64 table in the builder's layout: graphs assembled by the builder
-    already hold exactly that (their columns are views of it), others are stacked here."""
-    from leti.graph import builder as B
-
-    t = g.op.base
-    n = g.n_nodes
-    if (
-        isinstance(t, np.ndarray)
-        and t.shape == (n, B.NCOL)
-        and t.dtype == np.int64
-        and g.macs.base is t
-        and g.depth.base is t
-        and n > 0
-        # spot checks that the columns sit where the builder's layout says
-        and t[-1, B.C_OP] == g.op[-1]
-        and t[-1, B.C_MACS] == g.macs[-1]
-        and t[-1, B.C_DEPTH] == g.depth[-1]
-        and t[-1, B.C_OUT + 2] == g.out_shape[-1, 2]
-        and t[-1, B.C_PARAMS] == g.params[-1]
-    ):
-        return t
-    t = np.zeros((n, B.NCOL), dtype=np.int64)
-    t[:, B.C_OP] = g.op
-    t[:, B.C_ATTR : B.C_IN] = g.attr
-    t[:, B.C_IN : B.C_OUT] = g.in_shape
-    t[:, B.C_OUT : B.C_MACS] = g.out_shape
-    t[:, B.C_MACS] = g.macs
-    t[:, B.C_PARAMS] = g.params
-    t[:, B.C_LIVE] = g.live
-    t[:, B.C_DEPTH] = g.depth
-    return t
-
-
 def batch(graphs: list[LayerGraph]) -> Batch:
-    from leti.graph import builder as B
-
     b = len(graphs)
     counts = np.fromiter((g.n_nodes for g in graphs), dtype=np.int64, count=b)
     ecounts = np.fromiter((g.n_edges for g in graphs), dtype=np.int64, count=b)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-    table = np.concatenate([_node_table(g) for g in graphs]) if b else np.zeros((0, B.NCOL), dtype=np.int64)
+    table = np.concatenate([node_table(g) for g in graphs]) if b else np.zeros((0, N_COLS), dtype=np.int64)
     eoff = np.repeat(starts, ecounts)
     src = (
         np.concatenate([g.src for g in graphs]).astype(np.int64) + eoff if b else np.zeros(0, dtype=np.int64)
@@ -181,14 +161,7 @@ def batch(graphs: list[LayerGraph]) -> Batch:
         starts=starts,
         counts=counts,
         gid=np.repeat(np.arange(b), counts),
-        op=table[:, B.C_OP],
-        attr=table[:, B.C_ATTR : B.C_IN],
-        in_shape=table[:, B.C_IN : B.C_OUT],
-        out_shape=table[:, B.C_OUT : B.C_MACS],
-        macs=table[:, B.C_MACS],
-        params=table[:, B.C_PARAMS],
-        live=table[:, B.C_LIVE] != 0,
-        depth=table[:, B.C_DEPTH],
+        **table_columns(table),
         src=src,
         dst=dst,
         egid=np.repeat(np.arange(b), ecounts),
@@ -275,10 +248,11 @@ def peak_elems(bt: Batch) -> np.ndarray:
 
 
 # ---- node rows and per-graph summaries ------------------------------------------------------------------------
-# A node's row: everything per-node features and layer signatures need. Columns:
-R_OP, R_ATTR, R_IN, R_OUT = 0, 1, 1 + N_ATTRS, 4 + N_ATTRS
-R_NIN, R_NEFF, R_STATE, R_LEVEL, R_MACS, R_PARAMS = range(7 + N_ATTRS, 13 + N_ATTRS)
-N_ROW = 13 + N_ATTRS
+# A node's row: everything per-node features and layer signatures need. It starts with the IR's layer columns
+# (layergraph.COL_OP .. COL_OUT: op, attributes, shapes), then the columns derived here (fan-in, live fan-in, state,
+# resolution level), then MACs and params
+R_NIN, R_NEFF, R_STATE, R_LEVEL, R_MACS, R_PARAMS = range(N_LAYER_COLS, N_LAYER_COLS + 6)
+N_ROW = R_PARAMS + 1
 SCALARS = ("depth", "peak_elems", "in_h", "in_w", "in_c", "out_c", "const_output")
 
 
@@ -304,11 +278,9 @@ def node_columns(bt: Batch) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def _row_of(table: np.ndarray, derived: list[np.ndarray], idx) -> np.ndarray:
     """Rows (see ``R_*``) of nodes ``idx``."""
-    from leti.graph import builder as B
-
     t = table[idx]
     extra = np.stack([d[idx] for d in derived], axis=-1)
-    return np.concatenate([t[..., B.C_OP : B.C_MACS], extra, t[..., B.C_MACS : B.C_LIVE]], axis=-1).astype(
+    return np.concatenate([t[..., COL_OP:N_LAYER_COLS], extra, t[..., COL_MACS:COL_LIVE]], axis=-1).astype(
         np.int64
     )
 
@@ -322,11 +294,9 @@ def node_rows(bt: Batch) -> np.ndarray:
 def _table_mix(k: int) -> np.ndarray:
     """Hash multipliers for the node table's columns: the row's columns get one, the others (live, depth, block)
     none: they are not part of a row (state replaces live)."""
-    from leti.graph import builder as B
-
-    m = np.zeros(B.NCOL, dtype=np.int64)
-    m[B.C_OP : B.C_MACS] = _MIX[k, : B.C_MACS - B.C_OP]
-    m[B.C_MACS : B.C_LIVE] = _MIX[k, B.C_MACS - B.C_OP : B.C_LIVE - B.C_OP]
+    m = np.zeros(N_COLS, dtype=np.int64)
+    m[COL_OP:N_LAYER_COLS] = _MIX[k, : N_LAYER_COLS - COL_OP]
+    m[COL_MACS:COL_LIVE] = _MIX[k, COL_MACS - COL_OP : COL_LIVE - COL_OP]
     return m
 
 
@@ -485,10 +455,10 @@ def summaries(graphs) -> list[Summary]:
 
 def _contributions(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (feature columns, values) one node with this row adds to its graph's feature vector."""
-    op, state, level = int(row[R_OP]), int(row[R_STATE]), int(row[R_LEVEL])
-    kind = int(node_kinds(np.array([op]), row[None, R_ATTR:R_IN])[0])
+    op, state, level = int(row[COL_OP]), int(row[R_STATE]), int(row[R_LEVEL])
+    kind = int(node_kinds(np.array([op]), row[None, COL_ATTR:COL_IN])[0])
     macs, params = float(row[R_MACS]), float(row[R_PARAMS])
-    elems = float(row[R_OUT] * row[R_OUT + 1] * row[R_OUT + 2])
+    elems = float(row[COL_OUT] * row[COL_OUT + 1] * row[COL_OUT + 2])
     dead, const = state in (1, 3), state in (2, 3)
     live = not dead
     k, s = KINDS[kind], "dead" if dead else "live"

@@ -9,6 +9,7 @@ from leti.datasets.archs import TargetData, target_data
 from leti.datasets.split import one_per_hash
 from leti.datasets.store import Store
 from leti.errors import LetiError
+from leti.predictors.fewshot import FewShotPredictor, suggest
 from leti.space import Arch, canonical_space, sample
 
 DEFAULT_POOL = 2000
@@ -81,8 +82,6 @@ def suggest_archs(store: Store, target: str, space: str, k: int, sources=None, p
     """The ``k`` archs of ``space`` to measure first on ``target`` for the few-shot predictor: from a seeded sample
     of ``pool`` archs (less those already measured on ``target``), spread over the sources' predicted latency
     (``fewshot.suggest``)."""
-    from leti.predictors.fewshot import FewShotPredictor, suggest
-
     space = canonical_space(space)
     if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
         raise LetiError(f"must be a positive integer, got {pool!r}", "pool")

@@ -28,6 +28,7 @@ import numpy as np
 from leti.errors import PredictorError
 from leti.graph import shapes as S
 from leti.graph.layergraph import ACT_CODE, OP_CODE, OPS, PAD_MODES, RESIZE_MODES, A, LayerGraph
+from leti.targets import parse_target
 
 RULESETS: tuple[str, ...] = ("cpu", "litert", "gpu", "metal")
 CPU_RULESETS = ("cpu", "litert")
@@ -255,8 +256,6 @@ def check_ruleset(ruleset: str) -> str:
 def ruleset_for_target(target: str) -> str:
     """``litert`` for LiteRT CPU targets (this host); ``cpu`` for other CPU targets; ``metal`` for GPU targets of
     Apple devices; ``gpu`` for other GPU targets."""
-    from leti.targets import parse_target
-
     spec = parse_target(target)
     if spec.unit == "gpu":
         return "metal" if spec.device.startswith(("iphone", "ipad")) else "gpu"

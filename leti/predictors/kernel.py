@@ -29,10 +29,12 @@ import numpy as np
 
 from leti.errors import PredictorError
 from leti.graph.layergraph import LayerGraph
+from leti.importers.inputs import stored_graph
 from leti.predictors import fusion as FU
 from leti.predictors.base import Predictor
 from leti.predictors.metrics import acc_within
 from leti.predictors.registry import read_checked, read_json_checked, write_json_checked
+from leti.predictors.trees import from_lightgbm_text
 
 MODEL_FILE = "kernel.json"
 KERNEL_MODEL_FILE = "kernel_model.txt"
@@ -386,7 +388,6 @@ class KernelPredictor(Predictor):
         df = df[df["arch_id"].isin(set(arch_ids))].drop_duplicates(["arch_id", "node"])
         if df.empty:
             return out
-        from leti.importers.inputs import stored_graph
 
         rules = self.rules if self.rules != "auto" else FU.ruleset_for_target(target)
         graphs, times = [], []
@@ -572,7 +573,6 @@ class KernelPredictor(Predictor):
             reg.linear_[g] = c
         if kind == "linear" or not reg.groups_:
             return reg
-        from leti.predictors.trees import from_lightgbm_text
 
         # walked in numpy: loading must not cost LightGBM's import, and a network has few distinct kernels
         reg.booster_ = from_lightgbm_text(read_checked(d / KERNEL_MODEL_FILE).decode("utf-8"))

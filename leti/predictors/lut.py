@@ -31,7 +31,18 @@ import numpy as np
 
 from leti.errors import GraphError, PredictorError
 from leti.graph.builder import GraphBuilder
-from leti.graph.layergraph import ACT_CODE, ACTS, N_ATTRS, OP_CODE, OPS, LayerGraph
+from leti.graph.layergraph import (
+    ACT_CODE,
+    ACTS,
+    COL_ATTR,
+    COL_IN,
+    COL_OP,
+    COL_OUT,
+    N_LAYER_COLS,
+    OP_CODE,
+    OPS,
+    LayerGraph,
+)
 from leti.predictors import features as F
 from leti.predictors.base import Predictor
 from leti.predictors.registry import read_json_checked, write_json_checked
@@ -39,9 +50,10 @@ from leti.predictors.registry import read_json_checked, write_json_checked
 STATES = F.STATES  # live, dead, const, dead_const
 STATE_MODES = ("skip", "count", "separate")
 MODEL_FILE = "lut.json"
-# Row layout of a node's signature: op, the attributes, input shape, output shape, number of inputs, state
-_R_OP, _R_ATTR, _R_IN, _R_OUT, _R_NIN, _R_STATE = 0, 1, 1 + N_ATTRS, 4 + N_ATTRS, 7 + N_ATTRS, 8 + N_ATTRS
-N_ROW = 9 + N_ATTRS
+# Row layout of a node's signature: the IR's layer columns (layergraph.COL_OP .. COL_OUT: op, attributes, input and
+# output shapes), then the number of inputs and the state
+_S_NIN, _S_STATE = N_LAYER_COLS, N_LAYER_COLS + 1
+N_ROW = _S_STATE + 1
 
 
 # ---- signatures -----------------------------------------------------------------------------------------------
@@ -49,17 +61,17 @@ def signature_of_row(row: np.ndarray, mode: str) -> np.ndarray | None:
     """The signature row (``N_ROW`` ints) of a node row from ``features.node_rows`` under ``mode``; None when the
     node is not costed (the input node; dead and constant nodes under ``skip``)."""
     state = int(row[F.R_STATE])
-    if row[F.R_OP] == OP_CODE["input"] or (mode == "skip" and state != 0):
+    if row[COL_OP] == OP_CODE["input"] or (mode == "skip" and state != 0):
         return None
     sig = np.zeros(N_ROW, dtype=np.int64)
-    sig[:_R_NIN] = row[: F.R_NIN]  # op, attributes, input and output shapes share the layout
+    sig[:N_LAYER_COLS] = row[:N_LAYER_COLS]  # op, attributes, input and output shapes
     if mode == "count":
-        sig[_R_NIN] = row[F.R_NIN]
+        sig[_S_NIN] = row[F.R_NIN]
     else:
         # a live node counts its live, input-dependent inputs only: an add whose other operand is a pruned zero
         # branch is an identity to runtimes that drop such branches, not a two-input add
-        sig[_R_NIN] = row[F.R_NEFF] if state == 0 else row[F.R_NIN]
-        sig[_R_STATE] = state if mode == "separate" else 0
+        sig[_S_NIN] = row[F.R_NEFF] if state == 0 else row[F.R_NIN]
+        sig[_S_STATE] = state if mode == "separate" else 0
     return sig
 
 
@@ -148,14 +160,14 @@ def constant_output(graphs: list[LayerGraph]) -> np.ndarray:
 
 def format_signature(row) -> str:
     r = [int(v) for v in row]
-    kh, kw, sh, sw, dil, groups, act, bn, bias, pad, extra = r[_R_ATTR:_R_IN]
-    ih, iw, ic = r[_R_IN:_R_OUT]
-    oh, ow, oc = r[_R_OUT:_R_NIN]
+    kh, kw, sh, sw, dil, groups, act, bn, bias, pad, extra = r[COL_ATTR:COL_IN]
+    ih, iw, ic = r[COL_IN:COL_OUT]
+    oh, ow, oc = r[COL_OUT:N_LAYER_COLS]
     sig = (
-        f"{OPS[r[_R_OP]]}|k={kh}x{kw}|s={sh}x{sw}|d={dil}|g={groups}|act={ACTS[act]}|bn={bn}|bias={bias}"
-        f"|pad={pad}|x={extra}|in={ih}x{iw}x{ic}|out={oh}x{ow}x{oc}|n={r[_R_NIN]}"
+        f"{OPS[r[COL_OP]]}|k={kh}x{kw}|s={sh}x{sw}|d={dil}|g={groups}|act={ACTS[act]}|bn={bn}|bias={bias}"
+        f"|pad={pad}|x={extra}|in={ih}x{iw}x{ic}|out={oh}x{ow}x{oc}|n={r[_S_NIN]}"
     )
-    return sig if r[_R_STATE] == 0 else f"{sig}|state={STATES[r[_R_STATE]]}"
+    return sig if r[_S_STATE] == 0 else f"{sig}|state={STATES[r[_S_STATE]]}"
 
 
 def parse_signature(sig: str) -> np.ndarray:
@@ -164,25 +176,25 @@ def parse_signature(sig: str) -> np.ndarray:
         parts = sig.split("|")
         kv = dict(p.split("=", 1) for p in parts[1:])
         row = np.zeros(N_ROW, dtype=np.int64)
-        row[_R_OP] = OP_CODE[parts[0]]
+        row[COL_OP] = OP_CODE[parts[0]]
 
         def pair(v):
             a, b = v.split("x")
             return int(a), int(b)
 
-        row[_R_ATTR : _R_ATTR + 2] = pair(kv["k"])
-        row[_R_ATTR + 2 : _R_ATTR + 4] = pair(kv["s"])
-        row[_R_ATTR + 4] = int(kv["d"])
-        row[_R_ATTR + 5] = int(kv["g"])
-        row[_R_ATTR + 6] = ACT_CODE[kv["act"]]
-        row[_R_ATTR + 7] = int(kv["bn"])
-        row[_R_ATTR + 8] = int(kv["bias"])
-        row[_R_ATTR + 9] = int(kv["pad"])
-        row[_R_ATTR + 10] = int(kv["x"])
-        row[_R_IN:_R_OUT] = [int(v) for v in kv["in"].split("x")]
-        row[_R_OUT:_R_NIN] = [int(v) for v in kv["out"].split("x")]
-        row[_R_NIN] = int(kv["n"])
-        row[_R_STATE] = STATES.index(kv.get("state", "live"))
+        row[COL_ATTR : COL_ATTR + 2] = pair(kv["k"])
+        row[COL_ATTR + 2 : COL_ATTR + 4] = pair(kv["s"])
+        row[COL_ATTR + 4] = int(kv["d"])
+        row[COL_ATTR + 5] = int(kv["g"])
+        row[COL_ATTR + 6] = ACT_CODE[kv["act"]]
+        row[COL_ATTR + 7] = int(kv["bn"])
+        row[COL_ATTR + 8] = int(kv["bias"])
+        row[COL_ATTR + 9] = int(kv["pad"])
+        row[COL_ATTR + 10] = int(kv["x"])
+        row[COL_IN:COL_OUT] = [int(v) for v in kv["in"].split("x")]
+        row[COL_OUT:N_LAYER_COLS] = [int(v) for v in kv["out"].split("x")]
+        row[_S_NIN] = int(kv["n"])
+        row[_S_STATE] = STATES.index(kv.get("state", "live"))
     except (KeyError, ValueError, IndexError) as e:
         raise PredictorError(
             f"malformed layer signature {sig!r} ({type(e).__name__}: {e})", "signature"
@@ -213,14 +225,14 @@ def signature_counts(graph: LayerGraph, states: str = "count") -> dict[str, int]
 def signature_graph(sig: str) -> LayerGraph:
     """A LayerGraph of one layer (plus its input, and for ``mul`` the pooled scale it multiplies by) to measure."""
     row = parse_signature(sig)
-    return _row_graph(tuple(int(v) for v in row[:_R_STATE]))
+    return _row_graph(tuple(int(v) for v in row[:_S_STATE]))
 
 
 @lru_cache(maxsize=4096)
 def _row_graph(row: tuple) -> LayerGraph:
-    op = OPS[row[_R_OP]]
-    kh, kw, sh, sw, dil, groups, act, bn, bias, pad, extra = row[_R_ATTR:_R_IN]
-    in_shape, out_shape, n_in = tuple(row[_R_IN:_R_OUT]), tuple(row[_R_OUT:_R_NIN]), row[_R_NIN]
+    op = OPS[row[COL_OP]]
+    kh, kw, sh, sw, dil, groups, act, bn, bias, pad, extra = row[COL_ATTR:COL_IN]
+    in_shape, out_shape, n_in = tuple(row[COL_IN:COL_OUT]), tuple(row[COL_OUT:N_LAYER_COLS]), row[_S_NIN]
     act_name = ACTS[act]
     b = GraphBuilder(block=f"lut:{op}")
     x = b.input(in_shape)
@@ -278,12 +290,12 @@ def _concat_partners(b: GraphBuilder, x: int, k: int, c_first: int, c_out: int) 
 def _row_work(row: np.ndarray) -> float:
     """MACs of the layer a row describes (output elements for ops without MACs); at least 1."""
     try:
-        g = _row_graph(tuple(int(v) for v in row[:_R_STATE]))
+        g = _row_graph(tuple(int(v) for v in row[:_S_STATE]))
         macs = float(g.macs[-1])
     except (GraphError, Exception):  # unbuildable entries (odd concat splits) still need a size
         macs = 0.0
     if macs <= 0:
-        macs = float(np.prod(row[_R_OUT:_R_NIN]))
+        macs = float(np.prod(row[COL_OUT:N_LAYER_COLS]))
     return max(macs, 1.0)
 
 
@@ -450,12 +462,12 @@ class LUTPredictor(Predictor):
         if not len(self.signatures_):
             return None
         r = self._rows
-        same = (r[:, _R_OP] == row[_R_OP]) & (r[:, _R_STATE] == row[_R_STATE])
+        same = (r[:, COL_OP] == row[COL_OP]) & (r[:, _S_STATE] == row[_S_STATE])
         if not same.any():
             return None
         cand = np.flatnonzero(same)
         work = _row_work(row)
-        attrs = slice(_R_ATTR, _R_ATTR + 7)  # kernel, stride, dilation, groups, activation
+        attrs = slice(COL_ATTR, COL_ATTR + 7)  # kernel, stride, dilation, groups, activation
         mismatch = (r[cand, attrs] != row[attrs]).sum(axis=1)
         dist = 10.0 * mismatch + np.abs(np.log(self._work[cand]) - np.log(work))
         j = int(cand[np.argmin(dist)])

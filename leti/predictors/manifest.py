@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from leti.errors import PredictorError
+from leti.importers.bounded_json import load_file
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
@@ -59,8 +60,6 @@ def seal(d) -> Path:
 
 
 def _read_manifest(d: Path) -> dict[str, str]:
-    from leti.importers.bounded_json import load_file
-
     f = d / MANIFEST_FILE
     if f.is_symlink() or not f.is_file():
         raise PredictorError(

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leti.errors import LetiError, PredictorError, excerpt, missing_extra
+from leti.importers.bounded_json import loads, read_bytes
 from leti.paths import default_predictor_dir
 from leti.predictors.base import META_FILE, Predictor, finite, read_meta
 from leti.predictors.families import FAMILIES, FAMILY_CLASSES
 from leti.predictors.schema import check_params
+from leti.zoo import ZOO_DIR
 
 
 # ---- families -------------------------------------------------------------------------------------------------
@@ -85,7 +87,6 @@ def zoo_root() -> Path | None:
     env = os.environ.get("LETI_ZOO")
     if env is not None and env.strip():
         return None if env.strip().lower() == "off" else Path(env).expanduser()
-    from leti.zoo import ZOO_DIR
 
     return ZOO_DIR
 
@@ -384,8 +385,6 @@ def _gunzip(data: bytes, where: str) -> bytes:
 def read_checked(path) -> bytes:
     """The bytes of a model file, or of its gzipped copy ``<name>.gz`` (the zoo ships large files so), inflated;
     PredictorError when it is missing or too large. The directory's manifest was checked before."""
-    from leti.importers.bounded_json import read_bytes
-
     p = Path(path)
     gz = p.with_name(p.name + GZ_SUFFIX)
     if not p.is_file() and gz.is_file():
@@ -403,8 +402,6 @@ def read_checked(path) -> bytes:
 
 def read_json_checked(path) -> dict:
     """A model's JSON object file, read through the bounded JSON reader."""
-    from leti.importers.bounded_json import loads
-
     try:
         obj = loads(read_checked(path), str(path), MAX_MODEL_JSON_BYTES, max_depth=16)
     except PredictorError:

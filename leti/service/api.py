@@ -26,7 +26,12 @@ from leti.graph.layergraph import LayerGraph
 from leti.graph.memo import graph_weight
 from leti.importers.inputs import as_list, clear_graphs, graph_of
 from leti.paths import default_predictor_dir
+from leti.predictors import registry
+from leti.predictors.features import trim
+from leti.predictors.registry import TRAINED
 from leti.space import Arch, canonical_space
+from leti.trust import check_coverage
+from leti.trust import load as load_trust
 
 # The server's defaults, which the client splits batches by (leti.service.app explains them)
 DEFAULT_MAX_BATCH = 10000
@@ -43,8 +48,6 @@ class AuthError(LetiError):
 
 # ---- trained predictors --------------------------------------------------------------------------------------------
 def _registry():
-    from leti.predictors import registry
-
     return registry
 
 
@@ -52,8 +55,6 @@ def trained_index(root: str | os.PathLike | None = None) -> dict[str, dict[str, 
     """target -> family -> meta (all of meta.json, plus the registry's summary: version, source, whether it answers)
     of the predictor each family answers with: the user's current version under ``root`` (default
     ``$LETI_HOME/predictors``), else the pretrained one."""
-    from leti.predictors.registry import TRAINED
-
     out: dict[str, dict[str, dict]] = {}
     rows = [r for r in _registry().saved(None, root) if r.current]
     mine = {(r.target, r.family) for r in rows if r.source == TRAINED}
@@ -130,11 +131,7 @@ class Loaded:
         for a bad space). ``limits`` refuses oversized archs and requests (``TooLargeError``) before they are
         built. ``input_shape`` is for in-memory torch / Keras models (``graph_of``). With ``coverage``, ``assess``'s
         dict instead of an array."""
-        from leti.predictors.features import trim
-
         if coverage is not None:
-            from leti.trust import check_coverage
-
             coverage = check_coverage(coverage)
         out, total, i = [], 0, 0
         while i < len(archs):
@@ -155,7 +152,9 @@ class Loaded:
                                             "or smaller archs", fields[i].removesuffix(".arch"))  # fmt: skip
                     graphs.append(g)
                     i += 1
-                out.append(self._predict_chunk(graphs) if coverage is None else self._assess_chunk(graphs, coverage))
+                out.append(
+                    self._predict_chunk(graphs) if coverage is None else self._assess_chunk(graphs, coverage)
+                )
         if coverage is not None:
             return self._merged(out, coverage)
         return np.concatenate(out) if out else np.zeros(0)
@@ -163,8 +162,6 @@ class Loaded:
     def assess(self, graphs: list[LayerGraph], coverage: float = 0.9) -> dict:
         """Latency, ``coverage`` interval, in-distribution flag and reason per arch: JSON-ready parallel lists
         (nulls where a number is not finite; where there is no trust data, null intervals and flags)."""
-        from leti.trust import check_coverage
-
         coverage = check_coverage(coverage)
         parts = []
         for start in range(0, len(graphs), PREDICT_CHUNK):
@@ -237,11 +234,11 @@ class PredictorCache:
         except LetiError as e:
             raise NotFoundError(f"{target}/{hit.family} cannot be loaded: {e}", "predictor") from None
         try:
-            from leti.trust import load as load_trust
-
             trust = load_trust(hit.path)
         except LetiError as e:
-            raise NotFoundError(f"{target}/{hit.family} v{hit.version} cannot be loaded: {e}", "predictor") from None
+            raise NotFoundError(
+                f"{target}/{hit.family} v{hit.version} cannot be loaded: {e}", "predictor"
+            ) from None
         return Loaded(target, hit.family, pred, trust=trust, version=hit.version, source=hit.source)
 
 
@@ -259,7 +256,13 @@ def clear_cache() -> None:
 
 
 def predict(
-    archs, target: str, predictor: str | None = None, space: str | None = None, *, root=None, input_shape=None,
+    archs,
+    target: str,
+    predictor: str | None = None,
+    space: str | None = None,
+    *,
+    root=None,
+    input_shape=None,
     interval=None,
 ):
     """Predicted latency in ms of one arch or a list of archs on ``target``.
@@ -277,7 +280,9 @@ def predict(
         space = canonical_space(space, "space")
     items = as_list(archs)
     fields = [f"archs[{i}]" for i in range(len(items))]
-    res = loaded.predict_archs(items, [space] * len(items), fields, input_shape=input_shape, coverage=interval)
+    res = loaded.predict_archs(
+        items, [space] * len(items), fields, input_shape=input_shape, coverage=interval
+    )
     return res if interval is None else as_arrays(res)
 
 
@@ -419,7 +424,12 @@ class Client:
             start = stop
         if "coverage" in res:
             extra["coverage"] = res["coverage"]
-        return {"target": res["target"], "predictor": res["predictor"], "latency_ms": np.concatenate(out), **extra}
+        return {
+            "target": res["target"],
+            "predictor": res["predictor"],
+            "latency_ms": np.concatenate(out),
+            **extra,
+        }
 
     def targets(self) -> list[dict]:
         return self._request("GET", "/v1/targets")["targets"]

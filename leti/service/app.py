@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leti import __version__
+from leti.datasets.store import Store
 from leti.errors import LetiError, excerpt
 from leti.paths import default_predictor_dir, default_store_path
 from leti.predictors.registry import best_family
@@ -396,7 +397,6 @@ def _auth_dependency(token: str | None):
 def _noise_floors(store_path: Path, targets) -> dict[str, float | None]:
     if not store_path.is_file():  # opening a Store creates it; a read-only endpoint must not
         return {}
-    from leti.datasets.store import Store
 
     try:
         with Store.open(store_path) as st:
@@ -480,8 +480,12 @@ def create_app(predictor_root=None, store_path=None, token: str | None = None, m
         if req.space is not None:
             canonical_space(req.space, "space")
         items = [unwrap_item(it, req.space, i) for i, it in enumerate(req.archs)]
-        archs, spaces, fields, space_fields = (list(c) for c in zip(*items, strict=True)) if items else ([], [], [], [])
-        res = loaded.predict_archs(archs, spaces, fields, limits, space_fields=space_fields, coverage=req.coverage)
+        archs, spaces, fields, space_fields = (
+            (list(c) for c in zip(*items, strict=True)) if items else ([], [], [], [])
+        )
+        res = loaded.predict_archs(
+            archs, spaces, fields, limits, space_fields=space_fields, coverage=req.coverage
+        )
         return {**res, "n": len(req.archs)}
 
     @app.get(

@@ -20,6 +20,7 @@ from functools import cached_property
 from leti.errors import ArchError
 from leti.graph.memo import memo
 from leti.space.config import normalize_config
+from leti.space.expand import expand
 from leti.space.hashing import canonical_form, digest
 from leti.space.layers import compact_layer, layer_key, normalize_layer
 
@@ -259,8 +260,6 @@ class Arch:
 
     def to_graph(self):
         """The full network as a LayerGraph (cells x stacks x config, shapes inferred)."""
-        from leti.space.expand import expand
-
         return expand(self)
 
     # ---- serialisation -----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 from leti.errors import ArchError
 from leti.space.arch import Arch, live_nodes
 from leti.space.config import DEFAULTS
+from leti.space.layers import normalize_layer
 
 NAME = "nasbench101"
 ALIASES: tuple[str, ...] = ("nb101",)
@@ -94,8 +95,6 @@ def to_string(arch: Arch) -> str:
 
 
 def _conv(k: int) -> dict:
-    from leti.space.layers import normalize_layer
-
     return normalize_layer(f"conv{k}x{k}-bn-relu")
 
 

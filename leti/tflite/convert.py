@@ -34,6 +34,7 @@ import numpy as np
 
 from leti.errors import LetiError
 from leti.graph.layergraph import LayerGraph
+from leti.tflite.flatbuffer import FastPathUnsupported, graph_to_tflite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 
@@ -163,7 +164,7 @@ def to_tflite(graph: LayerGraph, precision: str = "fp32", seed: int = 0) -> byte
     """.tflite bytes for ``graph`` via ``build_keras`` and the TFLite converter (the reference path)."""
     check_precision(precision)
     with silenced():
-        from leti.tflite.keras_model import build_keras
+        from leti.tflite.keras_model import build_keras  # deferred: loads TensorFlow
 
         model = build_keras(graph, seed=seed)
     return keras_to_tflite(model, precision, seed)
@@ -176,8 +177,6 @@ def build_tflite(graph: LayerGraph, precision: str = "fp32", seed: int = 0, fast
     """
     check_precision(precision)
     if fast and precision != "int8":
-        from leti.tflite.flatbuffer import FastPathUnsupported, graph_to_tflite
-
         try:
             return graph_to_tflite(graph, precision, seed)
         except FastPathUnsupported:

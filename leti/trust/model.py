@@ -225,9 +225,10 @@ class TrustModel:
     def load(cls, d) -> TrustModel | None:
         """The trust data saved in predictor directory ``d``; None when it has none (saved without calibration)."""
         p = Path(d) / TRUST_FILE
-        if not p.exists():
+        gz = p.with_name(TRUST_FILE + ".gz")  # the zoo ships it gzipped; read_checked inflates it
+        if not p.exists() and not gz.exists():
             return None
-        manifest.verify(d, only=TRUST_FILE)
+        manifest.verify(d, only=TRUST_FILE if p.exists() else gz.name)
         obj = read_json_checked(p)
         try:
             return cls.from_dict(obj, str(p))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from leti.errors import PredictorError
-from leti.graph.layergraph import ACTS, OPS, LayerGraph
+from leti.graph.layergraph import ACTS, COL_ATTR, COL_IN, COL_OP, COL_OUT, OPS, LayerGraph
 from leti.predictors import features as F
 from leti.trust.embedding import rounded
 
@@ -27,8 +27,8 @@ TOLERANCE = 0.25
 NN_QUANTILE = 0.99
 MAX_REASONS = 3
 # layer shape columns checked against the training range of the layer's type: (name, row column)
-_SHAPES = (("input height", F.R_IN), ("input width", F.R_IN + 1), ("input channels", F.R_IN + 2),
-           ("output channels", F.R_OUT + 2))  # fmt: skip
+_SHAPES = (("input height", COL_IN), ("input width", COL_IN + 1), ("input channels", COL_IN + 2),
+           ("output channels", COL_OUT + 2))  # fmt: skip
 _NICE = {"tot.macs": "MACs", "tot.params": "params", "tot.nodes": "layers", "tot.depth": "depth",
          "tot.peak_bytes": "peak memory (bytes)", "io.in_h": "input height", "io.in_w": "input width",
          "io.in_c": "input channels", "io.out_c": "output width",
@@ -48,13 +48,10 @@ def _checked_columns() -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-_A = F.R_ATTR
-
-
 def layer_type(row: np.ndarray) -> str:
     """A node row's type: op, kernel and stride for windowed ops, groups, dilation and the fused activation."""
-    op = OPS[int(row[F.R_OP])]
-    a = row[_A : _A + 11]
+    op = OPS[int(row[COL_OP])]
+    a = row[COL_ATTR:COL_IN]
     kh, kw, sh, sw, dil, groups, act = (int(v) for v in a[:7])
     s = op
     if op in _WINDOWED:
@@ -142,7 +139,7 @@ class OODReference:
         rows = F.node_rows(F.batch([graph]))
         out = []
         for i, row in enumerate(rows):
-            if int(row[F.R_OP]) == 0:  # the input node
+            if int(row[COL_OP]) == 0:  # the input node
                 continue
             t = layer_type(row)
             rng = self.layers.get(t)
@@ -280,4 +277,3 @@ def _outward(v: float, up: bool) -> float:
 
 
 __all__ = ["MAX_REASONS", "TOLERANCE", "OODReference", "layer_type"]
-

@@ -20,6 +20,7 @@ from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP, Settings, target_sett
 from leti.paths import default_models_dir
 from leti.space import Arch, canonical_space, sample
 from leti.space.hashing import digest
+from leti.targets import parse_target
 from leti.workflows.farm import HOST, Farm, WorkerReport, noise_floor, pick_repeat, pid_alive
 from leti.workflows.models import ModelCache
 
@@ -181,8 +182,6 @@ def generate(
 
 def _repeat_check(store, bindings, settings, cache, k, seed, benchmark_binary, adb_options) -> dict:
     """Re-measure k random archs per target; the median |Δ|/latency becomes the target's noise floor."""
-    from leti.targets import parse_target
-
     floors = {}
     for target, s in settings.items():
         binding = next(b for b in bindings if b.target == target)

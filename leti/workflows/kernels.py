@@ -27,13 +27,15 @@ import numpy as np
 
 from leti.datasets.archs import model_record
 from leti.datasets.store import Store, TargetRecord
-from leti.device_runner.bindings import Binding
+from leti.device_runner.bindings import Binding, make_runner
 from leti.errors import GraphError, LetiError
 from leti.graph.builder import GraphBuilder
 from leti.graph.layergraph import ACTS, OPS, A, LayerGraph
+from leti.importers.inputs import stored_graph
 from leti.measurement import DEFAULT_RUNS, DEFAULT_WARMUP, target_settings
 from leti.predictors import fusion as FU
 from leti.predictors.kernel import KernelPredictor, KernelRegressor, KernelSamples, kernels_of
+from leti.predictors.registry import save_trained
 from leti.space import MODEL_SPACE
 from leti.targets import parse_target
 from leti.workflows.lut_build import overhead_graph
@@ -313,9 +315,7 @@ def build_kernels(
 ) -> KernelsBuildReport:
     """Sample, build, measure and store ``n`` kernels of ``binding.target`` in ``rounds`` rounds; fit and (``save``)
     store the target's ``kernel`` predictor from them."""
-    from leti.device_runner.bindings import make_runner
-    from leti.predictors.registry import save_trained
-    from leti.tflite.convert import build_tflite
+    from leti.tflite.convert import build_tflite  # deferred: loads LiteRT
 
     for name, v, lo in (("n", n, 1), ("rounds", rounds, 1), ("runs", runs, 1), ("seed", seed, 0),
                         ("max_macs", max_macs, 1), ("warmup", warmup, 0)):  # fmt: skip
@@ -333,8 +333,6 @@ def build_kernels(
         df = store.measurements(space=MODEL_SPACE)
         texts = [t for t in dict.fromkeys(df["arch_text"]) if '"kernel"' not in t] if not df.empty else []
         if texts:
-            from leti.importers.inputs import stored_graph
-
             graphs = [stored_graph(MODEL_SPACE, t) for t in texts]
             pool, prior_name = prior_configs(graphs, rules), f"{len(graphs)} imported models"
         else:
@@ -425,8 +423,6 @@ def _measured(store: Store, target: str, key: str) -> set[str]:
 
 def _samples(store: Store, target: str, key: str, configs: list[KernelConfig], rules: str):
     """(KernelSamples of ``configs`` measured so far, the overhead times) from the store."""
-    from leti.importers.inputs import stored_graph
-
     df = store.kernel_measurements(target=target, settings_key=key)
     times = {
         (a, int(nd)): float(ms) for a, nd, ms in zip(df["arch_id"], df["node"], df["latency_ms"], strict=True)

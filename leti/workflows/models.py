@@ -36,7 +36,7 @@ class ModelCache:
         with self._lock:
             if path.is_file():
                 return path.read_bytes()
-            from leti.tflite.convert import build_tflite
+            from leti.tflite.convert import build_tflite  # deferred: loads LiteRT
 
             data = build_tflite(arch.to_graph(), precision=precision)
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from leti.datasets.archs import record_from_text, target_data
+from leti.datasets.csvio import import_csv
+from leti.datasets.mlbench import import_mlbench
+from leti.datasets.store import Store
 from leti.errors import LetiError
 from leti.predictors import manifest
+from leti.predictors.auto import DEFAULT_CANDIDATES
+from leti.predictors.evaluate import fit_on, train, versions
+from leti.predictors.family_split import evaluate_by_family
 from leti.predictors.metrics import METRIC_KEYS
-from leti.predictors.registry import read_checked, saved
+from leti.predictors.registry import available_families, read_checked, saved
 from leti.zoo import INDEX_FILE, ZOO_DIR
 
 TRAIN_SIZE = (
@@ -78,16 +85,11 @@ SOURCES: tuple[Source, ...] = (
 
 
 def _import_measurement_csv(store, path: Path) -> list[str]:
-    from leti.datasets.archs import record_from_text
-    from leti.datasets.csvio import import_csv
-
     import_csv(store, path, record_from_text)
     return sorted(store.stats()["per_target"])
 
 
 def _import_mlbench(store, path: Path) -> list[str]:
-    from leti.datasets.mlbench import import_mlbench
-
     return sorted(import_mlbench(store, path, ("float", "quant")).targets)
 
 
@@ -113,9 +115,6 @@ def default_data_dir() -> Path:
 
 def candidates(train_size: int) -> list:
     """auto's default candidates restricted to the zoo families that this installation has."""
-    from leti.predictors.auto import DEFAULT_CANDIDATES
-    from leti.predictors.registry import available_families
-
     have = set(available_families())
     return [[f, p] for f, p in DEFAULT_CANDIDATES if f in ZOO_FAMILIES and f in have]
 
@@ -183,8 +182,6 @@ def protocol(train_size: int, seed: int, folds: int) -> dict:
 
 
 def _build_file(src, path, staging, train_size, seed, folds, only, cands, progress) -> list[Built]:
-    from leti.datasets.store import Store
-
     out = []
     with tempfile.TemporaryDirectory(prefix="leti-zoo-") as tmp, Store.open(Path(tmp) / "zoo.db") as store:
         for target in IMPORTERS[src.format](store, path):
@@ -211,8 +208,6 @@ def _build_file(src, path, staging, train_size, seed, folds, only, cands, progre
 
 def _by_hash(store, target, src, n, train_size, seed, folds, cands, progress):
     """NAS cells: the family chosen by grouped CV on the training archs, tested on all other archs."""
-    from leti.predictors.evaluate import train
-
     size = min(int(train_size), (3 * n) // 4)
     if progress:
         progress(f"{target}: {n} archs, training on {size}")
@@ -226,10 +221,6 @@ def _by_hash(store, target, src, n, train_size, seed, folds, cands, progress):
 
 def _by_family(store, target, src, n, train_size, seed, folds, cands, progress):
     """Real models: the source's family, tested leave-one-model-family-out, then fitted on every model."""
-    from leti.datasets.archs import target_data
-    from leti.predictors.evaluate import fit_on, versions
-    from leti.predictors.family_split import evaluate_by_family
-
     if progress:
         progress(f"{target}: {n} models, {src.family} tested leave-one-family-out")
     m = evaluate_by_family(store, target, src.family)
