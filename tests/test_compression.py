@@ -113,6 +113,21 @@ def test_candidates_shrink_units_and_respect_the_graph(resnet):
     assert any(c.source.startswith("evbmf") for c in cands["fc"])
 
 
+def test_cp_candidates_are_bounded_by_their_als_work(resnet):
+    """A CP candidate whose ALS would need a Khatri-Rao product over the bound is not scored (ResNet50's 3x3x512x512
+    kernels took 11 GB); Tucker-2 still covers the layer."""
+    from leti.compression.candidates import CandidateOptions, cp_modes, layer_candidates
+    from leti.compression.keras_surgery import units
+
+    assert cp_modes((3, 3, 512, 512)) == 3 * 512 * 512
+    unit = units(resnet)["s1b0_conv1"]
+    opts = CandidateOptions(min_rank=4, cp_ratios=(2.0,))
+    assert "cp" in {c.method for c in layer_candidates(unit, opts)}
+    tight = CandidateOptions(min_rank=4, cp_ratios=(2.0,), cp_max_work=cp_modes(unit.kernel.shape) - 1)
+    methods = {c.method for c in layer_candidates(unit, tight)}
+    assert "cp" not in methods and "tucker2" in methods
+
+
 def test_full_rank_decompositions_reproduce_the_model(resnet):
     from leti.compression.candidates import apply_candidates, candidate
     from leti.compression.keras_surgery import Edit, units
