@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from real_models import DEFAULT_CACHE
+
 TARGET = "host-litert-cpu-1t"
 APPS = ("ResNet50", "MobileNetV2", "EfficientNetB0")
 
@@ -74,8 +76,7 @@ def main(argv=None) -> int:
         "--noise", type=float, default=0.10, help="the host's noise floor, as a share of the budget"
     )
     ap.add_argument("--apps", default=",".join(APPS), help="comma-separated tf.keras.applications names")
-    ap.add_argument("--cache", type=Path, default=Path(os.environ.get("LETI_REAL_MODELS_CACHE",
-                                                                      "/work/wt/realmodels-cache")) / "compress")  # fmt: skip
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "compress", help="converted models and kernels")
     ap.add_argument(
         "--reuse-kernels", action="store_true", help="keep the kernel predictor of an earlier run"
     )

@@ -39,7 +39,7 @@ Goal (issue 13): ``kernel`` rho >= 0.98 and acc@10 >= 90%, or, where repeat agre
 of it. The load average is printed with every round and figure.
 
     .venv/bin/python benchmarks/bench_real_models.py [--rounds 4] [--runs 10] [--jitter 2] [--generated 600]
-        [--cache /work/wt/realmodels-cache] [--reuse] [--slow] [--json out.json] [--plots docs/img]
+        [--cache $TMPDIR/leti-real-models] [--reuse] [--slow] [--json out.json] [--plots docs/img]
     .venv/bin/python benchmarks/bench_real_models.py --quick     # 1 model per family, 2 rounds: a smoke test
 """
 

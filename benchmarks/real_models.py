@@ -3,7 +3,7 @@
 Each model is ``tf.keras.applications.<App>(input_shape=(S, S, 3), alpha=..., weights=None)``, converted as a user
 would (``TFLiteConverter.from_keras_model``, batch size left open, default options). Conversion of the large ones
 takes a minute or more, so every ``.tflite`` is kept in the cache folder (default ``$LETI_REAL_MODELS_CACHE`` or
-``/work/wt/realmodels-cache``), named after the model; a file there is never rebuilt. Used by
+``$TMPDIR/leti-real-models``), named after the model; a file there is never rebuilt. Used by
 ``bench_real_models.py``; on its own it fills the cache:
 
     .venv/bin/python benchmarks/real_models.py [--cache DIR] [--only mobilenetv2,resnet]
@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CACHE = Path(os.environ.get("LETI_REAL_MODELS_CACHE", "/work/wt/realmodels-cache"))
+DEFAULT_CACHE = Path(os.environ.get("LETI_REAL_MODELS_CACHE", Path(tempfile.gettempdir()) / "leti-real-models"))
 
 
 @dataclass(frozen=True)
