@@ -107,6 +107,18 @@ def test_build_is_reproducible(zoo, data_dir, tmp_path):
     assert _files(again) == _files(out)
 
 
+def test_every_pretrained_predictor_answers_with_intervals(zoo, monkeypatch):
+    """NAS-cell predictors calibrate on their grouped CV, kernel ones on their leave-one-family-out predictions: both
+    ship trust data, so a pretrained prediction comes with an interval and a flag."""
+    from leti.service.api import PredictorCache
+
+    out, built = zoo
+    monkeypatch.setenv("LETI_ZOO", str(out))
+    for b in built:
+        loaded = PredictorCache().get(b.target, b.family, out)
+        assert loaded.trust is not None, b.target
+
+
 def test_no_measurement_ships(zoo, data_dir):
     out, _ = zoo
     blob = b"".join(_files(out).values())

@@ -28,7 +28,7 @@ from leti.trust.embedding import Embedding, nearest, rounded
 from leti.trust.ood import MAX_REASONS, TOLERANCE, OODReference
 
 TRUST_FILE = "trust.json"
-VERSION = 1
+VERSION = 2  # 2: a fused activation is a layer type of its own
 MAX_REFERENCE = 2000  # reference archs kept for nearest-neighbour questions (a seeded sample beyond that)
 
 

@@ -49,10 +49,14 @@ def _checked_columns() -> np.ndarray:
 
 
 def layer_type(row: np.ndarray) -> str:
-    """A node row's type: op, kernel and stride for windowed ops, groups, dilation and the fused activation."""
+    """A node row's type: op, kernel and stride for windowed ops, groups and dilation. A fused activation is a type
+    of its own (``layer_types``): a runtime's fused epilogue and a separate activation op (per-op graphs) are the
+    same work, so one must not make the other look unseen."""
     op = OPS[int(row[COL_OP])]
     a = row[COL_ATTR:COL_IN]
     kh, kw, sh, sw, dil, groups, act = (int(v) for v in a[:7])
+    if op == "act":
+        return f"act {ACTS[act]}" if 0 <= act < len(ACTS) else "act"
     s = op
     if op in _WINDOWED:
         s += f" {kh}x{kw}/s{sh}" + (f"x{sw}" if sw != sh else "")
@@ -60,9 +64,16 @@ def layer_type(row: np.ndarray) -> str:
             s += f" dil{dil}"
     if op == "conv" and groups > 1:
         s += " grouped"
-    if 0 < act < len(ACTS):
-        s += f" {ACTS[act]}" if op == "act" else f"+{ACTS[act]}"
     return s
+
+
+def layer_types(row: np.ndarray) -> list[str]:
+    """The types a node row counts as: its own, and ``act NAME`` for a fused activation."""
+    t = layer_type(row)
+    act = int(row[COL_ATTR + 6])
+    if OPS[int(row[COL_OP])] != "act" and 0 < act < len(ACTS):
+        return [t, f"act {ACTS[act]}"]
+    return [t]
 
 
 def _fmt(v: float) -> str:
@@ -117,19 +128,7 @@ class OODReference:
         """(unseen layer type, shape reason) of one distinct node row, memoised by row id."""
         hit = self._row_memo.get(rid)
         if hit is None:
-            row = F.ROWS.row(rid)
-            t = layer_type(row)
-            rng = self.layers.get(t)
-            if rng is None:
-                hit = (t, None)
-            else:
-                hit = (None, None)
-                for j, (name, col) in enumerate(_SHAPES):
-                    v = float(row[col])
-                    lo, hi = rng[2 * j], rng[2 * j + 1]
-                    if _outside(v, lo, hi, self.tolerance):
-                        hit = (None, f"{t} with {name} {v:.0f} (training {lo:.0f}–{hi:.0f})")
-                        break
+            hit = self._check_row(F.ROWS.row(rid))
             self._row_memo[rid] = hit
         return hit
 
@@ -141,19 +140,27 @@ class OODReference:
         for i, row in enumerate(rows):
             if int(row[COL_OP]) == 0:  # the input node
                 continue
-            t = layer_type(row)
-            rng = self.layers.get(t)
-            if rng is None:
-                out.append((i, f"{t}: layer type never seen in training"))
-                continue
+            unseen, shape = self._check_row(row)
+            if unseen is not None:
+                out.append((i, f"{unseen}: layer type never seen in training"))
+            elif shape is not None:
+                out.append((i, shape))
+        return out
+
+    def _check_row(self, row: np.ndarray) -> tuple[str | None, str | None]:
+        """(the first of the row's types never seen in training, else the first shape outside its type's range)."""
+        types = layer_types(row)
+        for t in types:
+            if t not in self.layers:
+                return t, None
+        for t in types:
+            rng = self.layers[t]
             for j, (name, col) in enumerate(_SHAPES):
                 v = float(row[col])
-                if _outside(v, rng[2 * j], rng[2 * j + 1], self.tolerance):
-                    out.append(
-                        (i, f"{t} with {name} {v:.0f} (training {rng[2 * j]:.0f}–{rng[2 * j + 1]:.0f})")
-                    )
-                    break
-        return out
+                lo, hi = rng[2 * j], rng[2 * j + 1]
+                if _outside(v, lo, hi, self.tolerance):
+                    return None, f"{t} with {name} {v:.0f} (training {lo:.0f}–{hi:.0f})"
+        return None, None
 
     def layer_reasons(self, graphs: list[LayerGraph]) -> list[list[str]]:
         out = []
@@ -264,7 +271,8 @@ def _layer_rows(graphs: list[LayerGraph]):
     ids = np.unique(np.concatenate([s.ids for s in F.summaries(graphs)])) if graphs else []
     for rid in ids:
         row = F.ROWS.row(int(rid))
-        yield layer_type(row), [row[c] for _, c in _SHAPES]
+        for t in layer_types(row):
+            yield t, [row[c] for _, c in _SHAPES]
 
 
 def _outward(v: float, up: bool) -> float:
@@ -276,4 +284,4 @@ def _outward(v: float, up: bool) -> float:
     return round(float((np.ceil(v / step) if up else np.floor(v / step)) * step), 12)
 
 
-__all__ = ["MAX_REASONS", "TOLERANCE", "OODReference", "layer_type"]
+__all__ = ["MAX_REASONS", "TOLERANCE", "OODReference", "layer_type", "layer_types"]

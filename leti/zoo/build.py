@@ -31,9 +31,11 @@ from leti.errors import LetiError
 from leti.predictors import manifest
 from leti.predictors.auto import DEFAULT_CANDIDATES
 from leti.predictors.evaluate import fit_on, train, versions
-from leti.predictors.family_split import evaluate_by_family
+from leti.predictors.family_split import evaluate_by_family, families_of
 from leti.predictors.metrics import METRIC_KEYS
 from leti.predictors.registry import available_families, read_checked, saved
+from leti.space import MODEL_SPACE
+from leti.trust import calibrate
 from leti.zoo import INDEX_FILE, ZOO_DIR
 
 TRAIN_SIZE = (
@@ -223,9 +225,14 @@ def _by_family(store, target, src, n, train_size, seed, folds, cands, progress):
     """Real models: the source's family, tested leave-one-model-family-out, then fitted on every model."""
     if progress:
         progress(f"{target}: {n} models, {src.family} tested leave-one-family-out")
-    m = evaluate_by_family(store, target, src.family)
-    data = target_data(store, target)
+    m = evaluate_by_family(store, target, src.family, return_predictions=True)
+    held_out_ms = m.pop("y_pred")
+    data = target_data(store, target, MODEL_SPACE)
     model = fit_on(store, data, src.family, np.arange(len(data)))
+    # trust data from the leave-one-family-out predictions: honest errors, no refit (leti.trust uses them as given)
+    model.oof_predictions_ = np.asarray(held_out_ms, dtype=float)
+    model.trust_ = calibrate(model, data.graphs(np.arange(len(data))), data.latency_ms,
+                             groups=list(families_of(data)[1]), seed=seed)  # fmt: skip
     keys = ("n_families", "n_test", "kernel_measurements", "target")
     held_out = (f"leave one model family out: each family predicted by a {src.family} predictor fitted on the other "
                 f"{m['n_families'] - 1}; metrics over all held-out predictions")  # fmt: skip
