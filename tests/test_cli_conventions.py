@@ -103,3 +103,14 @@ def test_shell_completion(tmp_path):
     assert r.returncode == 0, r.stderr
     words = out.read_text().split()
     assert "predict" in words and "predictors" in words and "train" not in words
+
+
+def test_queue_flag_defaults_mirror_the_queue():
+    """The CLI mirrors the queue's defaults (importing the queue would slow `leti --help`): they must agree."""
+    from leti.cli import measure
+    from leti.datasets import queue
+
+    assert measure.DEFAULT_LEASE_S == queue.DEFAULT_LEASE_S
+    assert measure.DEFAULT_MAX_ATTEMPTS == queue.DEFAULT_MAX_ATTEMPTS
+    assert _option(("leti", "farm", "worker"), "--lease").default == queue.DEFAULT_LEASE_S
+    assert _option(("leti", "generate"), "--lease").default == queue.DEFAULT_LEASE_S

@@ -218,16 +218,17 @@ def test_tampered_trust_file_is_refused(lut_trust, tmp_path):
 def test_a_fused_activation_counts_as_its_own_layer_type():
     """A conv with a fused ReLU6 (a converted .tflite) and a conv followed by a ReLU6 op (a per-op graph) are the same
     work: each has the types the other has, so neither looks unseen to a predictor trained on the other."""
-    from leti.graph.layergraph import ACT_CODE, COL_ATTR, COL_OP, OP_CODE
+    from leti.graph.layergraph import ACT_CODE, COL_ATTR, COL_OP, OP_CODE, A
     from leti.trust.ood import layer_types
 
     conv = np.zeros(F.N_ROW, dtype=np.int64)
     conv[COL_OP] = OP_CODE["conv"]
-    conv[COL_ATTR : COL_ATTR + 7] = [3, 3, 1, 1, 1, 1, ACT_CODE["relu6"]]
+    for name, v in (("kh", 3), ("kw", 3), ("sh", 1), ("sw", 1), ("dil", 1), ("groups", 1), ("act", ACT_CODE["relu6"])):
+        conv[COL_ATTR + A[name]] = v
     act = np.zeros(F.N_ROW, dtype=np.int64)
     act[COL_OP] = OP_CODE["act"]
-    act[COL_ATTR + 6] = ACT_CODE["relu6"]
+    act[COL_ATTR + A["act"]] = ACT_CODE["relu6"]
     plain = conv.copy()
-    plain[COL_ATTR + 6] = 0
+    plain[COL_ATTR + A["act"]] = 0
     assert layer_types(conv) == ["conv 3x3/s1", "act relu6"]
     assert set(layer_types(conv)) == set(layer_types(plain) + layer_types(act))

@@ -9,9 +9,7 @@ import time
 
 import leti.cli.args as T
 from leti.cli.common import _Parser, _print_json, _store, add_store_option, wide_console
-from leti.cli.measure import adb_options, add_phone_options
-
-DEFAULT_LEASE_S = 60.0  # mirrors leti.datasets.queue.DEFAULT_LEASE_S (not imported: keeps --help fast)
+from leti.cli.measure import adb_options, add_lease_option, add_phone_options
 
 
 def cmd_farm_worker(args) -> int:
@@ -109,8 +107,7 @@ def add_farm_parser(sub) -> None:
     s.add_argument("--target", action="append", metavar="TARGET@DEVICE",
                    help="a target and the device that measures it (repeat: one per device)")  # fmt: skip
     add_phone_options(s)
-    s.add_argument("--lease", type=T.LEASE, default=DEFAULT_LEASE_S,
-                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
+    add_lease_option(s)
     s.add_argument("--until-empty", action="store_true", help="exit when the targets' queues are empty")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--json", action="store_true", help="print the results as JSON")

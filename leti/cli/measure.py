@@ -12,6 +12,17 @@ from leti.cli.common import _Parser, _print_json, _store, add_store_option, add_
 from leti.errors import LetiError
 from leti.paths import is_file
 
+# mirror leti.datasets.queue's defaults (not imported: it would slow `leti --help`); tests/test_cli_conventions.py
+# checks they agree
+DEFAULT_LEASE_S = 60.0
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def add_lease_option(p) -> None:
+    """``--lease``, shared by generate and farm worker."""
+    p.add_argument("--lease", type=T.LEASE, default=DEFAULT_LEASE_S,
+                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
+
 
 def add_phone_options(p: argparse.ArgumentParser) -> None:
     """The flags of Android measurements (shared by generate and farm worker)."""
@@ -85,10 +96,10 @@ def add_measure_parsers(sub) -> None:
                    help="only fill the queue (TARGET without @device is fine): farm workers measure it")  # fmt: skip
     q.add_argument("--retry-failed", action="store_true", help="give the run's failed jobs another go")
     q.add_argument(
-        "--max-attempts", type=T.POSITIVE_INT, default=5, help="claims per job before it fails for good"
+        "--max-attempts", type=T.POSITIVE_INT, default=DEFAULT_MAX_ATTEMPTS,
+        help="claims per job before it fails for good",
     )
-    q.add_argument("--lease", type=T.LEASE, default=60.0,
-                   help="seconds a claimed job stays leased without a heartbeat")  # fmt: skip
+    add_lease_option(q)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_store_option(s)

@@ -419,6 +419,7 @@ def write_json_checked(path, obj) -> None:
 
 
 __all__ = [
+    "GZ_SUFFIX",
     "FAMILIES",
     "FAMILY_CLASSES",
     "PRETRAINED",

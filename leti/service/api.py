@@ -129,8 +129,8 @@ class Loaded:
         """Latency of archs in any accepted form, built into graphs and predicted a chunk at a time, so that at most
         one chunk's graphs are held; errors name ``fields[i]`` (``space_fields[i]``, default ``archs[i].space``,
         for a bad space). ``limits`` refuses oversized archs and requests (``TooLargeError``) before they are
-        built. ``input_shape`` is for in-memory torch / Keras models (``graph_of``). With ``coverage``, ``assess``'s
-        dict instead of an array."""
+        built. ``input_shape`` is for in-memory torch / Keras models (``graph_of``). With ``coverage``, instead of
+        an array, a dict of JSON-ready lists: ``latency_ms``, ``interval_ms``, ``in_distribution``, ``why``."""
         if coverage is not None:
             coverage = check_coverage(coverage)
         out, total, i = [], 0, 0
@@ -159,19 +159,9 @@ class Loaded:
             return self._merged(out, coverage)
         return np.concatenate(out) if out else np.zeros(0)
 
-    def assess(self, graphs: list[LayerGraph], coverage: float = 0.9) -> dict:
-        """Latency, ``coverage`` interval, in-distribution flag and reason per arch: JSON-ready parallel lists
-        (nulls where a number is not finite; where there is no trust data, null intervals and flags)."""
-        coverage = check_coverage(coverage)
-        parts = []
-        for start in range(0, len(graphs), PREDICT_CHUNK):
-            with _WORK_LOCK:
-                parts.append(self._assess_chunk(graphs[start : start + PREDICT_CHUNK], coverage))
-        return self._merged(parts, coverage)
-
 
 def as_arrays(res: dict) -> dict:
-    """``assess``'s JSON lists as arrays for Python callers (None -> NaN)."""
+    """``predict_archs(..., coverage=)``'s JSON lists as arrays for Python callers (None -> NaN)."""
     out = dict(res)
     out["latency_ms"] = np.array([np.nan if v is None else v for v in res["latency_ms"]], dtype=float)
     iv = [[np.nan if v is None else v for v in pair] for pair in res["interval_ms"]]

@@ -21,7 +21,7 @@ from leti.graph.layergraph import LayerGraph
 from leti.predictors import features as F
 from leti.predictors import manifest
 from leti.predictors.base import Predictor
-from leti.predictors.registry import read_json_checked, write_json_checked
+from leti.predictors.registry import GZ_SUFFIX, read_json_checked, write_json_checked
 from leti.trust.conformal import DEFAULT_COVERAGE, Conformal, Difficulty, check_coverage
 from leti.trust.crossval import FOLDS, out_of_fold
 from leti.trust.embedding import Embedding, nearest, rounded
@@ -225,7 +225,7 @@ class TrustModel:
     def load(cls, d) -> TrustModel | None:
         """The trust data saved in predictor directory ``d``; None when it has none (saved without calibration)."""
         p = Path(d) / TRUST_FILE
-        gz = p.with_name(TRUST_FILE + ".gz")  # the zoo ships it gzipped; read_checked inflates it
+        gz = p.with_name(TRUST_FILE + GZ_SUFFIX)  # the zoo ships it gzipped; read_checked inflates it
         if not p.exists() and not gz.exists():
             return None
         manifest.verify(d, only=TRUST_FILE if p.exists() else gz.name)

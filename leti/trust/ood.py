@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from leti.errors import PredictorError
-from leti.graph.layergraph import ACTS, COL_ATTR, COL_IN, COL_OP, COL_OUT, OPS, LayerGraph
+from leti.graph.layergraph import ACTS, COL_ATTR, COL_IN, COL_OP, COL_OUT, OPS, A, LayerGraph
 from leti.predictors import features as F
 from leti.trust.embedding import rounded
 
@@ -70,7 +70,7 @@ def layer_type(row: np.ndarray) -> str:
 def layer_types(row: np.ndarray) -> list[str]:
     """The types a node row counts as: its own, and ``act NAME`` for a fused activation."""
     t = layer_type(row)
-    act = int(row[COL_ATTR + 6])
+    act = int(row[COL_ATTR + A["act"]])
     if OPS[int(row[COL_OP])] != "act" and 0 < act < len(ACTS):
         return [t, f"act {ACTS[act]}"]
     return [t]

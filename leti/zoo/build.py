@@ -33,7 +33,7 @@ from leti.predictors.auto import DEFAULT_CANDIDATES
 from leti.predictors.evaluate import fit_on, train, versions
 from leti.predictors.family_split import evaluate_by_family, families_of
 from leti.predictors.metrics import METRIC_KEYS
-from leti.predictors.registry import available_families, read_checked, saved
+from leti.predictors.registry import GZ_SUFFIX, available_families, read_checked, saved
 from leti.space import MODEL_SPACE
 from leti.trust import calibrate
 from leti.zoo import INDEX_FILE, ZOO_DIR
@@ -254,11 +254,11 @@ def _gzip_large(d: Path) -> None:
         if (
             p.is_file()
             and p.stat().st_size > GZIP_OVER
-            and p.suffix != ".gz"
+            and p.suffix != GZ_SUFFIX
             and p.name not in ("meta.json", manifest.MANIFEST_FILE)
         ):
             raw = p.read_bytes()
-            with open(p.with_name(p.name + ".gz"), "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0,
+            with open(p.with_name(p.name + GZ_SUFFIX), "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0,
                                                                              filename="") as gz:  # fmt: skip
                 gz.write(raw)
             p.unlink()
